@@ -1,0 +1,32 @@
+# nnprak: the two commands of the README are `make run` and `make test`; both set up .venv first when needed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.nnprak-installed
+export PYTHONHASHSEED := 0
+
+.PHONY: setup run test test-fast bench report clean-smoke
+
+setup: $(STAMP)  ## create .venv (when missing) and install the pinned dependencies; a second run takes seconds
+
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# facenet-pytorch pins torch<2.3/numpy<2/Pillow<10.3, which conflict with the stack: install it without deps
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: setup  ## execute notebooks 01-06 with the default profile (results/, report/ and the notebooks' outputs)
+	$(PY) -m nnprak run --profile default
+
+test: setup  ## pytest for the package + nbval on the notebooks, with the smoke profile
+	NNPRAK_PROFILE=smoke $(PY) -m pytest -q tests
+	NNPRAK_PROFILE=smoke $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+
+bench: setup  ## print the numbers of the README's results table
+	$(PY) -m nnprak bench
+
+clean-smoke:  ## remove the smoke profile's scratch outputs
+	rm -rf build/smoke

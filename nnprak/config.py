@@ -1,0 +1,269 @@
+"""Every path and every tunable of nnprak, chosen by one profile.
+
+Profiles (from the argument of :func:`load`, else ``$NNPRAK_PROFILE``, else ``default``):
+
+* ``smoke``   – 5 LFW people, tiny epochs; tests, CI and nbval. Writes everything under ``build/smoke/``.
+* ``default`` – the 62 LFW people with >= 20 images; the numbers, figures and tables of the report.
+  The only profile that writes into the tracked ``results/``, ``report/`` and ``data/processed/`` folders.
+* ``full``    – more epochs and larger inputs for a GPU or a patient user. Writes under ``build/full/``.
+
+Usage in a notebook::
+
+    from nnprak import config
+    cfg = config.load(PROFILE)      # PROFILE comes from the papermill parameters cell
+    config.seed_everything(cfg.seed)
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The checkout: the folder that holds ``nnprak/``, ``notebooks/`` and ``data/``."""
+
+SEED = 42
+PROFILES = ("smoke", "default", "full")
+
+RAW_DIR = ROOT / "data" / "raw"
+"""Students' own photos, ``data/raw/<person>/*.jpg``. Input only: nnprak never writes here."""
+EXTERNAL_DIR = ROOT / "data" / "external"
+"""Third-party data sets (LFW is looked for in ``data/external/lfw``)."""
+SHARED_LFW_DIR = ROOT.parent / "shared" / "datasets" / "lfw"
+"""Where this team's machines and CI keep LFW: a ``shared/`` folder next to the checkout."""
+
+LFW_IMAGES_SUBDIR = "lfw-deepfunneled"
+LFW_URL = "http://vis-www.cs.umass.edu/lfw/"
+LFW_FILES = ("lfw-deepfunneled.tgz", "pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt", "people.txt")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Folders one profile reads and writes (cookiecutter-data-science layout)."""
+
+    root: Path
+    interim: Path
+    processed: Path
+    models: Path
+    results: Path
+    figures: Path
+    tables: Path
+    notebooks_out: Path
+
+    @property
+    def manifest(self) -> Path:
+        """Return the manifest CSV written by notebook 01 and extended by notebook 02."""
+        return self.processed / "manifest.csv"
+
+    @property
+    def crops(self) -> Path:
+        """Return the manifest with face-crop columns written by notebook 02."""
+        return self.processed / "crops.csv"
+
+    @property
+    def faces(self) -> Path:
+        """Return the folder of face crops, ``<faces>/<variant>/<person>/<stem>.png``."""
+        return self.interim / "faces"
+
+    @property
+    def embeddings(self) -> Path:
+        """Return the folder of cached embeddings."""
+        return self.processed / "embeddings"
+
+    def make(self) -> "Paths":
+        """Create every output folder (never the inputs) and return self."""
+        for p in (self.interim, self.processed, self.models, self.results, self.figures, self.tables,
+                  self.notebooks_out):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def _paths_for(profile: str) -> Paths:
+    if profile == "default":
+        base = ROOT
+        return Paths(root=ROOT, interim=base / "data" / "interim", processed=base / "data" / "processed",
+                     models=base / "models", results=base / "results", figures=base / "report" / "figures",
+                     tables=base / "report" / "tables", notebooks_out=base / "notebooks")
+    base = ROOT / "build" / profile
+    return Paths(root=ROOT, interim=base / "data" / "interim", processed=base / "data" / "processed",
+                 models=base / "models", results=base / "results", figures=base / "report" / "figures",
+                 tables=base / "report" / "tables", notebooks_out=base / "notebooks")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One profile's settings. Every notebook reads its knobs from here, never from literals."""
+
+    profile: str
+    paths: Paths
+    seed: int = SEED
+    # --- 01 data -----------------------------------------------------------------------------------------
+    source: str = "lfw"                      # "lfw", "raw" (data/raw/<person>/*) or a folder laid out the same
+    min_images_per_person: int = 20          # LFW people with at least this many images
+    max_people: int | None = None            # keep only the first N people (alphabetical); None = all
+    split_fractions: tuple = (0.70, 0.15, 0.15)
+    min_image_side: int = 64                 # smaller images are flagged "tiny" (kept, but reported)
+    # --- 02 face crops -----------------------------------------------------------------------------------
+    crop_size: int = 160
+    crop_margin: int = 14                    # facenet-pytorch's LFW evaluation uses 14 px at 160 px
+    face_select: str = "central"             # "central" | "largest" | "probable"
+    min_face_prob: float = 0.90
+    detect_batch_size: int = 32
+    # --- 03 scratch CNN ----------------------------------------------------------------------------------
+    scratch: dict = field(default_factory=dict)
+    # --- 04 transfer -------------------------------------------------------------------------------------
+    transfer: dict = field(default_factory=dict)
+    # --- 05 embeddings -----------------------------------------------------------------------------------
+    embed: dict = field(default_factory=dict)
+    # --- 06 evaluation -----------------------------------------------------------------------------------
+    verification_folds: int = 10             # LFW View 2 folds used (10 = the official protocol)
+    threads: int = 2
+
+    @property
+    def lfw_dir(self) -> Path:
+        """Return the LFW folder, resolved as documented in :func:`find_lfw`."""
+        return find_lfw()
+
+
+_SCRATCH_DEFAULT = dict(image_size=112, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
+                        batch_size=64, lr=3e-3, weight_decay=5e-4, label_smoothing=0.1, patience=8,
+                        max_minutes=10.0)
+_TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=6, batch_size=32, head_lr=1e-2,
+                         finetune_lr=1e-4, max_minutes=8.0)
+_EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32)
+
+PROFILE_SETTINGS: dict[str, dict] = {
+    "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=2,
+                  scratch=dict(_SCRATCH_DEFAULT, image_size=48, widths=(8, 16, 32, 64), epochs=2, batch_size=32,
+                               patience=2, max_minutes=1.0),
+                  transfer=dict(_TRANSFER_DEFAULT, image_size=64, head_epochs=2, finetune_epochs=1,
+                                max_minutes=1.0),
+                  embed=dict(_EMBED_DEFAULT)),
+    "default": dict(scratch=dict(_SCRATCH_DEFAULT), transfer=dict(_TRANSFER_DEFAULT), embed=dict(_EMBED_DEFAULT)),
+    "full": dict(min_images_per_person=10,
+                 scratch=dict(_SCRATCH_DEFAULT, image_size=160, epochs=80, patience=15, max_minutes=None),
+                 transfer=dict(_TRANSFER_DEFAULT, finetune_epochs=15, max_minutes=None),
+                 embed=dict(_EMBED_DEFAULT)),
+}
+
+
+def profile_name(profile: str | None = None) -> str:
+    """Return the active profile: the argument, else ``$NNPRAK_PROFILE``, else ``default``."""
+    name = profile or os.environ.get("NNPRAK_PROFILE") or "default"
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r} (from {'argument' if profile else 'NNPRAK_PROFILE'}); "
+                         f"use one of {', '.join(PROFILES)}.")
+    return name
+
+
+_ACTIVE: Config | None = None
+
+
+def load(profile: str | None = None, **overrides) -> Config:
+    """Return the :class:`Config` of a profile, with keyword overrides (e.g. ``source=...``) applied.
+
+    The returned config becomes the active one (:func:`active`), which ``plots.save_fig`` and other
+    helpers use when no folder is given.
+    """
+    global _ACTIVE
+    name = profile_name(profile)
+    cfg = Config(profile=name, paths=_paths_for(name), **PROFILE_SETTINGS[name])
+    _ACTIVE = replace(cfg, **overrides) if overrides else cfg
+    return _ACTIVE
+
+
+def active() -> Config:
+    """Return the config most recently returned by :func:`load` (loading the environment's profile if none)."""
+    return _ACTIVE if _ACTIVE is not None else load()
+
+
+def seed_everything(seed: int = SEED) -> int:
+    """Seed Python, NumPy and PyTorch (the project's one seed call) and return the seed."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # the data notebook runs without torch
+        return seed
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return seed
+
+
+def set_threads(n: int = 2) -> None:
+    """Limit PyTorch to ``n`` CPU threads (the course machines have 2 cores)."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+class LFWNotFound(FileNotFoundError):
+    """Raised when no copy of LFW can be found or downloaded."""
+
+
+def is_lfw_dir(path: Path) -> bool:
+    """Return True when ``path`` holds LFW's deep-funneled image folder."""
+    return (Path(path) / LFW_IMAGES_SUBDIR).is_dir()
+
+
+def lfw_candidates(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Return the folders searched for LFW, in order: argument, $NNPRAK_LFW_DIR, data/external/lfw, shared/."""
+    cands = []
+    if explicit:
+        cands.append(Path(explicit))
+    if os.environ.get("NNPRAK_LFW_DIR"):
+        cands.append(Path(os.environ["NNPRAK_LFW_DIR"]))
+    cands += [EXTERNAL_DIR / "lfw", SHARED_LFW_DIR]
+    return cands
+
+
+def find_lfw(explicit: str | os.PathLike | None = None, download: bool = True, timeout: float = 10.0) -> Path:
+    """Return the LFW folder: argument → $NNPRAK_LFW_DIR → data/external/lfw → ../shared/datasets/lfw → download.
+
+    Raises:
+        LFWNotFound: with the folders searched and where to put the data set, when none holds LFW and the
+            download is disabled or fails (no network fails within ``timeout`` seconds).
+    """
+    searched = lfw_candidates(explicit)
+    for cand in searched:
+        if is_lfw_dir(cand):
+            return cand.resolve()
+    if explicit:  # an explicit path that is wrong is a user error: say so instead of downloading
+        raise LFWNotFound(f"{explicit} does not hold LFW (expected a '{LFW_IMAGES_SUBDIR}/' folder inside it).")
+    target = EXTERNAL_DIR / "lfw"
+    why = "download disabled"
+    if download:
+        try:
+            return download_lfw(target, timeout=timeout)
+        except (OSError, urllib.error.URLError, tarfile.TarError) as err:
+            why = f"download from {LFW_URL} failed: {err}"
+    raise LFWNotFound(
+        "LFW (deep-funneled) was not found. Searched: " + ", ".join(str(c) for c in searched) + f" ({why}). "
+        f"Download {LFW_URL}lfw-deepfunneled.tgz and pairs.txt, unpack them into {target} "
+        f"(so that {target / LFW_IMAGES_SUBDIR} exists), or set NNPRAK_LFW_DIR to a folder that holds them.")
+
+
+def download_lfw(target: Path, timeout: float = 10.0) -> Path:
+    """Download LFW deep-funneled and its protocol files into ``target`` and return it (atomic: all or nothing)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".lfw-download-", dir=target.parent))
+    try:
+        for name in LFW_FILES:
+            with urllib.request.urlopen(LFW_URL + name, timeout=timeout) as resp, open(tmp / name, "wb") as out:
+                shutil.copyfileobj(resp, out)
+        with tarfile.open(tmp / "lfw-deepfunneled.tgz") as tar:
+            tar.extractall(tmp, filter="data")
+        (tmp / "lfw-deepfunneled.tgz").unlink()
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,356 @@
+"""Stage 01: scanning photo folders, validating images, the stratified split, the manifest, a torch Dataset.
+
+Two sources give the same manifest: LFW (people with at least N images) and a folder of own photos laid out
+as ``<root>/<person>/*``. Every file gets one row::
+
+    path, person, split, sha1, width, height, orig_mode, tiny, status, reason
+
+``status`` is ``ok`` for images the later stages use, otherwise one of :data:`BAD_STATUSES` with a
+human-readable ``reason``. ``path`` is relative to the checkout (``config.ROOT``), in POSIX form, so a
+manifest stays valid when the checkout moves together with ``../shared``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+import zlib
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import config
+from .utils import atomic_path, sha1_file
+
+STATUS_OK = "ok"
+BAD_STATUSES = {
+    "empty": "0-byte file: copy the photo again",
+    "not_image": "not an image file PIL can read: remove it or convert it to JPEG/PNG",
+    "corrupt": "image data is truncated or corrupt: copy the photo again or remove it",
+    "unreadable": "file cannot be opened (permissions?): check the file",
+    "duplicate": "same bytes as another image of this person: kept once",
+    "too_few": "person has too few usable images for a train/val/test split",
+}
+"""Statuses of rows the later stages skip, with the advice printed for each."""
+
+MANIFEST_COLUMNS = ["path", "person", "split", "sha1", "width", "height", "orig_mode", "tiny", "status", "reason"]
+SPLITS = ("train", "val", "test")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading one image
+# ----------------------------------------------------------------------------------------------------------
+class ImageError(ValueError):
+    """An image that cannot be used; ``status`` is one of :data:`BAD_STATUSES`."""
+
+    def __init__(self, path, status: str, detail: str):
+        self.path, self.status, self.detail = Path(path), status, detail
+        super().__init__(f"{path}: {status} ({detail}); {BAD_STATUSES.get(status, '')}")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Return ``img`` as 8-bit RGB: EXIF orientation applied; grey, palette, 16-bit, CMYK and alpha converted.
+
+    Transparent areas are composited onto white; 16/32-bit grey is rescaled from its actual range to 0-255.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.round().astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def open_image(path: str | os.PathLike) -> tuple[Image.Image, str]:
+    """Return ``(RGB image, original mode)`` of a file, fully decoded.
+
+    Raises:
+        ImageError: ``empty``, ``not_image``, ``corrupt`` or ``unreadable``, naming the file.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageError(path, "unreadable", err.strerror or str(err)) from None
+    if not data:
+        raise ImageError(path, "empty", "0 bytes")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageError(path, "not_image", str(err).replace(f"{path}", "").strip() or "unknown format") from None
+    mode = img.mode
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.load()
+            rgb = to_rgb(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(path, "corrupt", str(err)) from None
+    return rgb, mode
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Return the image at ``path`` as 8-bit RGB with EXIF orientation applied (raises :class:`ImageError`)."""
+    return open_image(path)[0]
+
+
+def inspect_image(path: str | os.PathLike, min_side: int = 64) -> dict:
+    """Return a manifest row's image fields (sha1, width, height, orig_mode, tiny, status, reason); never raises."""
+    path = Path(path)
+    row = dict(sha1="", width=0, height=0, orig_mode="", tiny=False, status=STATUS_OK, reason="")
+    try:
+        row["sha1"] = sha1_file(path)
+        img, mode = open_image(path)
+    except ImageError as err:
+        row.update(status=err.status, reason=f"{err.detail}; {BAD_STATUSES[err.status]}")
+        return row
+    except OSError as err:  # sha1 failed: permissions, vanished file
+        row.update(status="unreadable", reason=f"{err.strerror or err}; {BAD_STATUSES['unreadable']}")
+        return row
+    row.update(width=img.width, height=img.height, orig_mode=mode, tiny=min(img.size) < min_side)
+    if row["tiny"]:
+        row["reason"] = f"tiny image ({img.width}x{img.height} < {min_side} px): kept, but faces may not be found"
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scanning sources
+# ----------------------------------------------------------------------------------------------------------
+def rel_path(path: str | os.PathLike) -> str:
+    """Return ``path`` relative to the checkout, in POSIX form (how the manifest stores paths)."""
+    return Path(os.path.relpath(Path(path).absolute(), config.ROOT)).as_posix()
+
+
+def abs_path(path: str | os.PathLike) -> Path:
+    """Return the absolute path of a manifest ``path`` (inverse of :func:`rel_path`)."""
+    p = Path(path)
+    return p if p.is_absolute() else Path(os.path.normpath(config.ROOT / p))
+
+
+def person_files(root: str | os.PathLike) -> dict[str, list[Path]]:
+    """Return ``{person: [files]}`` for a folder laid out as ``<root>/<person>/**`` (hidden files skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder. Put photos in {root}/<person name>/<photo>.jpg.")
+    people = {}
+    for person_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in person_dir.rglob("*")
+                       if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
+        people[person_dir.name] = files
+    return people
+
+
+def scan_files(people: dict[str, Iterable[Path]], min_side: int = 64, progress: bool = True) -> pd.DataFrame:
+    """Return manifest rows (split still empty) for ``{person: files}``, validating every file."""
+    from tqdm.auto import tqdm
+
+    items = [(person, Path(f)) for person, files in people.items() for f in files]
+    rows = []
+    for person, f in tqdm(items, desc="validating images", unit="img", disable=not progress):
+        rows.append(dict(path=rel_path(f), person=person, split="", **inspect_image(f, min_side)))
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    df["split"] = df["split"].astype(str)
+    return df
+
+
+def scan_folder(root: str | os.PathLike, min_side: int = 64, progress: bool = True) -> pd.DataFrame:
+    """Return manifest rows for every file of an own-photos folder ``<root>/<person>/*``."""
+    return scan_files(person_files(root), min_side, progress)
+
+
+def lfw_image_dir(lfw_dir: str | os.PathLike) -> Path:
+    """Return the folder holding LFW's ``<Name>/<Name>_NNNN.jpg`` images."""
+    return Path(lfw_dir) / config.LFW_IMAGES_SUBDIR
+
+
+def lfw_counts(lfw_dir: str | os.PathLike) -> pd.Series:
+    """Return the number of images per LFW person (index: name), sorted by name."""
+    img_dir = lfw_image_dir(lfw_dir)
+    counts = {d.name: sum(1 for f in d.iterdir() if f.suffix.lower() == ".jpg")
+              for d in img_dir.iterdir() if d.is_dir()}
+    return pd.Series(counts, name="images").sort_index()
+
+
+def lfw_people(lfw_dir: str | os.PathLike, min_images: int = 20, max_people: int | None = None) -> list[str]:
+    """Return the LFW people with at least ``min_images`` images (alphabetical, the first ``max_people``)."""
+    counts = lfw_counts(lfw_dir)
+    people = counts[counts >= min_images].index.tolist()
+    return people[:max_people] if max_people else people
+
+
+def scan_lfw(lfw_dir: str | os.PathLike, min_images: int = 20, max_people: int | None = None,
+             min_side: int = 64, progress: bool = True) -> pd.DataFrame:
+    """Return manifest rows for the LFW people with at least ``min_images`` images."""
+    img_dir = lfw_image_dir(lfw_dir)
+    people = {p: sorted((img_dir / p).glob("*.jpg")) for p in lfw_people(lfw_dir, min_images, max_people)}
+    return scan_files(people, min_side, progress)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Duplicates and the split
+# ----------------------------------------------------------------------------------------------------------
+def mark_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy where repeated images (same sha1) of one person are kept once (others: ``duplicate``).
+
+    Identical images filed under *different* people are kept (their labels differ) and listed by
+    :func:`cross_person_duplicates`; :func:`split_manifest` puts them into one split.
+    """
+    df = df.sort_values(["person", "path"], kind="stable").reset_index(drop=True)
+    ok = df["status"] == STATUS_OK
+    first = df[ok].groupby(["person", "sha1"])["path"].transform("first")
+    dup = first.index[first != df.loc[ok, "path"]]
+    df.loc[dup, "status"] = "duplicate"
+    df.loc[dup, "reason"] = [f"same bytes as {first[i]}; {BAD_STATUSES['duplicate']}" for i in dup]
+    return df
+
+
+def cross_person_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Return the usable rows whose exact bytes (sha1) also appear under another person."""
+    ok = df[df["status"] == STATUS_OK]
+    n_people = ok.groupby("sha1")["person"].transform("nunique")
+    return ok[n_people > 1].sort_values(["sha1", "person"])[["sha1", "person", "path", "split"]]
+
+
+def _person_rng(seed: int, person: str) -> np.random.Generator:
+    # One generator per person: a person's split does not change when other people are added or removed.
+    return np.random.default_rng([seed, zlib.crc32(person.encode("utf-8"))])
+
+
+def split_counts(n: int, fractions=(0.70, 0.15, 0.15)) -> tuple[int, int, int]:
+    """Return (train, val, test) sizes for ``n`` images: val and test get at least one image each."""
+    _, f_val, f_test = fractions
+    n_val = max(1, int(round(n * f_val)))
+    n_test = max(1, int(round(n * f_test)))
+    return n - n_val - n_test, n_val, n_test
+
+
+def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = config.SEED,
+                   min_per_person: int = 3) -> pd.DataFrame:
+    """Return a copy with a per-person stratified ``split`` (train/val/test) for every usable row.
+
+    People with fewer than ``min_per_person`` usable images get status ``too_few`` (a message says so).
+    Rows with identical bytes never end up in two splits: each group of identical images follows its first row.
+    """
+    if abs(sum(fractions) - 1) > 1e-6 or len(fractions) != 3:
+        raise ValueError(f"split fractions must be three numbers that sum to 1, got {fractions}")
+    df = df.copy()
+    df["split"] = ""
+    for person, idx in df[df["status"] == STATUS_OK].groupby("person").groups.items():
+        idx = sorted(idx, key=lambda i: df.at[i, "path"])
+        if len(idx) < min_per_person:
+            df.loc[idx, ["status", "reason"]] = ["too_few", f"{person} has {len(idx)} usable image(s), "
+                                                 f"fewer than {min_per_person}: add photos or leave them out"]
+            print(f"left out: {person} ({len(idx)} usable images < {min_per_person})")
+            continue
+        n_train, n_val, _ = split_counts(len(idx), fractions)
+        order = _person_rng(seed, person).permutation(len(idx))
+        for rank, i in enumerate(order):
+            df.at[idx[i], "split"] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    ok = df["status"] == STATUS_OK
+    df.loc[ok, "split"] = df[ok].groupby("sha1")["split"].transform("first")
+    return df
+
+
+def split_checks(df: pd.DataFrame) -> dict[str, bool]:
+    """Return the split's invariants (each True when it holds): stratified, disjoint, duplicates together."""
+    ok = df[df["status"] == STATUS_OK]
+    per_person = pd.crosstab(ok["person"], ok["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    return {
+        "every usable image has a split": bool(ok["split"].isin(SPLITS).all()),
+        "every person is in train, val and test": bool((per_person > 0).all(axis=None)),
+        "no file is in two splits": bool(ok.groupby("path")["split"].nunique().max() <= 1),
+        "identical images share one split": bool(ok.groupby("sha1")["split"].nunique().max() <= 1),
+    }
+
+
+def build_manifest(cfg: config.Config, progress: bool = True) -> pd.DataFrame:
+    """Return the validated, de-duplicated and split manifest of ``cfg.source``.
+
+    ``cfg.source`` is ``"lfw"``, ``"raw"`` (own photos in ``data/raw/<person>/``) or any folder laid out the same.
+    Excluded files are printed with their reason; the scan never stops at a bad file.
+    """
+    if cfg.source == "lfw":
+        df = scan_lfw(config.find_lfw(), cfg.min_images_per_person, cfg.max_people, cfg.min_image_side, progress)
+    else:
+        df = scan_folder(config.RAW_DIR if cfg.source == "raw" else cfg.source, cfg.min_image_side, progress)
+    for _, row in df[df["status"] != STATUS_OK].iterrows():
+        print(f"excluded: {row['path']}: {row['status']}: {row['reason']}")
+    return split_manifest(mark_duplicates(df), cfg.split_fractions, cfg.seed)
+
+
+def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a manifest CSV atomically and return its path."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Return a manifest CSV as a DataFrame (strings stay strings, empty splits stay '')."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebooks/01_data_collection_and_split.ipynb first.")
+    df = pd.read_csv(path, dtype={"path": str, "person": str, "split": str, "sha1": str, "status": str,
+                                  "reason": str, "orig_mode": str}, keep_default_na=False)
+    return df
+
+
+def split_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Return images per split (columns train/val/test/total) with a total row, over usable rows."""
+    ok = df[df["status"] == STATUS_OK]
+    table = pd.crosstab(ok["person"], ok["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    table["total"] = table.sum(axis=1)
+    summary = pd.DataFrame({"people": [len(table)], **{c: [int(table[c].sum())] for c in table.columns}})
+    summary["fraction"] = [" / ".join(f"{table[s].sum() / table['total'].sum():.2f}" for s in SPLITS)]
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A torch Dataset over the manifest
+# ----------------------------------------------------------------------------------------------------------
+try:
+    from torch.utils.data import Dataset as _TorchDataset
+except ImportError:  # notebook 01 works without torch
+    _TorchDataset = object
+
+
+class FaceDataset(_TorchDataset):
+    """A torch ``Dataset`` of (image, label) over the usable manifest rows of one split.
+
+    Args:
+        manifest: a manifest DataFrame (or the path of its CSV).
+        split: ``"train"``, ``"val"``, ``"test"`` or None for all usable rows.
+        transform: applied to the PIL image (e.g. torchvision transforms).
+        path_column: which column holds the image path (``"path"`` for originals, a crop column later).
+        classes: class names in label order; default: sorted people of the manifest's usable rows, so every
+            split of one manifest shares the same labels.
+    """
+
+    def __init__(self, manifest, split: str | None = None, transform: Callable | None = None,
+                 path_column: str = "path", classes: list[str] | None = None):
+        df = load_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else manifest
+        usable = df[(df["status"] == STATUS_OK) & (df[path_column].astype(str) != "")]
+        self.classes = list(classes) if classes is not None else sorted(usable["person"].unique())
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        rows = usable if split is None else usable[usable["split"] == split]
+        self.frame = rows.reset_index(drop=True)
+        self.paths = [abs_path(p) for p in self.frame[path_column]]
+        self.targets = [self.class_to_idx[p] for p in self.frame["person"]]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        img = load_image(self.paths[i])
+        return (self.transform(img) if self.transform else img), self.targets[i]

@@ -1,0 +1,164 @@
+"""Scanning, validation, duplicates, the split and the Dataset of nnprak.data, on LFW and on files made here."""
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from nnprak import config, data
+
+
+@pytest.fixture(scope="module")
+def lfw62(lfw_dir):
+    return data.split_manifest(data.mark_duplicates(data.scan_lfw(lfw_dir, 20, progress=False)))
+
+
+def test_lfw_counts(lfw_dir):
+    counts = data.lfw_counts(lfw_dir)
+    assert len(counts) == 5749 and counts.sum() == 13233
+    people = data.lfw_people(lfw_dir, 20)
+    assert len(people) == 62 and counts[people].sum() == 3023
+    assert data.lfw_people(lfw_dir, 20, max_people=5) == people[:5]
+
+
+def test_lfw62_manifest_is_stratified_and_leak_free(lfw62):
+    assert len(lfw62) == 3023 and lfw62["person"].nunique() == 62
+    assert (lfw62["status"] == "ok").all() and (lfw62[["width", "height"]] == 250).all(axis=None)
+    assert all(data.split_checks(lfw62).values())
+    # each person is split 70/15/15 up to rounding (val and test get round(0.15 n) each)
+    for person, rows in lfw62.groupby("person"):
+        n = len(rows)
+        counts = rows["split"].value_counts()
+        assert (counts["train"], counts["val"], counts["test"]) == data.split_counts(n), person
+    totals = lfw62["split"].value_counts(normalize=True)
+    assert abs(totals["train"] - 0.70) < 0.01 and abs(totals["test"] - 0.15) < 0.01
+
+
+def test_split_is_deterministic_per_seed(lfw62):
+    base = lfw62.drop(columns="split")
+    again = data.split_manifest(base, seed=config.SEED)
+    assert again["split"].tolist() == lfw62["split"].tolist()
+    other = data.split_manifest(base, seed=config.SEED + 1)
+    assert other["split"].tolist() != lfw62["split"].tolist()
+    # a person's split does not depend on which other people are in the manifest
+    one = lfw62["person"].iloc[0]
+    alone = data.split_manifest(base[base["person"] == one])
+    assert alone["split"].tolist() == lfw62.loc[lfw62["person"] == one, "split"].tolist()
+
+
+def test_split_rejects_bad_fractions(lfw62):
+    with pytest.raises(ValueError, match="sum to 1"):
+        data.split_manifest(lfw62, fractions=(0.8, 0.15, 0.15))
+
+
+def _copy_people(lfw_images, root, n_people=3, n_images=6):
+    for person, files in list(lfw_images.items())[:n_people]:
+        (root / person).mkdir(parents=True)
+        for f in files[:n_images]:
+            shutil.copy(f, root / person / f.name)
+
+
+def test_duplicates_kept_once_and_never_straddle_splits(tmp_path, lfw_images):
+    _copy_people(lfw_images, tmp_path, n_people=3, n_images=10)
+    people = sorted(p.name for p in tmp_path.iterdir())
+    src = next((tmp_path / people[0]).iterdir())
+    shutil.copy(src, tmp_path / people[0] / "copy_of_first.jpg")     # same person: kept once
+    shutil.copy(src, tmp_path / people[1] / "mislabelled.jpg")       # other person: kept, same split
+    for seed in range(10):
+        df = data.split_manifest(data.mark_duplicates(data.scan_folder(tmp_path, progress=False)), seed=seed)
+        same = df[df["sha1"] == data.sha1_file(src)]
+        assert len(same) == 3
+        assert (same["status"] == "duplicate").sum() == 1
+        assert "same bytes as" in same.loc[same["status"] == "duplicate", "reason"].iloc[0]
+        kept = same[same["status"] == "ok"]
+        assert kept["person"].nunique() == 2 and kept["split"].nunique() == 1
+        assert all(data.split_checks(df).values())
+        assert len(data.cross_person_duplicates(df)) == 2
+
+
+def _save(img, path, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+def test_bad_and_odd_inputs_get_their_status(tmp_path, lfw_images):
+    person = tmp_path / "Zoë_Ångström"   # non-ASCII person folder
+    face = Image.open(next(iter(lfw_images.values()))[0]).convert("RGB")
+    (person).mkdir()
+    (person / "empty.jpg").write_bytes(b"")
+    (person / "notes.txt").write_text("not a photo")
+    (person / "fake.jpg").write_text("<html>this is a web page saved as .jpg</html>")
+    _save(face, person / "full.jpg", quality=90)
+    (person / "truncated.jpg").write_bytes((person / "full.jpg").read_bytes()[:3000])
+    _save(face.convert("L"), person / "grey.png")
+    _save(face.convert("RGBA"), person / "rgba.png")
+    _save(face.convert("P", palette=Image.ADAPTIVE), person / "palette.gif")
+    _save(face.convert("CMYK"), person / "cmyk.jpg")
+    grey16 = Image.fromarray(np.asarray(face.convert("L"), dtype=np.uint16) * 257)
+    assert grey16.mode == "I;16"
+    _save(grey16, person / "grey16.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise on display
+    _save(face.crop((0, 0, 200, 100)), person / "rotated.jpg", exif=exif)
+    _save(face.resize((40, 40)), person / "tiny.jpg")
+    (person / ".DS_Store").write_bytes(b"\0\0")  # hidden files are skipped silently
+
+    df = data.scan_folder(tmp_path, min_side=64, progress=False)
+    df.index = df["path"].str.rsplit("/", n=1).str[-1]
+    status = df["status"].to_dict()
+    assert status == {"cmyk.jpg": "ok", "empty.jpg": "empty", "fake.jpg": "not_image", "full.jpg": "ok",
+                      "grey.png": "ok", "grey16.png": "ok", "notes.txt": "not_image", "palette.gif": "ok",
+                      "rgba.png": "ok", "rotated.jpg": "ok", "tiny.jpg": "ok", "truncated.jpg": "corrupt"}
+    assert (df["person"] == "Zoë_Ångström").all()
+    assert df.loc["tiny.jpg", "tiny"] and "tiny image" in df.loc["tiny.jpg", "reason"]
+    assert df.loc["empty.jpg", "reason"].endswith("copy the photo again")
+    assert set(df.loc[["grey.png", "grey16.png", "cmyk.jpg", "palette.gif"], "orig_mode"]) == {"L", "I;16", "CMYK", "P"}
+    # EXIF orientation is applied: the stored 200x100 picture is shown 100x200
+    assert (df.loc["rotated.jpg", "width"], df.loc["rotated.jpg", "height"]) == (100, 200)
+    for name in ("grey.png", "grey16.png", "cmyk.jpg", "rgba.png", "palette.gif"):
+        img = data.load_image(person / name)
+        assert img.mode == "RGB" and img.size == (250, 250), name
+    # 16-bit grey keeps its picture (rescaled, not clipped to white)
+    assert np.abs(np.asarray(data.load_image(person / "grey16.png"))[..., 0].astype(int)
+                  - np.asarray(face.convert("L")).astype(int)).max() <= 1
+    for name, status_ in (("truncated.jpg", "corrupt"), ("fake.jpg", "not_image"), ("empty.jpg", "empty")):
+        with pytest.raises(data.ImageError, match=name) as err:
+            data.load_image(person / name)
+        assert err.value.status == status_
+
+
+def test_own_photos_end_to_end_with_too_few_images(tmp_path, lfw_images, capsys):
+    raw = tmp_path / "raw"
+    _copy_people(lfw_images, raw, n_people=2, n_images=8)
+    (raw / "Jürgen_Ölschläger").mkdir()
+    for f in list(lfw_images.values())[3][:2]:
+        shutil.copy(f, raw / "Jürgen_Ölschläger" / f.name)
+    cfg = config.load("smoke", source=str(raw))
+    df = data.build_manifest(cfg, progress=False)
+    assert "left out: Jürgen_Ölschläger (2 usable images < 3)" in capsys.readouterr().out
+    assert (df.loc[df["person"] == "Jürgen_Ölschläger", "status"] == "too_few").all()
+    ok = df[df["status"] == "ok"]
+    assert ok["person"].nunique() == 2 and all(data.split_checks(df).values())
+    # paths are stored relative to the checkout and resolve back to the files
+    assert all(data.abs_path(p).exists() for p in df["path"])
+    out = data.save_manifest(df, tmp_path / "manifest.csv")
+    back = data.load_manifest(out)
+    pd.testing.assert_frame_equal(back[data.MANIFEST_COLUMNS], df[data.MANIFEST_COLUMNS], check_dtype=False)
+
+
+def test_face_dataset_over_manifest(lfw62):
+    train = data.FaceDataset(lfw62, "train")
+    test = data.FaceDataset(lfw62, "test")
+    assert len(train) == (lfw62["split"] == "train").sum() and len(train.classes) == 62
+    assert train.classes == test.classes
+    img, label = test[0]
+    assert img.mode == "RGB" and img.size == (250, 250)
+    assert test.classes[label] == test.frame["person"].iloc[0]
+    assert data.FaceDataset(lfw62, "val", transform=lambda im: im.size)[0][0] == (250, 250)
+
+
+def test_missing_manifest_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run notebooks/01"):
+        data.load_manifest(tmp_path / "manifest.csv")

