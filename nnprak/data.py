@@ -273,6 +273,28 @@ def split_checks(df: pd.DataFrame) -> dict[str, bool]:
     }
 
 
+def lfw_impostors(lfw_dir: str | os.PathLike, exclude: Iterable[str], n_people: int = 100,
+                  images_per_person: int = 2, min_images: int = 2, max_images: int = 19,
+                  seed: int = config.SEED, progress: bool = False) -> pd.DataFrame:
+    """Return manifest rows of LFW people outside the gallery, for testing the open-set "unknown" decision.
+
+    ``n_people`` people with ``min_images``–``max_images`` images (none of ``exclude``) are drawn with the seed;
+    ``images_per_person`` images each. Whole people go to ``val`` (choosing the threshold) or ``test``
+    (measuring it) half and half, so test impostors are people the threshold has never seen.
+    """
+    counts = lfw_counts(lfw_dir)
+    pool = sorted(set(counts[(counts >= min_images) & (counts <= max_images)].index) - set(exclude))
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(pool, size=min(n_people, len(pool)), replace=False).tolist())
+    img_dir = lfw_image_dir(lfw_dir)
+    df = scan_files({p: sorted((img_dir / p).glob("*.jpg"))[:images_per_person] for p in chosen},
+                    progress=progress)
+    order = rng.permutation(len(chosen))
+    split_of = {p: ("val" if rank % 2 == 0 else "test") for p, rank in zip(chosen, order)}
+    df["split"] = df["person"].map(split_of)
+    return df
+
+
 def build_manifest(cfg: config.Config, progress: bool = True) -> pd.DataFrame:
     """Return the validated, de-duplicated and split manifest of ``cfg.source``.
 

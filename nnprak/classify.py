@@ -1,0 +1,156 @@
+"""Stage 05: classifiers on face embeddings (SVM, KNN) and the open-set "unknown" decision.
+
+The classifiers are scikit-learn Pipelines (L2 normalisation → SVC or KNN) tuned with GridSearchCV on the
+training split. Open set: a face is accepted as its predicted person only when its confidence score is above a
+threshold chosen on validation faces of people outside the gallery (impostors) for a target false-accept rate.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import Normalizer
+from sklearn.svm import SVC
+
+from . import config
+
+UNKNOWN = "unknown"
+
+PARAM_GRIDS = {
+    "svm_linear": {"svc__estimator__C": [0.01, 0.1, 1, 10, 100]},
+    "svm_rbf": {"svc__estimator__C": [1, 10, 100], "svc__estimator__gamma": ["scale", 1, 4]},
+    "knn": {"knn__n_neighbors": [1, 3, 5, 9], "knn__weights": ["uniform", "distance"]},
+}
+"""The hyper-parameters GridSearchCV tries for each classifier kind."""
+
+
+def make_pipeline(kind: str, seed: int = config.SEED) -> Pipeline:
+    """Return an untrained Pipeline ``Normalizer(l2) → SVC/KNN`` for ``kind`` in :data:`PARAM_GRIDS`.
+
+    The SVC is wrapped in ``CalibratedClassifierCV(..., ensemble=False)`` (sigmoid) so that it gives the
+    class probabilities shown to users as confidence (scikit-learn's replacement for ``probability=True``).
+    """
+    if kind in ("svm_linear", "svm_rbf"):
+        svc = SVC(kernel=kind.split("_")[1], class_weight="balanced", random_state=seed)
+        clf = CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
+        return Pipeline([("l2", Normalizer()), ("svc", clf)])
+    if kind == "knn":
+        return Pipeline([("l2", Normalizer()), ("knn", KNeighborsClassifier(metric="euclidean"))])
+    raise ValueError(f"unknown classifier kind {kind!r}; use one of {', '.join(PARAM_GRIDS)}")
+
+
+def fit_classifier(kind: str, X: np.ndarray, y, cv: int = 3, seed: int = config.SEED, n_jobs: int = 1) -> GridSearchCV:
+    """Return a GridSearchCV over :data:`PARAM_GRIDS` ``[kind]`` fitted on (X, y), refit on all of it.
+
+    Scored by balanced accuracy (LFW-62 is very unbalanced); folds are stratified and seeded.
+    """
+    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    search = GridSearchCV(make_pipeline(kind, seed), PARAM_GRIDS[kind], cv=folds, scoring="balanced_accuracy",
+                          n_jobs=n_jobs, refit=True)
+    return search.fit(np.asarray(X), np.asarray(y))
+
+
+def confidence(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (predicted labels, confidence in [0, 1]) for every row.
+
+    SVM: the highest class probability. KNN: ``1 - d / 2`` with ``d`` the distance of the L2-normalised
+    embedding to its nearest gallery face (the face_recognition way: near the gallery means known).
+    """
+    X = np.asarray(X)
+    est = getattr(model, "best_estimator_", model)
+    if isinstance(est[-1], KNeighborsClassifier):
+        dist, _ = est[-1].kneighbors(est[:-1].transform(X), n_neighbors=1)
+        return est.predict(X), 1.0 - dist[:, 0] / 2.0
+    proba = est.predict_proba(X)
+    best = proba.argmax(axis=1)
+    return est.classes_[best], proba[np.arange(len(best)), best]
+
+
+def choose_threshold(impostor_scores: np.ndarray, far: float = 0.01) -> float:
+    """Return the lowest threshold t such that at most ``far`` of the impostor scores are > t."""
+    scores = np.sort(np.asarray(impostor_scores, dtype=float))[::-1]
+    if len(scores) == 0:
+        raise ValueError("no impostor scores: cannot choose an open-set threshold")
+    k = int(np.floor(far * len(scores)))  # impostors we may accept
+    return float(scores[min(k, len(scores) - 1)])
+
+
+def apply_threshold(pred, scores, threshold: float) -> np.ndarray:
+    """Return the predictions with every one whose score is not above ``threshold`` replaced by "unknown"."""
+    pred = np.asarray(pred, dtype=object).copy()
+    pred[np.asarray(scores) <= threshold] = UNKNOWN
+    return pred
+
+
+def open_set_rates(known_true, known_pred, known_scores, impostor_scores, threshold: float) -> dict:
+    """Return the open-set rates at ``threshold``.
+
+    * ``dir``: detection and identification rate: known faces accepted *and* correctly named,
+    * ``far``: impostors accepted (named as someone in the gallery),
+    * ``frr``: known faces rejected as unknown.
+    """
+    known_scores, impostor_scores = np.asarray(known_scores), np.asarray(impostor_scores)
+    accepted = known_scores > threshold
+    correct = np.asarray(known_true, dtype=object) == np.asarray(known_pred, dtype=object)
+    return {"threshold": float(threshold), "dir": float(np.mean(accepted & correct)),
+            "far": float(np.mean(impostor_scores > threshold)), "frr": float(np.mean(~accepted)),
+            "n_known": int(len(known_scores)), "n_impostors": int(len(impostor_scores))}
+
+
+def dir_far_curve(known_true, known_pred, known_scores, impostor_scores) -> dict[str, np.ndarray]:
+    """Return the open-set ROC (DIR against FAR) over every threshold, for plotting."""
+    thresholds = np.unique(np.concatenate([[-np.inf], np.asarray(known_scores), np.asarray(impostor_scores)]))
+    correct = np.asarray(known_true, dtype=object) == np.asarray(known_pred, dtype=object)
+    ks, imps = np.asarray(known_scores)[:, None], np.asarray(impostor_scores)[:, None]
+    return {"threshold": thresholds, "far": np.mean(imps > thresholds, axis=0),
+            "dir": np.mean((ks > thresholds) & correct[:, None], axis=0)}
+
+
+@dataclass
+class FaceClassifier:
+    """A trained gallery classifier with its open-set threshold: what ``python -m nnprak predict`` loads."""
+
+    model: object                      # fitted sklearn Pipeline (or GridSearchCV)
+    threshold: float                   # scores at or below are "unknown"
+    backend: str                       # embedder that made the training embeddings
+    kind: str = "svm_linear"
+    info: dict = field(default_factory=dict)
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (names or "unknown", confidence) for embeddings X."""
+        pred, score = confidence(self.model, X)
+        return apply_threshold(pred, score, self.threshold), score
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the classifier with joblib (atomically) and return the path."""
+        import joblib
+
+        from .utils import atomic_path
+
+        with atomic_path(path) as tmp:
+            joblib.dump(self, tmp)
+        return Path(path)
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> "FaceClassifier":
+        """Return the classifier saved at ``path`` (FileNotFoundError says how to make one)."""
+        import joblib
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no trained model at {path}: run notebooks/05_embeddings_svm_knn.ipynb "
+                                    "(or `make run`) first, or pass --model PATH")
+        try:
+            obj = joblib.load(path)
+        except Exception as err:  # truncated file, another pickle, a different sklearn
+            raise ValueError(f"{path} could not be read as an nnprak face classifier ({type(err).__name__}: "
+                             f"{err}); re-run notebooks/05_embeddings_svm_knn.ipynb") from None
+        if not isinstance(obj, FaceClassifier):
+            raise ValueError(f"{path} is not an nnprak face classifier (got {type(obj).__name__})")
+        return obj

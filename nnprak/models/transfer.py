@@ -1,0 +1,417 @@
+"""Transfer learning: a pretrained backbone plus a new classification head, trained in two stages.
+
+Stage 1 (frozen backbone, fast on a 2-core CPU): the backbone's features are computed ONCE per split with
+:func:`extract_features` (cached on disk by :func:`cached_features`, keyed by weights + data) and only the
+linear head is trained on them with :func:`train_head`.
+
+Stage 2 (fine-tuning): :func:`unfreeze` the top of the backbone (``layer4`` for a ResNet) and give the
+shared training loop :func:`param_groups`, which uses a lower learning rate for the unfrozen layers than
+for the head.
+
+Any backbone works: :class:`TransferModel` only needs an ``nn.Module`` mapping images to ``(N, feature_dim)``
+features, e.g. torchvision's ResNet-50 without its ``fc`` layer (:func:`build_resnet50`) or a face ResNet
+ported from dlib that produces 128-D descriptors. What weights a model really got is recorded in a
+:class:`WeightsRecord`; a randomly initialised backbone is labelled ``"random-init"``, never "pretrained".
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnprak import weights as W
+from nnprak.utils import atomic_path
+
+RANDOM_INIT = "random-init"
+
+
+@dataclass
+class WeightsRecord:
+    """Which weights a model actually got, and the input pipeline that matches them."""
+
+    arch: str                         # "resnet50", "resnet18", "dlib_resnet", ...
+    weights: str                      # "imagenet1k_v2", "imagenet1k_v1", "random-init", or a custom tag
+    pretrained: bool                  # False for "random-init", always
+    input_size: int = 224             # square side the weights expect (crop size)
+    resize_size: int | None = None    # resize before the centre crop in the official pipeline
+    mean: tuple = W.IMAGENET_MEAN     # normalisation (a random init uses ImageNet's, by convention)
+    std: tuple = W.IMAGENET_STD
+    feature_dim: int = 0
+    source: str | None = None         # file the weights came from
+    note: str = ""                    # e.g. why a requested pretrained model fell back to random init
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """Return the record as a JSON-ready dict."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+class TransferModel(nn.Module):
+    """``head(backbone(x))``: any feature extractor plus a (new) classification head.
+
+    ``backbone`` maps a batch of images to ``(N, feature_dim)`` features; ``head`` defaults to
+    :func:`make_head`. Frozen batch-norm layers (all their parameters frozen) stay in eval mode even in
+    ``model.train()``, so their running statistics do not drift while the backbone is frozen.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, head: nn.Module | None = None,
+                 dropout: float = 0.0, record: WeightsRecord | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = int(feature_dim)
+        self.num_classes = int(num_classes)
+        self.head = head if head is not None else make_head(feature_dim, num_classes, dropout)
+        self.record = record
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the backbone's ``(N, feature_dim)`` features of a batch."""
+        f = self.backbone(x)
+        return f.flatten(1) if f.dim() > 2 else f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the ``(N, num_classes)`` logits of a batch."""
+        return self.head(self.features(x))
+
+    def train(self, mode: bool = True) -> "TransferModel":
+        """Set training mode (returns self); batch-norm layers whose parameters are all frozen stay in eval mode."""
+        super().train(mode)
+        if mode:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    ps = list(m.parameters(recurse=False))
+                    if ps and not any(p.requires_grad for p in ps):
+                        m.eval()
+        return self
+
+
+def make_head(feature_dim: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+    """Return a new classification head: optional dropout, then one linear layer ``feature_dim → num_classes``."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    layers = [nn.Dropout(dropout)] if dropout > 0 else []
+    return nn.Sequential(*layers, nn.Linear(int(feature_dim), int(num_classes)))
+
+
+_TV_ARCHS = {"resnet50": 2048, "resnet18": 512}
+_TAGS = {"imagenet": "imagenet1k_v2", "imagenet1k_v2": "imagenet1k_v2", "imagenet1k_v1": "imagenet1k_v1"}
+
+
+def build_resnet(arch: str, num_classes: int, weights: str | None = "imagenet",
+                 weights_path: str | os.PathLike | None = None, download: bool = True, dropout: float = 0.0,
+                 fallback_to_random: bool = False, freeze: bool = True) -> tuple[TransferModel, WeightsRecord]:
+    """Return ``(TransferModel, WeightsRecord)``: a torchvision ResNet backbone (``fc`` removed) plus a new head.
+
+    ``weights``: ``"imagenet"`` (the best ImageNet weights: V2 for ResNet-50, V1 for ResNet-18),
+    ``"imagenet1k_v2"``, ``"imagenet1k_v1"`` or ``None`` (random init). Pretrained weights are found by
+    :func:`nnprak.weights.resolve_weights` (``weights_path`` first); when they are unavailable
+    :class:`~nnprak.weights.WeightsUnavailable` is raised, unless ``fallback_to_random=True``, in which case
+    the model is randomly initialised and recorded as ``"random-init"`` with the reason in ``record.note``.
+    ``freeze=True`` freezes the backbone (stage 1); the head is always trainable.
+    """
+    import torchvision
+
+    if arch not in _TV_ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; use one of {', '.join(_TV_ARCHS)}")
+    if weights in (None, "none", "random", RANDOM_INIT):
+        if weights_path is not None:
+            raise ValueError("weights_path was given but weights=None: pass weights='imagenet' to use the file")
+        tag = None
+    else:
+        if weights not in _TAGS:
+            raise ValueError(f"unknown weights {weights!r}; use 'imagenet', 'imagenet1k_v2', 'imagenet1k_v1' or None")
+        tag = _TAGS[weights]
+        if arch == "resnet18":
+            if weights == "imagenet1k_v2":
+                raise ValueError("torchvision has no IMAGENET1K_V2 weights for resnet18")
+            tag = "imagenet1k_v1"
+
+    feature_dim = _TV_ARCHS[arch]
+    record = WeightsRecord(arch=arch, weights=RANDOM_INIT, pretrained=False, input_size=224, resize_size=None,
+                           feature_dim=feature_dim,
+                           note="random initialisation; ImageNet mean/std used by convention")
+    state = None
+    if tag is not None:  # find the weights before building anything: offline users learn it at once
+        spec = W.get_spec(f"{arch}.{tag}")
+        try:
+            file = W.resolve_weights(spec, path=weights_path, download=download)
+            state = W.load_state_dict(spec, path=file, download=False)
+        except W.WeightsUnavailable as err:
+            if not fallback_to_random:
+                raise
+            record.note = (f"requested {spec.name} but it is unavailable ({err.reason}); "
+                           "fell back to random initialisation")
+    backbone = getattr(torchvision.models, arch)(weights=None)
+    if state is not None:
+        backbone.load_state_dict(state)  # strict: a wrong file fails loudly here
+        record = WeightsRecord(arch=arch, weights=tag, pretrained=True, input_size=spec.input_size,
+                               resize_size=spec.resize_size, mean=spec.mean, std=spec.std,
+                               feature_dim=feature_dim, source=str(file), note=spec.description)
+    backbone.fc = nn.Identity()
+    model = TransferModel(backbone, feature_dim, num_classes, dropout=dropout, record=record)
+    if freeze:
+        freeze_backbone(model)
+    return model, record
+
+
+def build_resnet50(num_classes: int, weights: str | None = "imagenet",
+                   weights_path: str | os.PathLike | None = None, **kwargs) -> tuple[TransferModel, WeightsRecord]:
+    """Return ``(TransferModel, WeightsRecord)`` for torchvision's ResNet-50 (see :func:`build_resnet`)."""
+    return build_resnet("resnet50", num_classes, weights=weights, weights_path=weights_path, **kwargs)
+
+
+def build_resnet18(num_classes: int, weights: str | None = "imagenet",
+                   weights_path: str | os.PathLike | None = None, **kwargs) -> tuple[TransferModel, WeightsRecord]:
+    """Return ``(TransferModel, WeightsRecord)`` for torchvision's ResNet-18 (see :func:`build_resnet`)."""
+    return build_resnet("resnet18", num_classes, weights=weights, weights_path=weights_path, **kwargs)
+
+
+# --- freezing and parameter groups -------------------------------------------------------------------------
+
+def _backbone_of(model: nn.Module) -> nn.Module:
+    return model.backbone if hasattr(model, "backbone") else model
+
+
+def freeze_backbone(model: nn.Module) -> int:
+    """Freeze every backbone parameter (the head stays trainable) and return how many tensors were frozen."""
+    n = 0
+    for p in _backbone_of(model).parameters():
+        p.requires_grad_(False)
+        n += 1
+    if hasattr(model, "head"):
+        for p in model.head.parameters():
+            p.requires_grad_(True)
+    if model.training:
+        model.train()  # re-apply: frozen batch norms go to eval mode
+    return n
+
+
+def unfreeze(model: nn.Module, layers: Iterable[str] | str = ("layer4",)) -> list[str]:
+    """Make the named backbone submodules trainable (``"all"``: the whole backbone); return the parameter names.
+
+    Names are paths inside ``model.backbone`` (``"layer4"``, ``"layer3.5"``, ``"fc"``...), so any backbone
+    works. Batch-norm layers inside become trainable too and leave eval mode at the next ``model.train()``.
+    """
+    backbone = _backbone_of(model)
+    if isinstance(layers, str):
+        layers = [layers]
+    names = []
+    for layer in layers:
+        mods = [("", backbone)] if layer == "all" else [(layer, backbone.get_submodule(layer))]
+        for prefix, mod in mods:
+            for pname, p in mod.named_parameters():
+                p.requires_grad_(True)
+                names.append(f"{prefix}.{pname}" if prefix else pname)
+    if not names:
+        raise ValueError(f"{list(layers)} hold no parameters")
+    if model.training:
+        model.train()
+    return names
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """Return the number of trainable scalar parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def param_groups(model: nn.Module, base_lr: float, head_lr: float, weight_decay: float = 0.0,
+                 layer_decay: float = 1.0) -> list[dict]:
+    """Return optimizer parameter groups: the head at ``head_lr``, trainable backbone parts at lower rates.
+
+    Each top-level backbone child with trainable parameters gets its own group (``name`` = the child's name):
+    the last (deepest) one at ``base_lr``, each earlier one ``layer_decay`` times the next. Biases and
+    normalisation parameters get no weight decay. Frozen parameters are left out, so a plain
+    ``torch.optim.AdamW(param_groups(...))`` works in both stages.
+    """
+    if base_lr > head_lr:
+        raise ValueError(f"base_lr ({base_lr}) should not exceed head_lr ({head_lr}) when fine-tuning")
+    backbone = _backbone_of(model)
+    children = [(n, m) for n, m in backbone.named_children()
+                if any(p.requires_grad for p in m.parameters())]
+    direct = [p for p in backbone.parameters(recurse=False) if p.requires_grad]
+    groups: list[dict] = []
+
+    def add(name, params, lr):
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        if decay:
+            groups.append(dict(params=decay, lr=lr, weight_decay=weight_decay, name=name))
+        if no_decay:
+            groups.append(dict(params=no_decay, lr=lr, weight_decay=0.0, name=f"{name}.no_decay"))
+
+    depth = len(children)
+    for i, (cname, child) in enumerate(children):
+        lr = base_lr * layer_decay ** (depth - 1 - i)
+        add(f"backbone.{cname}", [p for p in child.parameters() if p.requires_grad], lr)
+    if direct:
+        add("backbone", direct, base_lr)
+    if hasattr(model, "head"):
+        add("head", [p for p in model.head.parameters() if p.requires_grad], head_lr)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return groups
+
+
+# --- stage 1: cached features + head -----------------------------------------------------------------------
+
+def _split_batch(batch):
+    if isinstance(batch, dict):
+        x = batch.get("image", batch.get("x"))
+        y = batch.get("label", batch.get("y"))
+        return x, y
+    return batch[0], batch[1]
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, loader, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(features float32 (N, D), labels int64 (N,))`` of every batch of ``loader`` (eval mode, no grad).
+
+    Batches are ``(images, labels, ...)`` tuples or dicts with ``image``/``label`` keys; the backbone's
+    training mode is restored afterwards.
+    """
+    was_training = backbone.training
+    backbone.eval().to(device)
+    feats, labels = [], []
+    try:
+        for batch in loader:
+            x, y = _split_batch(batch)
+            f = backbone(x.to(device))
+            feats.append(f.flatten(1).float().cpu().numpy() if f.dim() > 2 else f.float().cpu().numpy())
+            labels.append(np.asarray(y.cpu() if torch.is_tensor(y) else y, dtype=np.int64).reshape(-1))
+    finally:
+        backbone.train(was_training)
+    if not feats:
+        raise ValueError("the loader yielded no batches")
+    return np.concatenate(feats).astype(np.float32), np.concatenate(labels)
+
+
+def feature_cache_key(**parts) -> str:
+    """Return a SHA-1 hex key of JSON-serialisable parts (weights record, image ids, image size, transform…)."""
+    blob = json.dumps(parts, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()
+
+
+def cached_features(backbone: nn.Module, loader, path: str | os.PathLike, key: str,
+                    device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(features, labels)`` from the ``.npz`` cache at ``path`` when it holds ``key``, else extract and save.
+
+    The key (see :func:`feature_cache_key`) is stored in the file; a file with another key is recomputed
+    and replaced (atomically), so stale features are never reused after the weights or the data change.
+    """
+    path = Path(path)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    return z["features"], z["labels"]
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable or old cache: recompute
+    feats, labels = extract_features(backbone, loader, device=device)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path without it
+            np.savez(fh, features=feats, labels=labels, key=np.array(key))
+    return feats, labels
+
+
+def _as_tensor(a, dtype) -> torch.Tensor:
+    return (a if torch.is_tensor(a) else torch.from_numpy(np.asarray(a))).to(dtype)
+
+
+def _evaluate(head, X, y, loss_fn, batch_size):
+    head.eval()
+    total, correct, n = 0.0, 0, len(y)
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            out = head(X[i:i + batch_size])
+            total += loss_fn(out, y[i:i + batch_size]).item() * len(out)
+            correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
+    return total / n, correct / n
+
+
+def train_head(features, labels, val_features, val_labels, num_classes: int, epochs: int = 30, lr: float = 1e-2,
+               batch_size: int = 64, weight_decay: float = 1e-4, dropout: float = 0.0, label_smoothing: float = 0.0,
+               seed: int = 42, max_minutes: float | None = None, head: nn.Module | None = None,
+               threads: int | None = 1):
+    """Return ``(head, history)``: a linear head trained on cached features, and a per-epoch DataFrame.
+
+    AdamW with a cosine schedule; ``history`` has ``epoch, train_loss, train_acc, val_loss, val_acc, lr,
+    seconds`` (val columns NaN without validation data). The returned head holds the weights of the epoch
+    with the best validation accuracy (ties: lower validation loss), or of the last epoch without
+    validation data. ``max_minutes`` stops early after the epoch that crosses the budget. ``threads``: torch
+    threads while training (the head is tiny; one thread avoids OpenMP overhead, restored afterwards).
+    """
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train_head(features, labels, val_features, val_labels, num_classes, epochs, lr, batch_size,
+                           weight_decay, dropout, label_smoothing, seed, max_minutes, head)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train_head(features, labels, val_features, val_labels, num_classes, epochs, lr, batch_size, weight_decay,
+                dropout, label_smoothing, seed, max_minutes, head):
+    import pandas as pd
+
+    X = _as_tensor(features, torch.float32)
+    y = _as_tensor(labels, torch.long)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"features must be (N, D) with N labels, got {tuple(X.shape)} and {tuple(y.shape)}")
+    has_val = val_features is not None and val_labels is not None and len(val_labels) > 0
+    if has_val:
+        Xv, yv = _as_tensor(val_features, torch.float32), _as_tensor(val_labels, torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    if head is None:
+        torch.manual_seed(seed)
+        head = make_head(X.shape[1], num_classes, dropout)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(X) / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    eval_fn = nn.CrossEntropyLoss()
+    rows, best, best_state, best_epoch = [], None, None, None
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        head.train()
+        perm = torch.randperm(len(X), generator=gen)
+        current_lr = opt.param_groups[0]["lr"]
+        for i in range(0, len(X), batch_size):
+            idx = perm[i:i + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(head(X[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+        tr_loss, tr_acc = _evaluate(head, X, y, eval_fn, 1024)
+        va_loss, va_acc = _evaluate(head, Xv, yv, eval_fn, 1024) if has_val else (float("nan"), float("nan"))
+        rows.append(dict(epoch=epoch, train_loss=tr_loss, train_acc=tr_acc, val_loss=va_loss, val_acc=va_acc,
+                         lr=current_lr, seconds=time.perf_counter() - t0))
+        if has_val and (best is None or (va_acc, -va_loss) > best):
+            best, best_state, best_epoch = (va_acc, -va_loss), copy.deepcopy(head.state_dict()), epoch
+        if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
+            break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    history = pd.DataFrame(rows)
+    if best_epoch is None and len(history):
+        best_epoch = int(history["epoch"].iloc[-1])
+    history["best"] = history["epoch"] == best_epoch if len(history) else []
+    return head, history
+
+
+__all__ = ["RANDOM_INIT", "WeightsRecord", "TransferModel", "make_head", "build_resnet", "build_resnet50",
+           "build_resnet18", "freeze_backbone", "unfreeze", "trainable_parameters", "param_groups",
+           "extract_features", "feature_cache_key", "cached_features", "train_head"]
