@@ -6,7 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nnprak-installed
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run test test-fast bench report clean-smoke
+TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-fonts-recommended poppler-utils
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup setup-tex run test bench report clean-smoke
 
 setup: $(STAMP)  ## create .venv (when missing) and install the pinned dependencies; a second run takes seconds
 
@@ -18,10 +21,15 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-run: setup  ## execute notebooks 01-06 with the default profile (results/, report/ and the notebooks' outputs)
+setup-tex:  ## install the Debian TeX packages that build report/report.pdf (skipped when latexmk is there)
+	@command -v latexmk >/dev/null && command -v pdftoppm >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends $(TEX_PACKAGES) )
+
+run: setup setup-tex  ## execute notebooks 01-06 with the default profile (results/, report/ and the notebooks' outputs)
 	$(PY) -m nnprak run --profile default
 
-test: setup  ## pytest for the package + nbval on the notebooks, with the smoke profile
+test: setup setup-tex  ## pytest for the package + nbval on the notebooks, with the smoke profile
 	NNPRAK_PROFILE=smoke $(PY) -m pytest -q tests
 	NNPRAK_PROFILE=smoke $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 

@@ -63,9 +63,39 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="execute notebooks 01-06 with papermill")
     p_run.add_argument("--profile", default=None, help="smoke | default | full (default: $NNPRAK_PROFILE or default)")
     p_run.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. --only 01 02")
+    p_pred = sub.add_parser("predict", help="name every face in a photo (or say unknown)")
+    p_pred.add_argument("photo", help="a photo file (JPEG, PNG, ...)")
+    p_pred.add_argument("--model", default=None,
+                        help="trained classifier (default: models/embed_svm.joblib of the profile)")
+    p_pred.add_argument("--out", default=None, help="write the photo with boxes and names to this file")
+    p_pred.add_argument("--profile", default=None, help="whose models/ folder holds the default model")
+    p_pred.add_argument("--min-prob", type=float, default=0.9, help="minimum face detection probability")
     args = parser.parse_args(argv)
     if args.command == "run":
         run_notebooks(config.profile_name(args.profile), args.only)
+    elif args.command == "predict":
+        return predict_command(args)
+    return 0
+
+
+def predict_command(args) -> int:
+    """Run ``predict``: print one line per face; errors are one line on stderr and a non-zero exit code."""
+    from . import data
+    from .predict import NoFaceFound, predict_file
+
+    model = args.model or config.load(args.profile).paths.models / "embed_svm.joblib"
+    try:
+        preds = predict_file(args.photo, model, args.out, args.min_prob)
+    except (FileNotFoundError, data.ImageError, ValueError) as err:
+        if isinstance(err, NoFaceFound):
+            print(f"{args.photo}: no face found (try a larger, sharper photo, or --min-prob 0.7)", file=sys.stderr)
+            return 1
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for i, p in enumerate(preds, 1):
+        print(f"face {i}: {p.line()}")
+    if args.out:
+        print(f"annotated photo written to {args.out}")
     return 0
 
 

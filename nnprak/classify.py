@@ -154,3 +154,36 @@ class FaceClassifier:
         if not isinstance(obj, FaceClassifier):
             raise ValueError(f"{path} is not an nnprak face classifier (got {type(obj).__name__})")
         return obj
+
+
+def predict_with_missing(model, X: np.ndarray, missing_label: str = "no_face") -> tuple[np.ndarray, np.ndarray]:
+    """Return (predictions, scores) for embeddings with NaN rows (no face found): those get ``missing_label``, 0.
+
+    Faces the detector missed count as errors in every metric, never silently dropped.
+    """
+    X = np.asarray(X)
+    ok = ~np.isnan(X).any(axis=1)
+    pred = np.full(len(X), missing_label, dtype=object)
+    score = np.zeros(len(X))
+    if ok.any():
+        pred[ok], score[ok] = confidence(model, X[ok])
+    return pred, score
+
+
+def open_set_evaluation(model, X_val_impostors, X_test, y_test, X_test_impostors, far: float = 0.01) -> dict:
+    """Return the threshold chosen on validation impostors for ``far`` and the open-set rates on the test split.
+
+    Keys: ``threshold``, ``rates`` (dir/far/frr on test, see :func:`open_set_rates`), ``curve`` (DIR vs FAR).
+    Rows with NaN embeddings (no face found) are left out of the impostor sets and count as rejected
+    known faces.
+    """
+    def scores(X):
+        X = np.asarray(X)
+        return confidence(model, X[~np.isnan(X).any(axis=1)])[1]
+
+    threshold = choose_threshold(scores(X_val_impostors), far)
+    pred, known_scores = predict_with_missing(model, X_test)
+    imp = scores(X_test_impostors)
+    return {"threshold": threshold, "far_target": far,
+            "rates": open_set_rates(y_test, pred, known_scores, imp, threshold),
+            "curve": dir_far_curve(y_test, pred, known_scores, imp)}

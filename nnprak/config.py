@@ -136,7 +136,7 @@ _SCRATCH_DEFAULT = dict(image_size=112, widths=(32, 64, 128, 256), blocks=(1, 1,
                         max_minutes=10.0)
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=6, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=8.0)
-_EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32)
+_EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32, impostor_people=200)
 
 PROFILE_SETTINGS: dict[str, dict] = {
     "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=2,
@@ -144,7 +144,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
                                patience=2, max_minutes=1.0),
                   transfer=dict(_TRANSFER_DEFAULT, image_size=64, head_epochs=2, finetune_epochs=1,
                                 max_minutes=1.0),
-                  embed=dict(_EMBED_DEFAULT)),
+                  embed=dict(_EMBED_DEFAULT, impostor_people=20, far_target=0.1)),
     "default": dict(scratch=dict(_SCRATCH_DEFAULT), transfer=dict(_TRANSFER_DEFAULT), embed=dict(_EMBED_DEFAULT)),
     "full": dict(min_images_per_person=10,
                  scratch=dict(_SCRATCH_DEFAULT, image_size=160, epochs=80, patience=15, max_minutes=None),

