@@ -123,6 +123,7 @@ class Config:
     embed: dict = field(default_factory=dict)
     # --- 06 evaluation -----------------------------------------------------------------------------------
     verification_folds: int = 10             # LFW View 2 folds used (10 = the official protocol)
+    verification_pairs_per_fold: int | None = None  # None: all 600 pairs of a fold (the official protocol)
     threads: int = 2
 
     @property
@@ -139,7 +140,7 @@ _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=6, batc
 _EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32, impostor_people=200)
 
 PROFILE_SETTINGS: dict[str, dict] = {
-    "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=2,
+    "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=2, verification_pairs_per_fold=20,
                   scratch=dict(_SCRATCH_DEFAULT, image_size=48, widths=(8, 16, 32, 64), epochs=2, batch_size=32,
                                patience=2, max_minutes=1.0),
                   transfer=dict(_TRANSFER_DEFAULT, image_size=64, head_epochs=2, finetune_epochs=1,

@@ -135,3 +135,85 @@ def open_set_curve(curve: dict, far_target: float, rates: dict, title: str = "")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return fig
+
+
+def confusion_matrix(true, pred, title: str = "", labels=None, annotate: bool | None = None):
+    """Return a row-normalised confusion-matrix heatmap (recall on the diagonal) of one model's test predictions."""
+    import seaborn as sns
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    labels = list(labels) if labels is not None else sorted(set(true))
+    extra = sorted(set(pred) - set(labels))  # e.g. "no_face" / "unknown" columns
+    cm = sk_confusion(true, pred, labels=labels + extra, normalize="true")[: len(labels)]
+    n = len(labels) + len(extra)
+    annotate = n <= 15 if annotate is None else annotate
+    side = min(16, max(5, 0.22 * n + 2))
+    fig, ax = plt.subplots(figsize=(side * 1.1, side))
+    names = [str(x).replace("_", " ") for x in labels + extra]
+    sns.heatmap(cm, ax=ax, cmap="Blues", vmin=0, vmax=1, square=True, annot=annotate, fmt=".2f",
+                xticklabels=names, yticklabels=names[: len(labels)], cbar_kws={"shrink": 0.6, "label": "fraction of row"})
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.tick_params(labelsize=6 if n > 20 else 8)
+    ax.set_title(title)
+    return fig
+
+
+def per_person_accuracy(per_person: pd.DataFrame, title: str = ""):
+    """Return a scatter of per-person test accuracy against training images, one colour per model.
+
+    ``per_person`` has the columns ``model, person, train_images, accuracy``.
+    """
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    sns.scatterplot(data=per_person, x="train_images", y="accuracy", hue="model", style="model", ax=ax, s=35,
+                    alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the person (log scale)")
+    ax.set_ylabel("test accuracy of the person")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title or "Per-person accuracy against training images")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def roc_curves(curves: dict[str, tuple], title: str = "", zoom: bool = True):
+    """Return ROC curves (``{label: (fpr, tpr)}``) on linear axes, with a zoom on the top-left corner."""
+    ncols = 2 if zoom else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.3), squeeze=False)
+    for ax, (lo, hi) in zip(axes[0], [(0, 1), (0, 0.2)][:ncols]):
+        for label, (fpr, tpr) in curves.items():
+            ax.plot(fpr, tpr, lw=1.8, label=label)
+        ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(1 - hi if hi < 1 else 0, 1.001)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    if zoom:
+        axes[0][1].set_title("zoom")
+    fig.suptitle(title or "LFW verification (pairs.txt), ROC")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(histories: dict[str, pd.DataFrame], title: str = ""):
+    """Return loss and accuracy per epoch (train dashed, validation solid) for one or more training histories."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for (label, h), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        ax_loss.plot(h["epoch"], h["train_loss"], ls="--", color=colour, label=f"{label} train")
+        ax_loss.plot(h["epoch"], h["val_loss"], color=colour, label=f"{label} val")
+        ax_acc.plot(h["epoch"], h["train_acc"], ls="--", color=colour, label=f"{label} train")
+        ax_acc.plot(h["epoch"], h["val_acc"], color=colour, label=f"{label} val")
+    ax_loss.set_ylabel("loss")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(0, 1.01)
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
