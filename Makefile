@@ -26,8 +26,13 @@ setup-tex:  ## install the Debian TeX packages that build report/report.pdf (ski
 	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    --no-install-recommends $(TEX_PACKAGES) )
 
-run: setup setup-tex  ## execute notebooks 01-06 with the default profile (results/, report/ and the notebooks' outputs)
+run: setup setup-tex  ## execute notebooks 01-06 with the default profile, then build report/report.pdf
 	$(PY) -m nnprak run --profile default
+	$(PY) -m nnprak report --profile default
+
+report: setup setup-tex  ## regenerate figures and tables from results/ (notebook 06) and build report/report.pdf
+	$(PY) -m nnprak run --profile default --only 06
+	$(PY) -m nnprak report --profile default
 
 test: setup setup-tex  ## pytest for the package + nbval on the notebooks, with the smoke profile
 	NNPRAK_PROFILE=smoke $(PY) -m pytest -q tests

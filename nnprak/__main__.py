@@ -51,7 +51,10 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
         print(f"[{profile}] {nb.name} done in {times[nb.stem]:.0f} s", flush=True)
     times["total"] = round(time.perf_counter() - start, 1)
     if not only:
+        from . import report
+
         write_json(cfg.paths.results / "run_times.json", {"profile": profile, "seconds": times, "threads": cfg.threads})
+        report.write_numbers({"RunMinutes": report.num(times["total"] / 60)}, folder=cfg.paths.tables)
     print(f"[{profile}] all notebooks done in {times['total'] / 60:.1f} min")
     return times
 
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="execute notebooks 01-06 with papermill")
     p_run.add_argument("--profile", default=None, help="smoke | default | full (default: $NNPRAK_PROFILE or default)")
     p_run.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. --only 01 02")
+    p_rep = sub.add_parser("report", help="compile report/report.pdf from the generated figures and tables")
+    p_rep.add_argument("--profile", default=None, help="whose figures/tables to use (default: default)")
     p_pred = sub.add_parser("predict", help="name every face in a photo (or say unknown)")
     p_pred.add_argument("photo", help="a photo file (JPEG, PNG, ...)")
     p_pred.add_argument("--model", default=None,
@@ -75,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         run_notebooks(config.profile_name(args.profile), args.only)
     elif args.command == "predict":
         return predict_command(args)
+    elif args.command == "report":
+        from . import report
+
+        cfg = config.load(args.profile)
+        print("report written:", report.build_pdf(report.report_tex(cfg)))
     return 0
 
 

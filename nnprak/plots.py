@@ -217,3 +217,18 @@ def learning_curves(histories: dict[str, pd.DataFrame], title: str = ""):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def variant_bars(variants: pd.DataFrame, title: str = ""):
+    """Return a bar chart of test accuracy per crop variant (columns ``model, variant, accuracy``)."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.barplot(data=variants, x="model", y="accuracy", hue="variant", ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3f", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or "Plain box crops vs 5-point aligned crops")
+    return fig

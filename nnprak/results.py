@@ -87,3 +87,28 @@ def comparison_table(records: list[dict]) -> pd.DataFrame:
                      "ms_per_face": t.get("inference_ms_per_face"), "weights": r.get("weights"),
                      "name": r["name"]})
     return pd.DataFrame(rows)
+
+
+def save_verification(name: str, title: str, result, folder: str | os.PathLike | None = None) -> Path:
+    """Write an LFW verification result (``evaluate.VerificationResult``) to ``<results>/verification/<name>.json``."""
+    record = {"name": name, "title": title, "profile": config.active().profile, **result.to_dict()}
+    return write_json(_folder(folder) / "verification" / f"{name}.json", record)
+
+
+def load_verifications(folder: str | os.PathLike | None = None) -> list[dict]:
+    """Return every saved verification result, sorted by name."""
+    return [json.loads(p.read_text()) for p in sorted((_folder(folder) / "verification").glob("*.json"))]
+
+
+def verification_table(records: list[dict]) -> pd.DataFrame:
+    """Return one row per verified embedding: mean accuracy, std, AUC, pairs, failed pairs, seconds."""
+    return pd.DataFrame([{"model": r["title"], "accuracy": r["accuracy"], "std": r["std"], "auc": r["auc"],
+                          "folds": len(r["fold_accuracies"]), "pairs": r["n_pairs"], "failed_pairs": r["n_failed"],
+                          "seconds": r["seconds"]} for r in records])
+
+
+def per_person_accuracy(predictions: pd.DataFrame, train_counts: pd.Series) -> pd.DataFrame:
+    """Return per-person test accuracy with the person's number of training images (person, train_images, accuracy)."""
+    acc = predictions.assign(correct=predictions["true"] == predictions["pred"]).groupby("true")["correct"].mean()
+    return pd.DataFrame({"person": acc.index, "train_images": train_counts.reindex(acc.index).to_numpy(),
+                         "accuracy": acc.to_numpy()})
