@@ -34,6 +34,7 @@ class Embedder:
     """Base class: ``embed_table(table) -> N×dim`` array (NaN rows where there is no face)."""
 
     name: str = ""
+    title: str = ""          # for people: figure titles, the report
     dim: int = 0
     variant: str = ""       # which input it reads: a crop variant or the chips it makes itself
     weights: str = ""       # what was loaded, for every printed result and results/*.json
@@ -48,7 +49,8 @@ class Embedder:
 
     def describe(self) -> dict:
         """Return the embedder's name, variant, dimension and weights (for results/*.json)."""
-        return {"backend": self.name, "variant": self.variant, "dim": self.dim, "weights": self.weights}
+        return {"backend": self.name, "title": self.title, "variant": self.variant, "dim": self.dim,
+                "weights": self.weights}
 
 
 def _has_face(table: pd.DataFrame) -> np.ndarray:
@@ -59,6 +61,7 @@ class DlibBackend(Embedder):
     """dlib's face ResNet (PyTorch port) on chips made from MTCNN's landmarks (column ``landmarks``)."""
 
     name, dim, variant = "dlib", 128, "dlib-chip"
+    title = "dlib face ResNet"
 
     def __init__(self, batch_size: int = 32):
         from .models import dlib_resnet
@@ -108,6 +111,7 @@ class FacenetBackend(Embedder):
         from facenet_pytorch import InceptionResnetV1
 
         self.name, self.variant, self.batch_size = name, variant, batch_size
+        self.title = f"FaceNet ({'VGGFace2' if 'vggface2' in name else 'CASIA-WebFace'})"
         spec = _FACENET_WEIGHTS[name]
         state = weights.load_state_dict(spec, weights_path, download=download)  # raises WeightsUnavailable
         self.model = InceptionResnetV1(pretrained=None, classify=False).eval()
