@@ -24,7 +24,7 @@ from .utils import atomic_path, write_json
 
 def classification_metrics(y_true, y_pred) -> dict:
     """Return accuracy, macro-F1, balanced accuracy and the number of test images (plain floats)."""
-    y_true, y_pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
             "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),

