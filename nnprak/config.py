@@ -133,8 +133,8 @@ class Config:
 
 
 _SCRATCH_DEFAULT = dict(image_size=112, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
-                        batch_size=64, lr=3e-3, weight_decay=5e-4, label_smoothing=0.1, patience=8,
-                        max_minutes=10.0)
+                        batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
+                        balanced=True, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=8)
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=6, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=8.0)
 _EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32, impostor_people=200)
@@ -142,7 +142,7 @@ _EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32, impostor_p
 PROFILE_SETTINGS: dict[str, dict] = {
     "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=2, verification_pairs_per_fold=20,
                   scratch=dict(_SCRATCH_DEFAULT, image_size=48, widths=(8, 16, 32, 64), epochs=2, batch_size=32,
-                               patience=2, max_minutes=1.0),
+                               patience=2, max_minutes=1.0, ablation_epochs=1),
                   transfer=dict(_TRANSFER_DEFAULT, image_size=64, head_epochs=2, finetune_epochs=1,
                                 max_minutes=1.0),
                   embed=dict(_EMBED_DEFAULT, impostor_people=20, far_target=0.1)),

@@ -47,6 +47,12 @@ class Embedder:
         """Return one embedding per face detected in one image."""
         raise NotImplementedError
 
+    @property
+    def parameters(self) -> int:
+        """Return the number of parameters of the face network."""
+        net = getattr(self, "model", None) or self.embedder.model
+        return sum(p.numel() for p in net.parameters())
+
     def describe(self) -> dict:
         """Return the embedder's name, variant, dimension and weights (for results/*.json)."""
         return {"backend": self.name, "title": self.title, "variant": self.variant, "dim": self.dim,

@@ -1,0 +1,312 @@
+"""Evaluation protocols.
+
+Sections:
+
+* LFW face verification (View 2, ``pairs.txt``): :func:`read_lfw_pairs`, :func:`lfw_verification` and its
+  :class:`VerificationResult`, with the building blocks :func:`pair_distances` and :func:`best_threshold`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, auc, roc_curve
+
+from nnprak import config
+
+# =========================================================================================================
+# LFW verification (View 2: 10 folds of 300 matched + 300 mismatched pairs)
+# =========================================================================================================
+
+LFW_PAIRS_FILE = "pairs.txt"
+
+
+def lfw_image_path(images_dir: str | os.PathLike, name: str, number: int) -> Path:
+    """Return the path of LFW image ``number`` of ``name``: ``<images_dir>/<name>/<name>_<number:04d>.jpg``."""
+    return Path(images_dir) / name / f"{name}_{int(number):04d}.jpg"
+
+
+def read_lfw_pairs(path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Return LFW's pairs file as a DataFrame: fold, path1, path2, same (bool), name1, name2 (one row per pair).
+
+    ``path`` is ``pairs.txt`` (or pairsDevTrain/Test.txt): a header ``<folds>\\t<n>`` (or just ``<n>`` for the
+    dev files, read as one fold), then per fold ``n`` matched lines ``name i j`` and ``n`` mismatched lines
+    ``name1 i name2 j``. Image paths are built under ``images_dir`` (default: ``lfw-deepfunneled`` next to
+    the pairs file).
+
+    Raises:
+        ValueError: naming the file and line when the file does not have this layout.
+    """
+    path = Path(path)
+    images_dir = Path(images_dir) if images_dir is not None else path.parent / config.LFW_IMAGES_SUBDIR
+    lines = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"{path}: empty pairs file")
+    try:
+        head = [int(v) for v in lines[0]]
+    except ValueError:
+        raise ValueError(f"{path}:1: expected a header '<folds> <pairs per class>', got {' '.join(lines[0])!r}")
+    folds, n = (head[0], head[1]) if len(head) == 2 else (1, head[0])
+    if len(lines) - 1 != folds * 2 * n:
+        raise ValueError(f"{path}: header says {folds} folds × 2 × {n} pairs = {folds * 2 * n} lines, "
+                         f"found {len(lines) - 1}")
+    rows = []
+    for idx, parts in enumerate(lines[1:]):
+        fold, within = divmod(idx, 2 * n)
+        same = within < n
+        try:
+            if same and len(parts) == 3:
+                name1, i, j = parts
+                name2 = name1
+            elif not same and len(parts) == 4:
+                name1, i, name2, j = parts
+            else:
+                raise ValueError
+            i, j = int(i), int(j)
+        except ValueError:
+            kind = "matched 'name i j'" if same else "mismatched 'name1 i name2 j'"
+            raise ValueError(f"{path}:{idx + 2}: expected a {kind} line, got {' '.join(parts)!r}") from None
+        rows.append((fold, str(lfw_image_path(images_dir, name1, i)), str(lfw_image_path(images_dir, name2, j)),
+                     same, name1, name2))
+    return pd.DataFrame(rows, columns=["fold", "path1", "path2", "same", "name1", "name2"])
+
+
+def pair_distances(emb1: np.ndarray, emb2: np.ndarray, metric: str = "euclidean") -> np.ndarray:
+    """Return the distance of each row pair: ``euclidean`` (L2), ``sqeuclidean`` or ``cosine`` (1 - cos)."""
+    emb1, emb2 = np.asarray(emb1, dtype=np.float64), np.asarray(emb2, dtype=np.float64)
+    if metric == "euclidean":
+        return np.linalg.norm(emb1 - emb2, axis=1)
+    if metric == "sqeuclidean":
+        return ((emb1 - emb2) ** 2).sum(axis=1)
+    if metric == "cosine":
+        n1, n2 = np.linalg.norm(emb1, axis=1), np.linalg.norm(emb2, axis=1)
+        return 1.0 - (emb1 * emb2).sum(axis=1) / np.maximum(n1 * n2, 1e-12)
+    raise ValueError(f"unknown metric {metric!r}; use 'euclidean', 'sqeuclidean' or 'cosine'")
+
+
+def best_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """Return (threshold, accuracy) that maximises accuracy of "same iff distance < threshold" on these pairs.
+
+    Candidates are the midpoints between consecutive distinct distances (and ±inf at the ends); on ties the
+    smallest such threshold wins.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    y = np.asarray(same, dtype=bool)
+    if len(d) == 0:
+        raise ValueError("no pairs to choose a threshold on")
+    order = np.argsort(d, kind="stable")
+    d, y = d[order], y[order]
+    # predicting the first k pairs (smallest distances) "same": correct = same among them + different after
+    same_below = np.concatenate([[0], np.cumsum(y)])
+    diff_above = (~y).sum() - np.concatenate([[0], np.cumsum(~y)])
+    correct = same_below + diff_above                      # index k = 0..n
+    valid = np.ones(len(d) + 1, dtype=bool)
+    valid[1:-1] = d[1:] > d[:-1]                           # a threshold can only fall between distinct values
+    k = int(np.argmax(np.where(valid, correct, -1)))
+    if k == 0:
+        thr = -np.inf
+    elif k == len(d):
+        thr = np.inf
+    else:
+        thr = (d[k - 1] + d[k]) / 2
+    return float(thr), float(correct[k] / len(d))
+
+
+@dataclass
+class VerificationResult:
+    """The outcome of :func:`lfw_verification` (accuracies are fractions, not percent)."""
+
+    accuracy: float                    # mean of the per-fold test accuracies
+    std: float                         # their standard deviation (ddof=0, as usually reported on LFW)
+    sem: float                         # standard error of the mean (ddof=1 std / sqrt(folds), the LFW readme's)
+    fold_accuracies: list[float]
+    thresholds: list[float]            # the threshold chosen on the other folds, per test fold
+    fpr: np.ndarray = field(repr=False)
+    tpr: np.ndarray = field(repr=False)
+    auc: float = float("nan")
+    metric: str = "euclidean"
+    n_pairs: int = 0
+    n_failed: int = 0                  # pairs with at least one image without an embedding (counted as wrong)
+    n_failed_images: int = 0
+    failed: str = "wrong"
+    seconds: float = 0.0               # wall time of embedding + evaluation
+    distances: np.ndarray = field(default=None, repr=False)
+    same: np.ndarray = field(default=None, repr=False)
+    folds: np.ndarray = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        """Return a one-line human-readable summary: mean ± std, AUC, failures, time."""
+        return (f"LFW verification ({len(self.fold_accuracies)} folds, {self.n_pairs} pairs, {self.metric}): "
+                f"{100 * self.accuracy:.2f}% ± {100 * self.std:.2f}% (sem {100 * self.sem:.2f}%), "
+                f"AUC {self.auc:.4f}, {self.n_failed} failed pairs ({self.n_failed_images} images without a face), "
+                f"{self.seconds:.0f} s")
+
+    def to_dict(self) -> dict:
+        """Return the result as a JSON-friendly dict (ROC points included, per-pair arrays left out)."""
+        d = asdict(self)
+        for k in ("distances", "same", "folds"):
+            d.pop(k)
+        d["fpr"], d["tpr"] = np.asarray(self.fpr).tolist(), np.asarray(self.tpr).tolist()
+        return d
+
+
+def _resolve_pairs(pairs, lfw_dir) -> pd.DataFrame:
+    if isinstance(pairs, pd.DataFrame):
+        return pairs
+    p = Path(pairs)
+    if not p.is_file():
+        p = Path(config.find_lfw(lfw_dir)) / p
+    images_dir = Path(config.find_lfw(lfw_dir)) / config.LFW_IMAGES_SUBDIR if lfw_dir is not None else None
+    return read_lfw_pairs(p, images_dir)
+
+
+def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIRS_FILE,
+                     lfw_dir: str | os.PathLike | None = None, folds: int | None = 10, metric: str = "euclidean",
+                     failed: str = "wrong") -> VerificationResult:
+    """Return the LFW 10-fold verification result of ``embed_fn`` (threshold fitted on 9 folds, tested on the 10th).
+
+    Args:
+        embed_fn: ``embed_fn(list_of_image_paths) -> N×D array``; it is called once with every distinct image
+            of the used folds. A row containing NaN means "no face found": every pair with such an image is
+            counted as wrong (``failed="wrong"``, the default) or predicted "different" (``failed="different"``).
+            In the ROC such pairs always get the "most different" score.
+        pairs: the pairs file (absolute, or relative to the LFW folder) or a DataFrame from
+            :func:`read_lfw_pairs` (columns fold, path1, path2, same).
+        lfw_dir: the LFW folder (default: :func:`nnprak.config.find_lfw`).
+        folds: use the first ``folds`` folds (None: all); at least 2. Thresholds are chosen on the other
+            used folds.
+        metric: ``euclidean`` (dlib, FaceNet), ``sqeuclidean`` or ``cosine``.
+        failed: ``"wrong"`` or ``"different"``, see ``embed_fn``.
+    """
+    if failed not in ("wrong", "different"):
+        raise ValueError(f"failed must be 'wrong' or 'different', not {failed!r}")
+    t0 = time.perf_counter()
+    df = _resolve_pairs(pairs, lfw_dir)
+    fold_ids = sorted(df["fold"].unique())
+    if folds is not None:
+        fold_ids = fold_ids[:folds]
+    if len(fold_ids) < 2:
+        raise ValueError(f"need at least 2 folds for cross-validated thresholds, got {len(fold_ids)}")
+    df = df[df["fold"].isin(fold_ids)].reset_index(drop=True)
+
+    images = list(dict.fromkeys(df["path1"].tolist() + df["path2"].tolist()))
+    emb = np.asarray(embed_fn(images), dtype=np.float64)
+    if emb.ndim != 2 or len(emb) != len(images):
+        raise ValueError(f"embed_fn returned shape {emb.shape} for {len(images)} images; expected N×D")
+    index = {p: i for i, p in enumerate(images)}
+    i1 = df["path1"].map(index).to_numpy()
+    i2 = df["path2"].map(index).to_numpy()
+    bad_image = ~np.isfinite(emb).all(axis=1)
+    bad = bad_image[i1] | bad_image[i2]
+    dist = np.full(len(df), np.nan)
+    dist[~bad] = pair_distances(emb[i1[~bad]], emb[i2[~bad]], metric)
+
+    same = df["same"].to_numpy(dtype=bool)
+    fold = df["fold"].to_numpy()
+    accs, thrs = [], []
+    for f in fold_ids:
+        train, test = (fold != f) & ~bad, fold == f
+        thr, _ = best_threshold(dist[train], same[train]) if train.any() else (np.inf, 0.0)
+        ok = ~bad[test]
+        pred = np.zeros(test.sum(), dtype=bool)
+        pred[ok] = dist[test][ok] < thr
+        if failed == "wrong":                  # a pair without embeddings is always an error
+            pred[~ok] = ~same[test][~ok]
+        accs.append(float(accuracy_score(same[test], pred)))
+        thrs.append(float(thr))
+
+    # ROC over all used pairs: score = -distance; failed pairs get a score below every real one
+    score = -dist
+    if bad.any():
+        floor = np.nanmin(score) - 1.0 if (~bad).any() else -1.0
+        score = np.where(bad, floor, score)
+    if same.all() or not same.any():
+        fpr = tpr = np.array([np.nan])
+        area = float("nan")
+    else:
+        fpr, tpr, _ = roc_curve(same, score)
+        area = float(auc(fpr, tpr))
+
+    accs_arr = np.array(accs)
+    return VerificationResult(
+        accuracy=float(accs_arr.mean()), std=float(accs_arr.std()),
+        sem=float(accs_arr.std(ddof=1) / np.sqrt(len(accs_arr))) if len(accs_arr) > 1 else float("nan"),
+        fold_accuracies=accs, thresholds=thrs, fpr=fpr, tpr=tpr, auc=area, metric=metric, n_pairs=len(df),
+        n_failed=int(bad.sum()), n_failed_images=int(bad_image.sum()), failed=failed,
+        seconds=time.perf_counter() - t0, distances=dist, same=same, folds=fold)
+
+
+# =========================================================================================================
+# Which pairs a profile verifies, and embed functions over notebook 02's crops
+# =========================================================================================================
+
+def select_pairs(pairs: pd.DataFrame, folds: int | None = None, per_fold: int | None = None) -> pd.DataFrame:
+    """Return the pairs of the first ``folds`` folds, keeping ``per_fold // 2`` matched and mismatched pairs each.
+
+    ``None`` keeps everything (the official protocol: 10 folds × 300 + 300 pairs); the smoke profile uses a few
+    pairs per fold so that CI stays fast.
+    """
+    df = pairs[pairs["fold"].isin(sorted(pairs["fold"].unique())[:folds])] if folds else pairs
+    if per_fold:
+        df = df.groupby(["fold", "same"], sort=False, group_keys=False).head(per_fold // 2)
+    return df.reset_index(drop=True)
+
+
+def profile_pairs(cfg: config.Config, pairs_file: str = LFW_PAIRS_FILE) -> pd.DataFrame:
+    """Return the LFW verification pairs a profile evaluates (``cfg.verification_folds``/``..._pairs_per_fold``)."""
+    lfw = config.find_lfw()
+    return select_pairs(read_lfw_pairs(lfw / pairs_file), cfg.verification_folds, cfg.verification_pairs_per_fold)
+
+
+def pair_images(pairs: pd.DataFrame) -> dict[str, list[Path]]:
+    """Return ``{person: [image paths]}`` of the distinct images of some pairs (to crop them like any photo)."""
+    people: dict[str, list[Path]] = {}
+    for name_col, path_col in (("name1", "path1"), ("name2", "path2")):
+        for name, path in zip(pairs[name_col], pairs[path_col]):
+            people.setdefault(name, [])
+            if Path(path) not in people[name]:
+                people[name].append(Path(path))
+    return {p: sorted(files) for p, files in sorted(people.items())}
+
+
+def lookup_embed_fn(table: pd.DataFrame, embeddings: np.ndarray) -> Callable[[list[str]], np.ndarray]:
+    """Return an ``embed_fn`` for :func:`lfw_verification` that looks images up in a table's precomputed rows.
+
+    ``table`` has a manifest ``path`` column aligned with ``embeddings``; images not in it come back as NaN
+    (counted as failed pairs).
+    """
+    from nnprak import data
+
+    index = {str(data.abs_path(p).resolve()): i for i, p in enumerate(table["path"])}
+    emb = np.asarray(embeddings, dtype=np.float64)
+
+    def embed_fn(paths: list[str]) -> np.ndarray:
+        out = np.full((len(paths), emb.shape[1]), np.nan)
+        for k, p in enumerate(paths):
+            i = index.get(str(Path(p).resolve()))
+            if i is not None:
+                out[k] = emb[i]
+        return out
+
+    return embed_fn
+
+
+def network_features(model, dataset, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(features N×D, labels N)`` of a dataset through ``model.features`` (the penultimate layer), in order."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    model.eval()
+    feats, labels = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            feats.append(model.features(x).flatten(1).cpu().numpy())
+            labels.append(np.asarray(y))
+    dim = getattr(model, "feature_dim", 0)
+    return (np.concatenate(feats) if feats else np.empty((0, dim), np.float32),
+            np.concatenate(labels) if labels else np.empty(0, np.int64))

@@ -1,0 +1,642 @@
+"""Stage 02: MTCNN face detection, face selection, box crops and 5-point alignment, the failure log.
+
+One image goes through small steps, each one function::
+
+    load_image ─► detect ─► select_face ─► crop_box     ─► <faces>/plain/<person>/<stem>.png
+                                      └──► align_face   ─► <faces>/aligned/<person>/<stem>.png
+
+:func:`crop_manifest` runs them over a manifest: equal-sized images are detected in batches, results are
+kept in a per-image JSON sidecar (``<faces>/detections/<person>/<stem>.json``) so that an interrupted run
+resumes without detecting again, and the returned table is the manifest plus these columns:
+
+=============  =====================================================================================
+face_status    ``ok`` | ``no_face`` | ``low_confidence`` | ``unreadable`` | ``skipped`` (manifest row not ok)
+face_reason    why a row is not ``ok`` ("" when ok)
+n_faces        faces MTCNN found (0 when none or not run)
+face_index     index of the selected face among them (-1 when none)
+prob           MTCNN probability of the selected face (NaN when none)
+box            JSON ``[x1, y1, x2, y2]`` of the selected face in original pixels ("" when none)
+landmarks      JSON 5×2 ``[[x, y], ...]``: left eye, right eye, nose, left and right mouth corner ("" when none)
+crop_plain     manifest-style path of the box crop ("" unless face_status is ok)
+crop_aligned   manifest-style path of the aligned crop ("" unless face_status is ok)
+=============  =====================================================================================
+
+Face selection (``cfg.face_select``) when MTCNN finds several faces — among the faces with probability
+>= ``cfg.min_face_prob`` (all faces when none reaches it):
+
+* ``central``  (default) the face whose box centre is nearest the image centre: LFW is centred on its subject.
+* ``largest``  the face with the largest box area.
+* ``probable`` the face with the highest MTCNN probability.
+
+A selected face below ``cfg.min_face_prob`` gives ``low_confidence`` (no crop written).
+
+Speed: LFW faces are large, so the detector ignores faces smaller than ``min_face_size`` pixels
+(:data:`DEFAULT_MIN_FACE_SIZE`, overridable by a ``min_face_size`` field of the config or an argument),
+which removes the most expensive levels of MTCNN's image pyramid. Photos larger than ``max_side`` pixels
+are detected on a downscaled copy (boxes are mapped back), crops always come from the original.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import data
+from .utils import atomic_path, write_json
+
+FACE_STATUSES = ("ok", "no_face", "low_confidence", "unreadable", "skipped")
+SELECT_RULES = ("central", "largest", "probable")
+VARIANTS = ("plain", "aligned")
+FACE_COLUMNS = ["face_status", "face_reason", "n_faces", "face_index", "prob", "box", "landmarks",
+                "crop_plain", "crop_aligned"]
+
+DEFAULT_MIN_FACE_SIZE = 60
+"""Smallest face (pixels) MTCNN looks for (MTCNN's default: 20).
+
+LFW's subjects are 62-145 px wide (median 92) in its 250 px images; 60 finds all 3,023 of the default profile at
+about half the CPU time of 40. Own photos with smaller faces (group or full-body shots) need a lower value.
+"""
+DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
+"""MTCNN's P-, R- and O-net thresholds (facenet-pytorch defaults)."""
+DEFAULT_FACTOR = 0.709
+"""Scale step of MTCNN's image pyramid (facenet-pytorch default)."""
+DEFAULT_MAX_SIDE = 1024
+"""Images with a longer side are detected on a copy downscaled to this size (own phone photos)."""
+MAX_BATCH_PIXELS = 8_000_000
+"""At most this many pixels go through MTCNN at once (a batch of 128 LFW images, or 8 one-megapixel photos)."""
+
+ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                                 [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+"""Canonical positions of the 5 MTCNN landmarks in a 112×112 ArcFace crop (insightface)."""
+
+SIDECAR_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Detection
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DetectorSettings:
+    """MTCNN settings that change what is detected (part of the sidecar key: a change re-detects)."""
+
+    min_face_size: int = DEFAULT_MIN_FACE_SIZE
+    thresholds: tuple = DEFAULT_THRESHOLDS
+    factor: float = DEFAULT_FACTOR
+    max_side: int | None = DEFAULT_MAX_SIDE
+
+    def as_dict(self) -> dict:
+        """Return the settings as a JSON-friendly dict."""
+        return dict(min_face_size=int(self.min_face_size), thresholds=[float(t) for t in self.thresholds],
+                    factor=float(self.factor), max_side=self.max_side)
+
+
+_DETECTORS: dict = {}
+
+
+def make_detector(min_face_size: int = DEFAULT_MIN_FACE_SIZE, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                  factor: float = DEFAULT_FACTOR):
+    """Return a CPU facenet-pytorch ``MTCNN`` (weights ship with the package), cached per settings."""
+    key = (int(min_face_size), tuple(float(t) for t in thresholds), float(factor))
+    if key not in _DETECTORS:
+        from facenet_pytorch import MTCNN
+
+        _DETECTORS[key] = MTCNN(min_face_size=key[0], thresholds=list(key[1]), factor=key[2], keep_all=True,
+                                device="cpu").eval()
+    return _DETECTORS[key]
+
+
+Detection = tuple  # (boxes (n, 4), probs (n,), landmarks (n, 5, 2)) in original-image pixels
+
+
+def _empty_detection() -> Detection:
+    return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, 5, 2))
+
+
+def _as_detection(boxes, probs, points) -> Detection:
+    if boxes is None or len(boxes) == 0:
+        return _empty_detection()
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
+    # Rounded once, right here: every later step (selection, crops, the table) sees the same numbers,
+    # whether they come from this run or from a sidecar written by an earlier one.
+    return boxes.round(2), probs.round(6), points.round(2)
+
+
+def _detect_batch(mtcnn, images: list[Image.Image], stats: dict | None = None) -> list[Detection]:
+    """Return the detections of equal-sized images in one MTCNN call, per image if the batch call fails."""
+    if stats is not None:
+        stats["detector_calls"] = stats.get("detector_calls", 0) + 1
+    try:
+        boxes, probs, points = mtcnn.detect(list(images), landmarks=True)
+        return [_as_detection(b, p, l) for b, p, l in zip(boxes, probs, points)]
+    except Exception:  # facenet-pytorch's batch path can raise (ragged numpy arrays, size mismatch)
+        if len(images) == 1:
+            raise
+        if stats is not None:
+            stats["batch_fallbacks"] = stats.get("batch_fallbacks", 0) + 1
+        out = []
+        for img in images:
+            try:
+                out.append(_detect_batch(mtcnn, [img], stats))
+            except Exception:  # one image MTCNN cannot handle: treat it as no face
+                out.append([_empty_detection()])
+        return [d[0] for d in out]
+
+
+def _downscale(img: Image.Image, max_side: int | None) -> tuple[Image.Image, float]:
+    side = max(img.size)
+    if not max_side or side <= max_side:
+        return img, 1.0
+    s = max_side / side
+    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BILINEAR), s
+
+
+def detect(images: Sequence[Image.Image], mtcnn=None, batch_size: int = 32, max_side: int | None = DEFAULT_MAX_SIDE,
+           stats: dict | None = None) -> list[Detection]:
+    """Return one ``(boxes (n,4), probs (n,), landmarks (n,5,2))`` per RGB image, all faces, original pixels.
+
+    Equal-sized images are detected together in batches of ``batch_size`` (fewer when they are large);
+    an image without faces gives arrays with n = 0.
+    """
+    mtcnn = mtcnn if mtcnn is not None else make_detector()
+    scaled = [_downscale(img, max_side) for img in images]
+    groups: dict[tuple, list[int]] = {}
+    for i, (img, _) in enumerate(scaled):
+        groups.setdefault(img.size, []).append(i)
+    out: list[Detection | None] = [None] * len(images)
+    for (w, h), idx in groups.items():
+        step = max(1, min(batch_size, MAX_BATCH_PIXELS // max(1, w * h)))
+        for k in range(0, len(idx), step):
+            chunk = idx[k:k + step]
+            dets = _detect_batch(mtcnn, [scaled[i][0] for i in chunk], stats)
+            for i, (boxes, probs, points) in zip(chunk, dets):
+                s = scaled[i][1]
+                out[i] = (boxes, probs, points) if s == 1.0 else _as_detection(boxes / s, probs, points / s)
+    return out
+
+
+def select_face(boxes: np.ndarray, probs: np.ndarray, image_size: tuple[int, int], rule: str = "central",
+                min_prob: float = 0.0) -> int:
+    """Return the index of the face chosen by ``rule`` (``central``/``largest``/``probable``), -1 when none.
+
+    Only faces with probability >= ``min_prob`` compete, unless none reaches it (then all do).
+    ``image_size`` is ``(width, height)``.
+    """
+    if rule not in SELECT_RULES:
+        raise ValueError(f"unknown face selection rule {rule!r}; use one of {', '.join(SELECT_RULES)}")
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if len(boxes) == 0:
+        return -1
+    cand = np.flatnonzero(probs >= min_prob)
+    if len(cand) == 0:
+        cand = np.arange(len(boxes))
+    b, p = boxes[cand], probs[cand]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    if rule == "largest":
+        key = -area
+    elif rule == "probable":
+        key = -p
+    else:
+        w, h = image_size
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        key = (cx - w / 2) ** 2 + (cy - h / 2) ** 2
+    order = np.lexsort((-area, key))  # ties: the larger face
+    return int(cand[order[0]])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Crops
+# ----------------------------------------------------------------------------------------------------------
+def margin_box(box: Sequence[float], image_size: tuple[int, int], size: int = 160, margin: int = 14) -> list[int]:
+    """Return the integer crop box ``[x1, y1, x2, y2]`` of ``box`` plus ``margin`` (pixels of the final size).
+
+    Same arithmetic as facenet-pytorch's ``extract_face``: the box grows by ``margin * box_side / (size - margin)``
+    and is clipped to the image.
+    """
+    mx = margin * (box[2] - box[0]) / (size - margin)
+    my = margin * (box[3] - box[1]) / (size - margin)
+    w, h = image_size
+    return [int(max(box[0] - mx / 2, 0)), int(max(box[1] - my / 2, 0)),
+            int(min(box[2] + mx / 2, w)), int(min(box[3] + my / 2, h))]
+
+
+def crop_box(img: Image.Image, box: Sequence[float], size: int = 160, margin: int = 14) -> Image.Image:
+    """Return the ``size``×``size`` RGB crop of ``box`` plus margin (facenet-pytorch ``extract_face`` semantics)."""
+    return img.crop(margin_box(box, img.size, size, margin)).resize((size, size), Image.BILINEAR)
+
+
+def template(size: int = 160) -> np.ndarray:
+    """Return the 5×2 canonical landmark positions for a ``size``×``size`` crop (ArcFace's 112 px template scaled)."""
+    return ARCFACE_TEMPLATE_112 * (size / 112.0)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Return the 2×3 similarity matrix (rotation, scale, shift) mapping ``src`` points onto ``dst`` (Umeyama)."""
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s_c, d_c = src - mu_s, dst - mu_d
+    cov = d_c.T @ s_c / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:  # no reflections
+        d[-1] = -1
+    rot = u @ np.diag(d) @ vt
+    var_s = (s_c ** 2).sum() / len(src)
+    scale = (sig * d).sum() / var_s if var_s > 0 else 1.0
+    shift = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, shift[:, None]])
+
+
+def align_face(img: Image.Image, landmarks: np.ndarray, size: int = 160) -> Image.Image:
+    """Return the ``size``×``size`` RGB crop whose 5 landmarks are moved onto :func:`template` by a similarity warp."""
+    import cv2
+
+    m = similarity_transform(landmarks, template(size))
+    out = cv2.warpAffine(np.asarray(img), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=(0, 0, 0))
+    return Image.fromarray(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files: crop paths, sidecars, freshness
+# ----------------------------------------------------------------------------------------------------------
+def crop_name(path: str | os.PathLike, person: str) -> str:
+    """Return a crop's name below ``<variant>/<person>/``: the path below the person's folder, suffix ``.png``."""
+    parts = Path(path).parts
+    below = parts[len(parts) - 1 - parts[::-1].index(person) + 1:] if person in parts[:-1] else parts[-1:]
+    return Path(*below).with_suffix(".png").as_posix()
+
+
+def crop_paths(faces_dir: str | os.PathLike, person: str, name: str) -> dict[str, Path]:
+    """Return ``{variant: png path}`` and ``"detections": json sidecar path`` of one image's outputs."""
+    faces_dir = Path(faces_dir)
+    out = {v: faces_dir / v / person / name for v in VARIANTS}
+    out["detections"] = (faces_dir / "detections" / person / name).with_suffix(".json")
+    return out
+
+
+def _unique_names(manifest: pd.DataFrame) -> list[str]:
+    names, seen = [], set()
+    for path, person in zip(manifest["path"], manifest["person"]):
+        name = crop_name(path, person)
+        if (person, name) in seen:  # photo.jpg and photo.png of one person: keep both
+            name = Path(name).with_suffix("").as_posix() + Path(path).suffix.replace(".", "_") + ".png"
+        seen.add((person, name))
+        names.append(name)
+    return names
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -math.inf
+
+
+def _read_sidecar(path: Path, src_mtime: float, settings: DetectorSettings) -> dict | None:
+    if _mtime(path) < src_mtime:
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if rec.get("version") != SIDECAR_VERSION or rec.get("detector") != settings.as_dict():
+        return None
+    return rec
+
+
+def _sidecar_detection(rec: dict) -> Detection:
+    return (np.asarray(rec["boxes"], dtype=np.float64).reshape(-1, 4),
+            np.asarray(rec["probs"], dtype=np.float64).reshape(-1),
+            np.asarray(rec["landmarks"], dtype=np.float64).reshape(-1, 5, 2))
+
+
+def _write_sidecar(path: Path, source: str, image_size, settings: DetectorSettings, det: Detection,
+                   crop: dict | None) -> None:
+    boxes, probs, points = det
+    write_json(path, dict(version=SIDECAR_VERSION, source=source, image_size=list(image_size),
+                          detector=settings.as_dict(), boxes=boxes.tolist(), probs=probs.tolist(),
+                          landmarks=points.tolist(), crop=crop))
+
+
+def _save_png(img: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG", compress_level=3)
+
+
+def _write_crops(img: Image.Image, det: Detection, j: int, paths: dict, size: int, margin: int) -> None:
+    boxes, _, points = det
+    _save_png(crop_box(img, boxes[j], size, margin), paths["plain"])
+    _save_png(align_face(img, points[j], size), paths["aligned"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stage: a manifest in, the crops table out
+# ----------------------------------------------------------------------------------------------------------
+def _selection(det: Detection, image_size, rule: str, min_prob: float) -> dict:
+    boxes, probs, points = det
+    i = select_face(boxes, probs, image_size, rule, min_prob)
+    row = dict(n_faces=len(boxes), face_index=i, prob=math.nan, box="", landmarks="", face_status="no_face",
+               face_reason="MTCNN found no face")
+    if i < 0:
+        return row
+    row.update(prob=float(probs[i]), box=json.dumps([float(v) for v in boxes[i]]),
+               landmarks=json.dumps([[float(x), float(y)] for x, y in points[i]]), face_status="ok", face_reason="")
+    if probs[i] < min_prob:
+        row.update(face_status="low_confidence",
+                   face_reason=f"best face has probability {probs[i]:.3f} < min_face_prob {min_prob}")
+    return row
+
+
+def detector_settings(cfg, **overrides) -> DetectorSettings:
+    """Return the :class:`DetectorSettings` of a config (its min_face_size/mtcnn_* fields if any) plus ``overrides``.
+
+    Config fields read when present: ``min_face_size``, ``mtcnn_thresholds``, ``mtcnn_factor``, ``detect_max_side``;
+    otherwise the module defaults apply.
+    """
+    base = dict(min_face_size=getattr(cfg, "min_face_size", DEFAULT_MIN_FACE_SIZE),
+                thresholds=tuple(getattr(cfg, "mtcnn_thresholds", DEFAULT_THRESHOLDS)),
+                factor=getattr(cfg, "mtcnn_factor", DEFAULT_FACTOR),
+                max_side=getattr(cfg, "detect_max_side", DEFAULT_MAX_SIDE))
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    base["thresholds"] = tuple(base["thresholds"])
+    return DetectorSettings(**base)
+
+
+def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.PathLike | None = None,
+                  out: str | os.PathLike | None | bool = None, min_face_size: int | None = None,
+                  stats: dict | None = None, on_batch: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Return the manifest plus face columns (see module doc), writing both crop variants and the table.
+
+    Args:
+        manifest: a manifest DataFrame or the path of its CSV (never modified).
+        cfg: the :class:`nnprak.config.Config` (crop_size, crop_margin, face_select, min_face_prob,
+            detect_batch_size, threads, paths).
+        faces_dir: where crops go; default ``cfg.paths.faces``.
+        out: where the table is written; default ``cfg.paths.crops``; ``False`` writes nothing.
+        min_face_size: overrides the config's / :data:`DEFAULT_MIN_FACE_SIZE`.
+        stats: a dict filled with counts (``detected``, ``reused``, ``cropped``, ``detector_calls``, ...) and
+            ``seconds``; the same dict is also in ``table.attrs["stats"]``.
+        on_batch: called with the number of images finished after every batch (progress hooks, tests).
+
+    Images whose crops and sidecar are newer than the image are not detected or cropped again.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    df = data.load_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else manifest
+    df = df.reset_index(drop=True).copy()
+    faces_dir = Path(faces_dir) if faces_dir is not None else cfg.paths.faces
+    settings = detector_settings(cfg, min_face_size=min_face_size)
+    size, margin, rule, min_prob = int(cfg.crop_size), int(cfg.crop_margin), cfg.face_select, float(cfg.min_face_prob)
+    crop_key = dict(rule=rule, min_prob=min_prob, size=size, margin=margin)
+    if rule not in SELECT_RULES:
+        raise ValueError(f"cfg.face_select={rule!r}; use one of {', '.join(SELECT_RULES)}")
+    torch.set_num_threads(int(cfg.threads))
+    stats = stats if stats is not None else {}
+    stats.update(rows=len(df), detected=0, reused=0, cropped=0, skipped=0, unreadable=0, detector_calls=0,
+                 batch_fallbacks=0)
+
+    rows: list[dict] = [dict() for _ in range(len(df))]
+    names = _unique_names(df)
+    todo: list[int] = []
+    for i, r in df.iterrows():
+        if r["status"] != data.STATUS_OK:
+            rows[i] = dict(face_status="skipped", face_reason=f"manifest status {r['status']}")
+            stats["skipped"] += 1
+        else:
+            todo.append(i)
+    # Batches of equal-sized images: sort by the manifest's size (stable, so LFW keeps its order).
+    size_of = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce").fillna(0).astype(int)
+                            for c in ("width", "height")})
+    todo.sort(key=lambda i: (size_of.at[i, "width"], size_of.at[i, "height"]))
+
+    mtcnn = None
+    bar = tqdm(total=len(todo), desc="faces", unit="img", disable=not progress)
+    done = 0
+    batch = max(1, int(cfg.detect_batch_size))
+    for k in range(0, len(todo), batch):
+        chunk = todo[k:k + batch]
+        paths = {i: crop_paths(faces_dir, df.at[i, "person"], names[i]) for i in chunk}
+        src = {i: data.abs_path(df.at[i, "path"]) for i in chunk}
+        src_mtime = {i: _mtime(src[i]) for i in chunk}
+        dets: dict[int, Detection] = {}
+        sizes: dict[int, tuple] = {}
+        need_crop: list[int] = []
+        done_crops: dict[int, dict | None] = {}  # crop settings of the crops made by an earlier run
+        for i in chunk:
+            rec = _read_sidecar(paths[i]["detections"], src_mtime[i], settings)
+            if rec is not None:
+                dets[i], sizes[i], done_crops[i] = _sidecar_detection(rec), tuple(rec["image_size"]), rec.get("crop")
+                stats["reused"] += 1
+        images: dict[int, Image.Image] = {}
+        for i in chunk:
+            if i in dets:
+                continue
+            try:
+                images[i] = data.load_image(src[i])
+            except data.ImageError as err:
+                rows[i] = dict(face_status="unreadable", face_reason=f"{err.status}: {err.detail}")
+                stats["unreadable"] += 1
+        if images:
+            if mtcnn is None:
+                mtcnn = make_detector(settings.min_face_size, settings.thresholds, settings.factor)
+            new = detect(list(images.values()), mtcnn, batch, settings.max_side, stats)
+            for i, det in zip(images, new):
+                dets[i], sizes[i] = det, images[i].size
+                stats["detected"] += 1
+        for i in dets:
+            sel = _selection(dets[i], sizes[i], rule, min_prob)
+            rows[i] = sel
+            if sel["face_status"] != "ok":
+                continue
+            fresh = (i not in images and all(_mtime(paths[i][v]) >= src_mtime[i] for v in VARIANTS)
+                     and done_crops.get(i) == dict(crop_key, face_index=sel["face_index"]))
+            if not fresh:
+                need_crop.append(i)
+            for v in VARIANTS:
+                sel[f"crop_{v}"] = data.rel_path(paths[i][v])
+        for i in need_crop:
+            img = images.get(i)
+            if img is None:
+                try:
+                    img = data.load_image(src[i])
+                except data.ImageError as err:
+                    rows[i] = dict(face_status="unreadable", face_reason=f"{err.status}: {err.detail}")
+                    stats["unreadable"] += 1
+                    continue
+            _write_crops(img, dets[i], rows[i]["face_index"], paths[i], size, margin)
+            stats["cropped"] += 1
+        for i in dets:  # the sidecar last: its presence means this image is finished
+            if rows[i].get("face_status") == "unreadable" or not (i in images or i in need_crop):
+                continue
+            crop = dict(crop_key, face_index=rows[i]["face_index"]) if rows[i]["face_status"] == "ok" else None
+            _write_sidecar(paths[i]["detections"], df.at[i, "path"], sizes[i], settings, dets[i], crop)
+        done += len(chunk)
+        bar.update(len(chunk))
+        if on_batch is not None:
+            on_batch(done)
+    bar.close()
+
+    face = pd.DataFrame(rows, index=df.index)
+    defaults = dict(face_status="skipped", face_reason="", n_faces=0, face_index=-1, prob=math.nan, box="",
+                    landmarks="", crop_plain="", crop_aligned="")
+    for col in FACE_COLUMNS:
+        face[col] = face[col].fillna(defaults[col]) if col in face else defaults[col]
+    face["n_faces"] = face["n_faces"].astype(int)
+    face["face_index"] = face["face_index"].astype(int)
+    face["prob"] = face["prob"].astype(float)
+    table = pd.concat([df.drop(columns=[c for c in FACE_COLUMNS if c in df]), face[FACE_COLUMNS]], axis=1)
+    stats["ok"] = int((table["face_status"] == "ok").sum())
+    stats["seconds"] = time.perf_counter() - t0
+    table.attrs["stats"] = stats
+    if out is not False:
+        data.save_manifest(table, out if out is not None else cfg.paths.crops)
+    return table
+
+
+def load_crops(path: str | os.PathLike) -> pd.DataFrame:
+    """Return the crops table written by :func:`crop_manifest` with numeric columns parsed (prob NaN when none)."""
+    df = data.load_manifest(path)
+    for col in ("face_status", "face_reason", "box", "landmarks", "crop_plain", "crop_aligned"):
+        df[col] = df[col].astype(str)
+    df["prob"] = pd.to_numeric(df["prob"], errors="coerce").astype(float)
+    df["n_faces"] = pd.to_numeric(df["n_faces"]).astype(int)
+    df["face_index"] = pd.to_numeric(df["face_index"]).astype(int)
+    return df
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    """Return the rows whose face_status is not ``ok``: path, person, split, face_status, face_reason, n_faces, prob."""
+    cols = ["path", "person", "split", "face_status", "face_reason", "n_faces", "prob"]
+    return table.loc[table["face_status"] != "ok", cols].reset_index(drop=True)
+
+
+def summary(table: pd.DataFrame) -> pd.Series:
+    """Return the number of rows per face_status (every status listed, in :data:`FACE_STATUSES` order)."""
+    return table["face_status"].value_counts().reindex(list(FACE_STATUSES), fill_value=0).rename("images")
+
+
+def parse_box(value: str) -> np.ndarray | None:
+    """Return a table's ``box`` JSON as a (4,) array, None when empty."""
+    return np.asarray(json.loads(value), dtype=np.float64) if isinstance(value, str) and value else None
+
+
+def parse_landmarks(value: str) -> np.ndarray | None:
+    """Return a table's ``landmarks`` JSON as a (5, 2) array, None when empty."""
+    return np.asarray(json.loads(value), dtype=np.float64).reshape(5, 2) if isinstance(value, str) and value else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures (plain functions returning matplotlib figures)
+# ----------------------------------------------------------------------------------------------------------
+def _grid(n: int, cols: int, cell: float = 2.0):
+    import matplotlib.pyplot as plt
+
+    cols = max(1, min(cols, n))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, list(axes.flat)
+
+
+def _draw(ax, img, boxes=(), landmarks=(), selected: int = -1, title: str = ""):
+    import matplotlib.patches as patches
+
+    ax.imshow(img)
+    for j, b in enumerate(boxes):
+        sel = j == selected
+        ax.add_patch(patches.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False,
+                                       edgecolor="lime" if sel else "orange", linewidth=2 if sel else 1,
+                                       linestyle="-" if sel else "--"))
+    for j, pts in enumerate(landmarks):
+        if pts is not None and (selected < 0 or j == selected):
+            pts = np.asarray(pts).reshape(5, 2)
+            ax.scatter(pts[:, 0], pts[:, 1], s=6, c="red")
+    if title:
+        ax.set_title(title, fontsize=7)
+
+
+def plot_detections(images: Sequence[Image.Image], detections: Sequence[Detection], rule: str = "central",
+                    min_prob: float = 0.0, cols: int = 4, titles: Sequence[str] | None = None):
+    """Return a figure of images with every detected box (dashed) and the selected one (green, with landmarks)."""
+    fig, axes = _grid(len(images), cols, 2.5)
+    for k, (img, (boxes, probs, points)) in enumerate(zip(images, detections)):
+        sel = select_face(boxes, probs, img.size, rule, min_prob)
+        title = titles[k] if titles else (f"{len(boxes)} face(s), p={probs[sel]:.3f}" if sel >= 0 else "no face")
+        _draw(axes[k], img, boxes, points, sel, title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_crop_grid(table: pd.DataFrame, n: int = 16, variant: str = "plain", cols: int = 8, seed: int = 0):
+    """Return a figure of ``n`` random crops of one variant (``plain``/``aligned``), titled by person."""
+    ok = table[(table["face_status"] == "ok") & (table[f"crop_{variant}"] != "")]
+    pick = ok.sample(min(n, len(ok)), random_state=seed) if len(ok) else ok
+    fig, axes = _grid(max(1, len(pick)), cols, 1.6)
+    for ax, (_, r) in zip(axes, pick.iterrows()):
+        ax.imshow(Image.open(data.abs_path(r[f"crop_{variant}"])))
+        ax.set_title(r["person"].replace("_", " ")[:18], fontsize=6)
+    fig.suptitle(f"{variant} crops ({len(pick)} of {len(ok)})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_variants(table: pd.DataFrame, n: int = 6, seed: int = 0):
+    """Return a figure with, per row, an original image (selected box), its plain crop and its aligned crop."""
+    ok = table[table["face_status"] == "ok"]
+    pick = ok.sample(min(n, len(ok)), random_state=seed) if len(ok) else ok
+    fig, axes = _grid(3 * max(1, len(pick)), 3, 2.0)
+    for k, (_, r) in enumerate(pick.iterrows()):
+        box, pts = parse_box(r["box"]), parse_landmarks(r["landmarks"])
+        _draw(axes[3 * k], data.load_image(data.abs_path(r["path"])), [box], [pts], 0, r["person"][:20])
+        for j, v in enumerate(VARIANTS, start=1):
+            axes[3 * k + j].imshow(Image.open(data.abs_path(r[f"crop_{v}"])))
+            axes[3 * k + j].set_title(v, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prob_hist(table: pd.DataFrame, min_prob: float | None = None):
+    """Return a histogram figure of the selected faces' MTCNN probabilities (log count), with the threshold."""
+    import matplotlib.pyplot as plt
+
+    p = table["prob"].astype(float).dropna()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(p, bins=np.linspace(min(0.6, p.min() if len(p) else 0.6), 1.0, 41), color="steelblue")
+    ax.set_yscale("log")
+    if min_prob is not None:
+        ax.axvline(min_prob, color="red", linestyle="--", label=f"min_face_prob = {min_prob}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("MTCNN probability of the selected face")
+    ax.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_failures(table: pd.DataFrame, n: int = 12, cols: int = 4):
+    """Return a figure of up to ``n`` non-ok images (readable ones), titled with their face_status."""
+    bad = table[table["face_status"].isin(["no_face", "low_confidence"])].head(n)
+    fig, axes = _grid(max(1, len(bad)), cols, 2.5)
+    if not len(bad):
+        axes[0].text(0.5, 0.5, "no failures", ha="center", va="center")
+    for ax, (_, r) in zip(axes, bad.iterrows()):
+        box, pts = parse_box(r["box"]), parse_landmarks(r["landmarks"])
+        title = f"{r['person'][:16]}: {r['face_status']}" + (f" p={r['prob']:.2f}" if box is not None else "")
+        _draw(ax, data.load_image(data.abs_path(r["path"])), [box] if box is not None else [],
+              [pts] if pts is not None else [], 0 if box is not None else -1, title)
+    fig.tight_layout()
+    return fig

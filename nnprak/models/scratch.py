@@ -1,0 +1,227 @@
+"""Stage 03: a small residual CNN written from scratch (and its plain twin for the ablation).
+
+The network follows the ResNet recipe of He et al. (2016) scaled down for 2-core laptops::
+
+    stem   conv3x3(3 -> w0, stride 2) + BN + ReLU               112 px -> 56 px
+    layer1 blocks[0] x BasicBlock(w0)                          56 px
+    layer2 blocks[1] x BasicBlock(w1), first one stride 2      28 px
+    layer3 blocks[2] x BasicBlock(w2), first one stride 2      14 px
+    layer4 blocks[3] x BasicBlock(w3), first one stride 2       7 px
+    global average pool -> features (w3 numbers) -> dropout -> linear -> num_classes logits
+
+:class:`BasicBlock` has the structure and parameter names of ``torchvision.models.resnet.BasicBlock``
+(``conv1, bn1, conv2, bn2, downsample.0, downsample.1``), so weights copy between the two with
+``load_state_dict``. ``residual=False`` builds the same stack of convolutions without any shortcut (no
+identity, no 1x1 projection): the "plain" network of equal depth used in the ablation.
+
+Usage::
+
+    from nnprak.models.scratch import ScratchResNet, summary_table
+    model = ScratchResNet(num_classes=62, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), in_size=112)
+    summary_table(model, (3, 112, 112))      # one row per block: output shape and parameters
+    emb = model.features(x)                   # (N, 256) embedding for t-SNE / nearest neighbours
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    """Return a 3x3 convolution with padding 1 and no bias (a batch norm follows)."""
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    """Return a 1x1 convolution without bias (the projection shortcut)."""
+    return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv + batch-norm layers with a shortcut: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
+
+    The shortcut is the identity when shape is kept, else a 1x1 convolution + batch norm (``downsample``)
+    that matches stride and width. With ``residual=False`` there is no shortcut at all:
+    ``relu(bn2(conv2(relu(bn1(conv1(x))))))``.
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels.
+        stride: stride of the first convolution (2 halves height and width).
+        residual: add the shortcut (True) or build the plain block (False).
+    """
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, residual: bool = True):
+        super().__init__()
+        self.conv1 = conv3x3(in_ch, out_ch, stride)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(out_ch, out_ch)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample = None
+        if residual and (stride != 1 or in_ch != out_ch):
+            self.downsample = nn.Sequential(conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+        self.stride = stride
+        self.residual = residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class ScratchResNet(nn.Module):
+    """A ResNet-style classifier with configurable widths and depth, trained from random weights.
+
+    Args:
+        num_classes: number of people (logits).
+        widths: channels of the four (or any number of) stages; each stage after the first halves the size.
+        blocks: :class:`BasicBlock` s per stage (same length as ``widths``).
+        in_size: input height/width the network is meant for (used by :meth:`summary` and ``repr``;
+            the network itself accepts any size thanks to global average pooling).
+        residual: False builds the plain CNN of equal depth (no shortcuts) for the ablation.
+        stem_stride: stride of the stem convolution (2: halve the input before the first stage).
+        dropout: dropout probability before the final linear layer.
+        zero_init_residual: start each residual block's last batch-norm scale at 0, so every block begins
+            as the identity (Goyal et al. 2017); ignored for the plain network, where it would cut the signal.
+
+    With the defaults (widths 32-256, one block per stage) the network has about 1.2 M parameters.
+    """
+
+    def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128, 256),
+                 blocks: Sequence[int] = (1, 1, 1, 1), in_size: int = 112, residual: bool = True,
+                 stem_stride: int = 2, dropout: float = 0.2, zero_init_residual: bool = True):
+        super().__init__()
+        widths, blocks = tuple(int(w) for w in widths), tuple(int(b) for b in blocks)
+        if len(widths) != len(blocks) or not widths:
+            raise ValueError(f"widths {widths} and blocks {blocks} need the same (non-zero) length")
+        if min(blocks) < 1:
+            raise ValueError(f"every stage needs at least one block, got blocks={blocks}")
+        self.num_classes, self.widths, self.blocks = num_classes, widths, blocks
+        self.in_size, self.residual, self.stem_stride = in_size, residual, stem_stride
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], kernel_size=3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        in_ch = widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            stage = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stage.append(BasicBlock(in_ch, w, stride, residual=residual))
+                in_ch = w
+            self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.feature_dim = in_ch
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if residual and zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        """Return the residual stages ``layer1 ... layerN``."""
+        return [getattr(self, f"layer{i + 1}") for i in range(len(self.widths))]
+
+    def features(self, x: Tensor) -> Tensor:
+        """Return the penultimate-layer embedding: globally pooled last-stage activations, shape (N, widths[-1])."""
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return torch.flatten(self.pool(x), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return class logits, shape (N, num_classes)."""
+        return self.fc(self.dropout(self.features(x)))
+
+    def summary(self) -> pd.DataFrame:
+        """Return :func:`summary_table` for a ``(3, in_size, in_size)`` input."""
+        return summary_table(self, (3, self.in_size, self.in_size))
+
+    def extra_repr(self) -> str:
+        return (f"widths={self.widths}, blocks={self.blocks}, in_size={self.in_size}, residual={self.residual}, "
+                f"parameters={count_parameters(self):,}")
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Return the number of parameters of ``model`` (only those with ``requires_grad`` if asked)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def summary_table(model: nn.Module, input_size: Sequence[int] = (3, 112, 112), depth: int | None = 2,
+                  device: str | torch.device | None = None) -> pd.DataFrame:
+    """Return one row per layer: ``layer``, ``type``, ``output shape`` and ``parameters``.
+
+    A forward pass on one zero image of ``input_size`` (C, H, W) with forward hooks records each layer's
+    output shape. ``depth`` picks the level of detail: 1 = top-level parts (stem, stages, pool, fc),
+    2 = one row per block (default), None = every leaf layer (convolutions, batch norms, ReLUs).
+    A layer shallower than ``depth`` without children is listed as it is. The rows partition the model,
+    so ``table["parameters"].sum()`` equals the model's parameter count (also in ``table.attrs["total"]``).
+    Rows come in the order the forward pass runs them; a listed layer that never runs shows ``-``.
+    """
+    chosen: dict[str, nn.Module] = {}
+    own_rows: set[str] = set()  # containers listed for the parameters they hold directly
+
+    def visit(prefix: str, module: nn.Module, level: int) -> None:
+        children = list(module.named_children())
+        if prefix and (not children or (depth is not None and level >= depth)):
+            chosen[prefix] = module
+            return
+        for name, child in children:
+            visit(f"{prefix}.{name}" if prefix else name, child, level + 1)
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        if prefix and own:  # parameters held directly by a container: give it a row of its own
+            chosen[prefix] = module
+            own_rows.add(prefix)
+
+    visit("", model, 0)
+    shapes: dict[str, str] = {}
+    order: list[str] = []
+
+    def hook(name):
+        def record(_module, _inputs, output):
+            if name not in shapes:
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                shapes[name] = "x".join(str(s) for s in out.shape[1:]) if torch.is_tensor(out) else "-"
+                order.append(name)
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in chosen.items()]
+    was_training = model.training
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    names = order + [n for n in chosen if n not in shapes]
+    rows = []
+    for name in names:
+        m = chosen[name]
+        params = sum(p.numel() for p in m.parameters(recurse=name not in own_rows))
+        rows.append({"layer": name, "type": type(m).__name__, "output shape": shapes.get(name, "-"),
+                     "parameters": int(params)})
+    table = pd.DataFrame(rows, columns=["layer", "type", "output shape", "parameters"])
+    table.attrs["total"] = count_parameters(model)
+    table.attrs["input"] = "x".join(str(s) for s in input_size)
+    return table

@@ -1,0 +1,609 @@
+"""The one training loop of nnprak (notebooks 03 and 04): data pipeline, optimiser helpers, ``fit`` and ``predict``.
+
+``fit`` trains any classifier (the scratch ResNet of notebook 03, a pretrained ResNet-50 with per-group
+learning rates in notebook 04) and gives:
+
+* a tqdm progress bar (one bar over the epochs, its text updated every batch with loss and accuracy),
+* early stopping on validation accuracy (``patience`` epochs without improvement) and a time budget
+  (``max_minutes``: training stops after the epoch that passes it),
+* a checkpoint written atomically after every epoch: the last state (model, optimiser, scheduler, epoch,
+  history, early-stopping counters) for ``resume=True`` and the best model so far,
+* the best weights restored into the model at the end, and the history as a DataFrame
+  (``epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds``).
+
+Determinism: before every epoch ``fit`` reseeds Python, NumPy, PyTorch and the training loader's own
+generators from ``(seed, epoch)``. The same seed therefore gives the same history on the CPU with
+``num_workers=0``, and a run resumed from a checkpoint continues exactly like an uninterrupted one.
+
+Class imbalance: LFW-62 ranges from 530 (George W Bush) to 20 images per person. :func:`make_loaders`
+uses **class-balanced sampling** (``WeightedRandomSampler``, weight ``n_class ** -balanced`` per image,
+drawn with replacement) rather than class weights in the loss: a rare person's few images then come
+back in every epoch with fresh augmentations, and the loss keeps its ordinary scale. ``balanced=0.5``
+samples by the square root (a compromise between accuracy on the frequent people and macro-F1).
+
+Typical use (notebook 03; the settings come from ``cfg.scratch``)::
+
+    splits = cached_splits(manifest, size=64)                 # decode once: {split: CachedDataset}
+    train_ds = splits["train"].with_transform(train_transforms(64))
+    val_ds, test_ds = (splits[s].with_transform(eval_transforms(64)) for s in ("val", "test"))
+    train_dl, val_dl, test_dl = make_loaders(train_ds, val_ds, test_ds, batch_size=64, balanced=0.5)
+    model = ScratchResNet(len(train_ds.classes), in_size=64)
+    opt = make_optimizer(model, "adamw", lr=3e-3, weight_decay=0.05)
+    sched = make_scheduler(opt, "onecycle", epochs=30, steps_per_epoch=len(train_dl))
+    history = fit(model, train_dl, val_dl, epochs=30, optimizer=opt, scheduler=sched, patience=8,
+                  checkpoint_path=cfg.paths.models / "scratch.pt", resume=True, max_minutes=10,
+                  channels_last=True)
+    y_true, y_pred, probs = predict(model, test_dl)
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from . import config
+from .utils import atomic_path
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+CHECKPOINT_FORMAT = "nnprak.train/1"
+
+LFW_STAND_IN_CROP = 120
+"""Centre crop (pixels of the 250x250 deep-funneled LFW image) used as a stand-in for the MTCNN face crop
+until notebook 02's crops exist: about the face box plus a small margin."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Transforms and the in-memory image cache
+# ----------------------------------------------------------------------------------------------------------
+def train_transforms(size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *,
+                     scale: tuple[float, float] = (0.8, 1.0), ratio: tuple[float, float] = (0.9, 1.1),
+                     rotation: float = 10.0, jitter: float = 0.3, flip: bool = True):
+    """Return the training augmentation for face crops: a PIL image or uint8 tensor -> normalised float tensor.
+
+    Faces are already centred and upright, so the augmentation is mild: a random crop of 80-100 % of the
+    area (aspect 0.9-1.1) resized to ``size``, a horizontal flip (faces are roughly symmetric), a rotation of
+    up to ``rotation`` degrees and brightness/contrast/saturation jitter of ``jitter``. No vertical flips,
+    no hue shifts (skin colour carries identity information).
+    """
+    from torchvision.transforms import v2
+
+    steps = [v2.ToImage(), v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True)]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if rotation:
+        steps.append(v2.RandomRotation(rotation))
+    if jitter:
+        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)
+
+
+def eval_transforms(size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+    """Return the deterministic evaluation transform: resize to ``size`` x ``size`` and normalise."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+
+def _center_crop_box(w: int, h: int, crop: int | float | None) -> tuple[int, int, int, int] | None:
+    if crop is None:
+        return None
+    side = int(round(crop * min(w, h))) if isinstance(crop, float) and crop <= 1 else int(crop)
+    side = min(side, w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return left, top, left + side, top + side
+
+
+class CachedDataset(Dataset):
+    """A dataset of images decoded once into one uint8 tensor (N, 3, size, size) in memory.
+
+    Decoding JPEG/PNG files every epoch costs more than a small CNN's forward pass on two cores; this
+    decodes each image of ``dataset`` once, optionally centre-crops it, resizes it to ``size`` and keeps the
+    bytes (3,000 images at 64 px: 37 MB). ``transform`` then runs on the uint8 tensor each time an item is
+    read (the transforms of :func:`train_transforms` / :func:`eval_transforms` accept it).
+
+    Args:
+        dataset: yields ``(PIL image or uint8 tensor, label)``, e.g. a :class:`nnprak.data.FaceDataset`
+            built without a transform (a transform it has is switched off while caching).
+        size: side of the cached images in pixels.
+        crop: centre crop before resizing: pixels (int), a fraction of the shorter side (float <= 1) or None.
+            ``LFW_STAND_IN_CROP`` on the 250 px LFW originals stands in for MTCNN crops.
+        transform: applied to each cached uint8 image when read.
+        progress: show a progress bar while decoding.
+    """
+
+    def __init__(self, dataset: Dataset, size: int, crop: int | float | None = None,
+                 transform: Callable | None = None, progress: bool = False):
+        from PIL import Image
+        from tqdm.auto import tqdm
+
+        self.size, self.crop, self.transform = int(size), crop, transform
+        self.classes = list(getattr(dataset, "classes", []))
+        self.frame = getattr(dataset, "frame", None)
+        self.paths = list(getattr(dataset, "paths", []))
+        inner = getattr(dataset, "transform", None)
+        if inner is not None:
+            dataset.transform = None
+        try:
+            n = len(dataset)
+            self.images = torch.empty((n, 3, self.size, self.size), dtype=torch.uint8)
+            targets = []
+            for i in tqdm(range(n), desc="decoding images", unit="img", disable=not progress, leave=False):
+                img, label = dataset[i]
+                if torch.is_tensor(img):
+                    from torchvision.transforms.v2 import functional as F
+                    img = F.to_pil_image(img)
+                img = img.convert("RGB")
+                box = _center_crop_box(img.width, img.height, crop)
+                if box is not None:
+                    img = img.crop(box)
+                if img.size != (self.size, self.size):
+                    img = img.resize((self.size, self.size), Image.BILINEAR, reducing_gap=None)
+                self.images[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+                targets.append(int(label))
+        finally:
+            if inner is not None:
+                dataset.transform = inner
+        self.targets = targets
+
+    def with_transform(self, transform: Callable | None) -> "CachedDataset":
+        """Return a view of the same cached images with another transform (no second decoding)."""
+        view = object.__new__(CachedDataset)
+        view.__dict__.update(self.__dict__)
+        view.transform = transform
+        return view
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+
+def cached_splits(manifest, size: int, path_column: str = "path", crop: int | float | None | str = "auto",
+                  classes: Sequence[str] | None = None, splits: Sequence[str] = ("train", "val", "test"),
+                  progress: bool = False) -> dict[str, CachedDataset]:
+    """Return ``{split: CachedDataset}`` of a manifest's usable rows, all with the same class list.
+
+    ``crop="auto"`` centre-crops the 250 px LFW originals to :data:`LFW_STAND_IN_CROP` when
+    ``path_column == "path"`` (stand-in face crops) and keeps face crops (any other column) whole.
+    Attach transforms with :meth:`CachedDataset.with_transform`.
+    """
+    from .data import STATUS_OK, FaceDataset, load_manifest
+
+    df = load_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else manifest
+    if isinstance(crop, str):
+        if crop != "auto":
+            raise ValueError(f"crop must be a number, None or 'auto', got {crop!r}")
+        crop = LFW_STAND_IN_CROP if path_column == "path" else None
+    if classes is None:
+        usable = df[(df["status"] == STATUS_OK) & (df[path_column].astype(str) != "")]
+        classes = sorted(usable["person"].unique())
+    return {split: CachedDataset(FaceDataset(df, split, path_column=path_column, classes=list(classes)), size,
+                                 crop=crop, progress=progress) for split in splits}
+
+
+def dataset_targets(ds: Dataset) -> list[int]:
+    """Return the labels of a dataset (its ``targets`` attribute, else by reading every item)."""
+    targets = getattr(ds, "targets", None)
+    if targets is None and hasattr(ds, "dataset") and hasattr(ds, "indices"):  # torch Subset
+        parent = dataset_targets(ds.dataset)
+        return [int(parent[i]) for i in ds.indices]
+    if targets is None:
+        targets = [ds[i][1] for i in range(len(ds))]
+    return [int(t) for t in targets]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loaders, optimiser and schedule
+# ----------------------------------------------------------------------------------------------------------
+def sample_weights(targets: Sequence[int], balanced: bool | float = True) -> torch.Tensor:
+    """Return one sampling weight per item, ``n_class ** -power`` (power 1 for True, 0 for False)."""
+    power = float(balanced) if not isinstance(balanced, bool) else (1.0 if balanced else 0.0)
+    counts = Counter(int(t) for t in targets)
+    return torch.tensor([counts[int(t)] ** -power for t in targets], dtype=torch.double)
+
+
+def make_loaders(train_ds: Dataset, val_ds: Dataset | None = None, test_ds: Dataset | None = None, *,
+                 batch_size: int = 64, balanced: bool | float = True, num_workers: int = 0,
+                 seed: int = config.SEED, eval_batch_size: int | None = None,
+                 ) -> tuple[DataLoader, DataLoader | None, DataLoader | None]:
+    """Return ``(train_loader, val_loader, test_loader)``; a missing dataset gives None.
+
+    The training loader draws ``len(train_ds)`` items per epoch: with ``balanced`` (True or a power in
+    0..1) by class-balanced sampling with replacement (see the module text), else a plain shuffle. It drops
+    the last incomplete batch (batch norm dislikes a batch of one). Validation and test loaders keep the
+    dataset order. ``num_workers=0`` is deterministic and, with :class:`CachedDataset`, usually the
+    fastest on two cores; ``fit`` reseeds the loader's generators every epoch.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if balanced:
+        sampler = WeightedRandomSampler(sample_weights(dataset_targets(train_ds), balanced),
+                                        num_samples=len(train_ds), replacement=True, generator=gen)
+        train = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                           drop_last=len(train_ds) > batch_size, generator=torch.Generator().manual_seed(seed))
+    else:
+        train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                           drop_last=len(train_ds) > batch_size, generator=gen)
+    eval_bs = eval_batch_size or 2 * batch_size
+
+    def plain(ds):
+        return None if ds is None else DataLoader(ds, batch_size=eval_bs, shuffle=False, num_workers=num_workers)
+
+    return train, plain(val_ds), plain(test_ds)
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
+    """Return two parameter groups of the trainable parameters: weights with ``weight_decay``, and
+    biases/batch-norm parameters (1-d tensors) without it. ``lr`` is set on both when given."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    if lr is not None:
+        for g in groups:
+            g["lr"] = lr
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(params: nn.Module | Iterable, kind: str = "sgd", lr: float = 0.1,
+                   weight_decay: float = 5e-4, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Return an optimiser: ``"sgd"`` (Nesterov momentum) or ``"adamw"``.
+
+    ``params`` is a model (its trainable parameters, no weight decay on biases and batch norms), or an
+    iterable of parameters or of parameter-group dicts (e.g. ``[{"params": head, "lr": 1e-2},
+    {"params": backbone, "lr": 1e-4}]``: per-group learning rates for fine-tuning).
+    """
+    if isinstance(params, nn.Module):
+        params = param_groups(params, weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r}; use 'sgd' or 'adamw'")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, kind: str | None = "onecycle", *, epochs: int,
+                   steps_per_epoch: int, pct_start: float = 0.25, warmup_epochs: float = 1.0):
+    """Return a learning-rate schedule stepped once per batch (``fit`` knows this), or None for ``kind=None``.
+
+    * ``"onecycle"``: OneCycleLR (Smith 2018), rising to each group's ``lr`` during the first ``pct_start``
+      of training and annealing to almost 0 (works with per-group learning rates).
+    * ``"cosine"``: linear warm-up for ``warmup_epochs``, then cosine decay of each group's ``lr`` to 0.
+    """
+    total = max(1, epochs * steps_per_epoch)
+    if kind is None or kind == "none":
+        return None
+    if kind == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+            pct_start=pct_start, div_factor=25.0, final_div_factor=1e3)
+    elif kind == "cosine":
+        warm = int(round(warmup_epochs * steps_per_epoch))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    else:
+        raise ValueError(f"unknown schedule {kind!r}; use 'onecycle', 'cosine' or None")
+    sched.nnprak_step = "batch"
+    return sched
+
+
+def _scheduler_step(scheduler, how: str) -> str | None:
+    if scheduler is None:
+        return None
+    if how != "auto":
+        if how not in ("batch", "epoch"):
+            raise ValueError(f"scheduler_step must be 'auto', 'batch' or 'epoch', got {how!r}")
+        return how
+    if getattr(scheduler, "nnprak_step", None):
+        return scheduler.nnprak_step
+    lrs = torch.optim.lr_scheduler
+    return "batch" if isinstance(scheduler, (lrs.OneCycleLR, lrs.CyclicLR)) else "epoch"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Write a checkpoint dict with ``torch.save`` atomically (a crash never leaves half a file)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, which: str = "best",
+                    map_location: str | torch.device = "cpu") -> dict:
+    """Return a checkpoint written by :func:`fit`; with ``model``, load its ``"best"`` or ``"last"`` weights.
+
+    The checkpoint holds ``model`` (last epoch), ``best_model`` (None when the last epoch is the best),
+    ``optimizer``, ``scheduler``, ``epoch`` (completed epochs), ``history`` (list of dicts),
+    ``best_epoch``, ``best_val_acc``, ``bad_epochs``, ``seed`` and ``extra`` (what the caller stored).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: train the model first (fit(..., checkpoint_path=...)).")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a checkpoint written by nnprak.train.fit")
+    if model is not None:
+        if which not in ("best", "last"):
+            raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+        state = ckpt["best_model"] if which == "best" and ckpt["best_model"] is not None else ckpt["model"]
+        model.load_state_dict(state)
+    return ckpt
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------
+def default_device() -> torch.device:
+    """Return ``cuda`` when a GPU is available, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_epoch(seed: int, epoch: int, loader: DataLoader | None = None) -> int:
+    """Reseed Python, NumPy, PyTorch and ``loader``'s generators for one epoch; return the seed used."""
+    s = int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    if loader is not None:
+        gens = [getattr(loader, "generator", None), getattr(loader.sampler, "generator", None)]
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if batch_sampler is not None:
+            gens.append(getattr(getattr(batch_sampler, "sampler", None), "generator", None))
+        for k, g in enumerate(gens):
+            if isinstance(g, torch.Generator):
+                g.manual_seed(s + k + 1)
+    return s
+
+
+def _to(x, device, channels_last: bool):
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable, device, channels_last: bool):
+    model.eval()
+    total_loss, correct, n = 0.0, 0, 0
+    for x, y in loader:
+        x, y = _to(x, device, channels_last), y.to(device)
+        logits = model(x)
+        total_loss += float(loss_fn(logits, y)) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    return total_loss / max(n, 1), correct / max(n, 1)
+
+
+def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *, epochs: int,
+        optimizer: torch.optim.Optimizer, scheduler=None, scheduler_step: str = "auto",
+        loss_fn: Callable | None = None, label_smoothing: float = 0.1, patience: int | None = None,
+        checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
+        max_minutes: float | None = None, progress: bool = True, seed: int = config.SEED,
+        device: str | torch.device | None = None, channels_last: bool = False,
+        grad_clip: float | None = None, extra: dict | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """Train ``model`` and return its history; the model ends with the weights of its best epoch.
+
+    Args:
+        model: any classifier returning logits.
+        train_loader, val_loader: data; without ``val_loader`` every epoch counts as best and
+            early stopping is off.
+        epochs: total number of epochs (counted from the first epoch, also when resuming).
+        optimizer: built by the caller (any parameter groups, e.g. per-group learning rates).
+        scheduler: optional LR scheduler; ``scheduler_step`` says when it steps: ``"batch"``,
+            ``"epoch"`` or ``"auto"`` (per batch for :func:`make_scheduler`'s schedules, OneCycleLR and
+            CyclicLR; per epoch otherwise; ReduceLROnPlateau gets the validation loss).
+        loss_fn: the loss (default: cross-entropy with ``label_smoothing``); also used for ``val_loss``.
+        patience: stop when validation accuracy has not improved for this many epochs (None: never).
+        checkpoint_path: where to write the checkpoint after every epoch (atomically); None: no file.
+        resume: continue from ``checkpoint_path`` when it exists (model, optimiser, scheduler, epoch,
+            history and early-stopping state are restored). A finished or early-stopped run then returns
+            at once with its history. ``resume=False`` starts afresh and overwrites the file.
+        max_minutes: time budget for the whole training (epochs of earlier, resumed runs included);
+            training stops after the epoch that passes it.
+        progress: show a tqdm bar.
+        seed: reseeds every epoch (see the module text) for reproducible runs.
+        device: default: CUDA when available, else CPU.
+        channels_last: use the NHWC memory layout (faster for some CNNs on some CPUs).
+        grad_clip: clip the gradient norm to this value (None: no clipping).
+        extra: stored in the checkpoint under ``"extra"`` (e.g. classes and model settings).
+        on_epoch: called with each new history row (a dict) after its checkpoint is written, e.g. to print
+            or plot progress.
+
+    Returns:
+        History DataFrame with one row per epoch: ``epoch`` (1-based), ``train_loss``, ``train_acc``
+        (on the augmented training batches), ``val_loss``, ``val_acc``, ``lr`` (of the first parameter
+        group at the end of the epoch; further groups in ``lr_g1``, ``lr_g2`` ...) and ``seconds``.
+        ``history.attrs`` holds ``best_epoch``, ``best_val_acc`` and ``stopped`` (why training ended:
+        ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``).
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    step_how = _scheduler_step(scheduler, scheduler_step)
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    history: list[dict] = []
+    start_epoch, bad_epochs = 0, 0
+    best = dict(epoch=0, acc=-math.inf, loss=math.inf, state=None)
+    ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler") is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, bad_epochs = int(ckpt["epoch"]), int(ckpt["bad_epochs"])
+        history = [dict(row) for row in ckpt["history"]]
+        best.update(epoch=int(ckpt["best_epoch"]), acc=float(ckpt["best_val_acc"]),
+                    loss=float(ckpt["best_val_loss"]))
+        best["state"] = (ckpt["best_model"] if ckpt["best_model"] is not None
+                         else {k: v.to("cpu", copy=True) for k, v in ckpt["model"].items()})
+
+    spent = sum(row["seconds"] for row in history)
+    stopped = "epochs"
+    bar = tqdm(total=epochs, initial=min(start_epoch, epochs), desc="training", unit="epoch",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, epochs):
+            if patience is not None and val_loader is not None and bad_epochs >= patience:
+                stopped = "early_stopping"
+                break
+            if max_minutes is not None and spent > max_minutes * 60:
+                stopped = "time_budget"
+                break
+            seed_epoch(seed, epoch, train_loader)
+            t0 = time.perf_counter()
+            model.train()
+            total_loss, correct, n, shown = 0.0, 0, 0, t0
+            for x, y in train_loader:
+                x, y = _to(x, device, channels_last), y.to(device)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                if step_how == "batch":
+                    scheduler.step()
+                total_loss += float(loss.detach()) * len(y)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                n += len(y)
+                if progress and time.perf_counter() - shown > 0.5:
+                    shown = time.perf_counter()
+                    bar.set_postfix_str(f"epoch {epoch + 1}: loss {total_loss / n:.3f} acc {correct / n:.3f}")
+            if n == 0:
+                raise ValueError("the training loader gave no batches (dataset smaller than one batch?)")
+            row = dict(epoch=epoch + 1, train_loss=total_loss / n, train_acc=correct / n)
+            if val_loader is not None:
+                row["val_loss"], row["val_acc"] = _evaluate(model, val_loader, loss_fn, device, channels_last)
+            else:
+                row["val_loss"], row["val_acc"] = float("nan"), float("nan")
+            for g, group in enumerate(optimizer.param_groups):
+                row["lr" if g == 0 else f"lr_g{g}"] = float(group["lr"])
+            if step_how == "epoch":
+                scheduler.step(row["val_loss"]) if plateau else scheduler.step()
+            row["seconds"] = time.perf_counter() - t0
+            spent += row["seconds"]
+            history.append(row)
+
+            improved = val_loader is None or row["val_acc"] > best["acc"] or (
+                row["val_acc"] == best["acc"] and row["val_loss"] < best["loss"])
+            if improved:
+                best.update(epoch=epoch + 1, acc=row["val_acc"], loss=row["val_loss"], state=_cpu_state(model))
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+            if ckpt_path is not None:
+                save_checkpoint(ckpt_path, {
+                    "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                    "best_model": None if best["epoch"] == epoch + 1 else best["state"],
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "history": history, "best_epoch": best["epoch"], "best_val_acc": best["acc"],
+                    "best_val_loss": best["loss"], "bad_epochs": bad_epochs, "seed": seed,
+                    "extra": extra or {}})
+            if on_epoch is not None:
+                on_epoch(dict(row))
+            bar.update(1)
+            bar.set_postfix_str(f"loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | val acc "
+                                f"{row['val_acc']:.3f} (best {best['acc']:.3f} @ {best['epoch']})")
+    finally:
+        bar.close()
+
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    hist = pd.DataFrame(history)
+    for col in HISTORY_COLUMNS:
+        if col not in hist.columns:
+            hist[col] = pd.Series(dtype=float)
+    hist = hist[HISTORY_COLUMNS + [c for c in hist.columns if c not in HISTORY_COLUMNS]]
+    hist.attrs.update(best_epoch=best["epoch"], best_val_acc=best["acc"], stopped=stopped)
+    return hist
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Predictions
+# ----------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None,
+            channels_last: bool = False, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(y_true, y_pred, probs)`` over a loader in its order; ``probs`` are softmax scores (N, C).
+
+    ``flip_tta=True`` averages the scores of each image and its mirror image (test-time augmentation).
+    """
+    device = torch.device(device) if device is not None else next(
+        (p.device for p in model.parameters()), torch.device("cpu"))
+    model.to(device).eval()
+    ys, probs = [], []
+    for x, y in loader:
+        x = _to(x, device, channels_last)
+        p = torch.softmax(model(x).float(), 1)
+        if flip_tta:
+            p = (p + torch.softmax(model(torch.flip(x, dims=[3])).float(), 1)) / 2
+        probs.append(p.cpu())
+        ys.append(torch.as_tensor(y))
+    p = torch.cat(probs).numpy() if probs else np.zeros((0, 0), dtype=np.float32)
+    y_true = torch.cat(ys).numpy().astype(np.int64) if ys else np.zeros(0, dtype=np.int64)
+    return y_true, p.argmax(1).astype(np.int64) if len(p) else np.zeros(0, dtype=np.int64), p
+
+
+def evaluate_model(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None,
+                   flip_tta: bool = False) -> dict:
+    """Return ``accuracy``, ``macro_f1``, ``balanced_accuracy``, ``nll`` (mean negative log-likelihood)
+    and ``n`` of a model over a loader (sklearn metrics; the full set lives in ``nnprak.evaluate``)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    y_true, y_pred, probs = predict(model, loader, device, flip_tta=flip_tta)
+    nll = float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, None)).mean()) if len(y_true) else 0.0
+    return dict(accuracy=float(accuracy_score(y_true, y_pred)),
+                macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+                balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)), nll=nll, n=int(len(y_true)))
+
+
+def fit_from_settings(model: nn.Module, loaders, settings: dict, *, epochs: int | None = None,
+                      checkpoint_path: str | os.PathLike | None = None, max_minutes: float | None = None,
+                      resume: bool = False, seed: int = config.SEED, progress: bool = True) -> pd.DataFrame:
+    """Return the history of :func:`fit` with optimiser, schedule and loss built from a settings dict.
+
+    ``settings`` is a profile's ``cfg.scratch``: ``optimizer``, ``lr``, ``weight_decay``, ``schedule``,
+    ``label_smoothing``, ``patience`` and ``epochs`` (``epochs`` argument overrides it); ``loaders`` is
+    ``(train, val, ...)`` from :func:`make_loaders`.
+    """
+    epochs = int(epochs or settings["epochs"])
+    optimizer = make_optimizer(model, settings["optimizer"], lr=settings["lr"], weight_decay=settings["weight_decay"])
+    scheduler = make_scheduler(optimizer, settings["schedule"], epochs=epochs, steps_per_epoch=len(loaders[0]))
+    return fit(model, loaders[0], loaders[1], epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+               label_smoothing=settings["label_smoothing"], patience=settings["patience"], seed=seed,
+               checkpoint_path=checkpoint_path, resume=resume, max_minutes=max_minutes, progress=progress)
