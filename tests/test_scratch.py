@@ -1,0 +1,144 @@
+"""Tests of the from-scratch residual CNN (nnprak.models.scratch)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+from nnprak.models.scratch import BasicBlock, ScratchResNet, count_parameters, summary_table
+
+
+def _randomise(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every weight and batch-norm statistic random values (so copies cannot agree by accident)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if t.dtype.is_floating_point:
+                if name.endswith("running_var"):
+                    t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+                else:
+                    t.copy_(torch.randn(t.shape, generator=g) * 0.5)
+    return module
+
+
+def _tv_block(in_ch: int, out_ch: int, stride: int) -> tv_resnet.BasicBlock:
+    downsample = None
+    if stride != 1 or in_ch != out_ch:
+        downsample = nn.Sequential(tv_resnet.conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+    return tv_resnet.BasicBlock(in_ch, out_ch, stride, downsample)
+
+
+def test_identity_block_keeps_shape():
+    block = BasicBlock(16, 16, stride=1)
+    assert block.downsample is None
+    assert block(torch.randn(2, 16, 20, 20)).shape == (2, 16, 20, 20)
+
+
+@pytest.mark.parametrize("in_ch,out_ch,stride,out_side", [(16, 32, 2, 10), (16, 32, 1, 20), (16, 16, 2, 10)])
+def test_projection_block_shape_and_stride(in_ch, out_ch, stride, out_side):
+    block = BasicBlock(in_ch, out_ch, stride=stride)
+    assert block.conv1.stride == (stride, stride) and block.conv2.stride == (1, 1)
+    proj = block.downsample[0]
+    assert isinstance(proj, nn.Conv2d) and proj.kernel_size == (1, 1) and proj.stride == (stride, stride)
+    assert isinstance(block.downsample[1], nn.BatchNorm2d)
+    assert block(torch.randn(2, in_ch, 20, 20)).shape == (2, out_ch, out_side, out_side)
+
+
+@pytest.mark.parametrize("in_ch,out_ch,stride", [(16, 16, 1), (16, 32, 2), (8, 24, 1)])
+def test_block_equals_torchvision_basic_block(in_ch, out_ch, stride):
+    ours = _randomise(BasicBlock(in_ch, out_ch, stride), seed=in_ch + out_ch + stride)
+    theirs = _tv_block(in_ch, out_ch, stride)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())          # strict: same names and shapes
+    ours.eval(), theirs.eval()
+    x = torch.randn(3, in_ch, 12, 12)
+    with torch.no_grad():
+        out, ref = ours(x), theirs(x)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+    # and back: torchvision's weights into ours
+    other = _randomise(_tv_block(in_ch, out_ch, stride), seed=99).eval()
+    ours.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(ours(x), other(x), atol=1e-5, rtol=1e-5)
+
+
+def test_plain_block_has_no_shortcut():
+    res = _randomise(BasicBlock(16, 16, 1), seed=3).eval()
+    plain = BasicBlock(16, 16, 1, residual=False).eval()
+    plain.load_state_dict(res.state_dict())
+    x = torch.randn(2, 16, 10, 10)
+    with torch.no_grad():
+        manual = torch.relu(plain.bn2(plain.conv2(torch.relu(plain.bn1(plain.conv1(x))))))
+        assert torch.allclose(plain(x), manual, atol=1e-6)
+        assert not torch.allclose(plain(x), res(x), atol=1e-3)
+        assert torch.allclose(res(x), torch.relu(res.bn2(res.conv2(torch.relu(res.bn1(res.conv1(x))))) + x),
+                              atol=1e-5)
+
+
+def _explicit_plain_net(num_classes, widths, blocks):
+    """The plain CNN written out layer by layer: conv-BN-ReLU pairs, pooling and a linear layer."""
+    layers = [nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+    in_ch = widths[0]
+    for i, (w, n) in enumerate(zip(widths, blocks)):
+        for j in range(n):
+            stride = 2 if i > 0 and j == 0 else 1
+            layers += [nn.Conv2d(in_ch, w, 3, stride, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+                       nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+            in_ch = w
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def test_plain_network_has_no_shortcuts_and_plain_parameter_count():
+    widths, blocks = (8, 16, 32, 64), (2, 1, 2, 1)
+    res = ScratchResNet(7, widths, blocks, in_size=48)
+    plain = ScratchResNet(7, widths, blocks, in_size=48, residual=False)
+    assert not any(isinstance(m, BasicBlock) and m.downsample is not None for m in plain.modules())
+    assert count_parameters(plain) == count_parameters(_explicit_plain_net(7, widths, blocks))
+    shortcut = sum(p.numel() for m in res.modules() if isinstance(m, BasicBlock) and m.downsample is not None
+                   for p in m.downsample.parameters())
+    assert shortcut > 0 and count_parameters(res) == count_parameters(plain) + shortcut
+    # same weights (the plain net simply lacks the projections): different outputs
+    _randomise(res, seed=5).eval()
+    plain.load_state_dict({k: v for k, v in res.state_dict().items() if "downsample" not in k})
+    plain.eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert not torch.allclose(res(x), plain(x), atol=1e-3)
+
+
+def test_forward_features_and_default_size():
+    model = ScratchResNet(5, widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), in_size=48).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        logits, feats = model(x), model.features(x)
+        assert logits.shape == (2, 5) and feats.shape == (2, 64)
+        assert torch.allclose(model.fc(feats), logits, atol=1e-6)
+    assert 0.5e6 <= count_parameters(ScratchResNet(62)) <= 3e6
+    with pytest.raises(ValueError):
+        ScratchResNet(5, widths=(8, 16), blocks=(1,))
+
+
+def test_zero_init_makes_residual_blocks_start_as_identity():
+    model = ScratchResNet(5, widths=(8, 16), blocks=(2, 1), in_size=32)
+    block = model.layer1[1]  # identity shortcut: relu(0 + x) == x for the non-negative input it receives
+    x = torch.rand(2, 8, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(block(x), x)
+    assert all(float(m.bn2.weight.detach().abs().sum()) > 0 for m in ScratchResNet(5, residual=False).modules()
+               if isinstance(m, BasicBlock))
+
+
+@pytest.mark.parametrize("depth", [1, 2, None])
+def test_summary_table_parameter_total(depth):
+    model = ScratchResNet(62, in_size=64)
+    table = summary_table(model, (3, 64, 64), depth=depth)
+    assert list(table.columns) == ["layer", "type", "output shape", "parameters"]
+    assert table["parameters"].sum() == sum(p.numel() for p in model.parameters()) == table.attrs["total"]
+    assert table["layer"].is_unique
+    assert table["output shape"].iloc[-1] == "62"
+    if depth == 2:
+        shapes = dict(zip(table["layer"], table["output shape"]))
+        assert shapes["layer1.0"] == "32x32x32" and shapes["layer4.0"] == "256x4x4"
+    assert model.training  # the summary's forward pass leaves the mode alone

@@ -1,0 +1,202 @@
+"""Tests of the shared training loop (nnprak.train) on real LFW images (the smoke profile's 5 people)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from nnprak import config, data, train
+from nnprak.models.scratch import ScratchResNet
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def lfw5():
+    """Cached 32 px stand-in crops of the smoke profile's 5 LFW people: {split: CachedDataset}."""
+    torch.set_num_threads(2)
+    manifest = data.build_manifest(config.load("smoke"), progress=False)
+    return train.cached_splits(manifest, SIZE)  # crop="auto": the stand-in centre crop of LFW originals
+
+
+def _tiny(num_classes=5, seed=0):
+    torch.manual_seed(seed)
+    return ScratchResNet(num_classes, widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), in_size=SIZE, dropout=0.1)
+
+
+def _states_equal(a, b) -> bool:
+    """Compare nested state dicts (tensors exactly)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_states_equal(x, y) for x, y in zip(a, b))
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+    return a == b
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_transforms_on_pil_and_cached_tensor(lfw5):
+    img = data.load_image(lfw5["train"].paths[0])
+    t_train, t_eval = train.train_transforms(SIZE), train.eval_transforms(SIZE)
+    for src in (img, lfw5["train"].images[0]):
+        x = t_train(src)
+        assert x.shape == (3, SIZE, SIZE) and x.dtype == torch.float32
+    a, b = t_eval(lfw5["train"].images[0]), t_eval(lfw5["train"].images[0])
+    assert torch.equal(a, b) and abs(float(a.mean())) < 3
+    torch.manual_seed(0)
+    outs = [t_train(lfw5["train"].images[0]) for _ in range(3)]
+    assert not torch.equal(outs[0], outs[1]) or not torch.equal(outs[1], outs[2])  # it is random
+
+
+def test_cached_dataset_matches_the_files(lfw5):
+    ds = lfw5["train"]
+    face = data.FaceDataset(data.build_manifest(config.load("smoke"), progress=False), "train")
+    assert len(ds) == len(face) and ds.targets == face.targets and ds.classes == face.classes
+    assert ds.crop == train.LFW_STAND_IN_CROP and lfw5["test"].classes == face.classes
+    assert ds.images.dtype == torch.uint8 and ds.images.shape == (len(face), 3, SIZE, SIZE)
+    img = data.load_image(face.paths[3])
+    o = (img.width - train.LFW_STAND_IN_CROP) // 2
+    ref = img.crop((o, o, o + train.LFW_STAND_IN_CROP, o + train.LFW_STAND_IN_CROP)).resize(
+        (SIZE, SIZE), Image.BILINEAR, reducing_gap=None)
+    assert np.array_equal(ds.images[3].permute(1, 2, 0).numpy(), np.asarray(ref))
+    view = ds.with_transform(train.eval_transforms(SIZE))
+    assert view.images is ds.images and view[3][0].dtype == torch.float32 and ds[3][0].dtype == torch.uint8
+
+
+def test_balanced_sampling_evens_out_classes():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    ds = TensorDataset(torch.zeros(100, 1), labels)
+    ds.targets = labels.tolist()
+    counts = {}
+    for balanced in (True, False):
+        loader = train.make_loaders(ds, batch_size=10, balanced=balanced)[0]
+        train.seed_epoch(1, 0, loader)
+        seen = torch.cat([y for _ in range(20) for _, y in loader])
+        counts[balanced] = float((seen == 1).float().mean())
+    assert 0.4 < counts[True] < 0.6          # rare class drawn about half of the time
+    assert abs(counts[False] - 0.1) < 1e-6   # a shuffle keeps the natural 10 %
+
+
+def test_training_steps_on_a_real_batch_lower_the_loss(lfw5):
+    ds = lfw5["train"].with_transform(train.eval_transforms(SIZE))
+    x = torch.stack([ds[i][0] for i in range(0, len(ds), 4)])
+    y = torch.tensor([ds[i][1] for i in range(0, len(ds), 4)])
+    model = _tiny()
+    opt = train.make_optimizer(model, "sgd", lr=0.1, weight_decay=0)
+    loss_fn = nn.CrossEntropyLoss()
+    losses = []
+    for _ in range(12):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[1] < losses[0] and losses[-1] < 0.75 * losses[0], losses
+
+
+def _loaders(lfw5, batch_size=16):
+    train_ds = lfw5["train"].with_transform(train.train_transforms(SIZE))
+    val_ds = lfw5["val"].with_transform(train.eval_transforms(SIZE))
+    return train.make_loaders(train_ds, val_ds, batch_size=batch_size, seed=0)[:2]
+
+
+def _run(lfw5, epochs, total_epochs, path, resume, model_seed=0):
+    model = _tiny(seed=model_seed)
+    tl, vl = _loaders(lfw5)
+    opt = train.make_optimizer(model, "sgd", lr=0.05, weight_decay=5e-4)
+    sched = train.make_scheduler(opt, "onecycle", epochs=total_epochs, steps_per_epoch=len(tl))
+    hist = train.fit(model, tl, vl, epochs=epochs, optimizer=opt, scheduler=sched, checkpoint_path=path,
+                     resume=resume, progress=False, seed=7, device="cpu", extra={"classes": ["a", "b"]})
+    return model, opt, sched, hist
+
+
+@pytest.mark.slow
+def test_fit_resume_equals_uninterrupted_run(lfw5, tmp_path):
+    # uninterrupted 3 epochs
+    model_a, opt_a, _, hist_a = _run(lfw5, 3, 3, tmp_path / "a.pt", resume=False)
+    ckpt_a = train.load_checkpoint(tmp_path / "a.pt")
+    assert list(hist_a.columns[:7]) == train.HISTORY_COLUMNS and list(hist_a["epoch"]) == [1, 2, 3]
+    assert (hist_a["seconds"] > 0).all() and hist_a["lr"].notna().all()
+    # the same run interrupted after 2 epochs: identical first two epochs (deterministic for a seed)
+    model_b, opt_b, _, hist_b = _run(lfw5, 2, 3, tmp_path / "b.pt", resume=False)
+    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+    pd.testing.assert_frame_equal(hist_b[cols], hist_a[cols].iloc[:2])
+    ckpt_b = train.load_checkpoint(tmp_path / "b.pt")
+    assert ckpt_b["epoch"] == 2 and ckpt_b["extra"] == {"classes": ["a", "b"]}
+    # a new model (other random init) resumed from it: epoch 2, same weights and optimiser state, no training
+    model_c, opt_c, sched_c, hist_c = _run(lfw5, 2, 3, tmp_path / "b.pt", resume=True, model_seed=123)
+    pd.testing.assert_frame_equal(hist_c, hist_b)
+    assert _states_equal(model_c.state_dict(), model_b.state_dict())
+    assert _states_equal(opt_c.state_dict(), opt_b.state_dict())
+    assert sched_c.last_epoch == ckpt_b["scheduler"]["last_epoch"] > 0
+    # continued to 3 epochs: equals the uninterrupted run
+    model_d, opt_d, _, hist_d = _run(lfw5, 3, 3, tmp_path / "b.pt", resume=True, model_seed=321)
+    pd.testing.assert_frame_equal(hist_d[cols], hist_a[cols])
+    ckpt_d = train.load_checkpoint(tmp_path / "b.pt")
+    assert _states_equal(ckpt_d["model"], ckpt_a["model"])
+    assert _states_equal(ckpt_d["optimizer"], ckpt_a["optimizer"])
+    assert _states_equal(model_d.state_dict(), model_a.state_dict())
+    # the model ends with its best epoch's weights
+    best = int(hist_a["val_acc"].idxmax())  # first maximum; ties broken by val_loss inside fit
+    assert ckpt_a["best_epoch"] == hist_a.attrs["best_epoch"]
+    assert math.isclose(hist_a["val_acc"].iloc[best], ckpt_a["best_val_acc"])
+    fresh = _tiny(seed=9)
+    train.load_checkpoint(tmp_path / "a.pt", fresh, which="best")
+    assert _states_equal(fresh.state_dict(), model_a.state_dict())
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+class _Linear(nn.Module):
+    """A model without batch norm: with lr 0 its validation accuracy can never change."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_early_stopping_and_time_budget(lfw5, tmp_path):
+    tl, vl = _loaders(lfw5, batch_size=32)
+    model = _Linear(3 * SIZE * SIZE, 5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    hist = train.fit(model, tl, vl, epochs=10, optimizer=opt, patience=2, progress=False, device="cpu",
+                     checkpoint_path=tmp_path / "es.pt")
+    assert len(hist) == 3 and hist.attrs["stopped"] == "early_stopping" and hist.attrs["best_epoch"] == 1
+    # resuming an early-stopped run trains no further
+    again = train.fit(model, tl, vl, epochs=10, optimizer=opt, patience=2, progress=False, device="cpu",
+                      checkpoint_path=tmp_path / "es.pt", resume=True)
+    assert len(again) == 3 and again.attrs["stopped"] == "early_stopping"
+    # a spent time budget stops after the first epoch
+    model = _Linear(3 * SIZE * SIZE, 5)
+    hist = train.fit(model, tl, vl, epochs=10, max_minutes=0, progress=False,
+                     optimizer=torch.optim.SGD(model.parameters(), lr=0.01), device="cpu")
+    assert len(hist) == 1 and hist.attrs["stopped"] == "time_budget"
+
+
+def test_predict_and_evaluate(lfw5):
+    model = _tiny().eval()
+    loader = train.make_loaders(lfw5["train"].with_transform(train.eval_transforms(SIZE)),
+                                test_ds=lfw5["test"].with_transform(train.eval_transforms(SIZE)))[2]
+    y_true, y_pred, probs = train.predict(model, loader)
+    assert list(y_true) == lfw5["test"].targets
+    assert probs.shape == (len(y_true), 5) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.array_equal(y_pred, probs.argmax(1))
+    # flip test-time augmentation = mean of the scores of the images and of their mirror images
+    from torchvision.transforms import v2
+    mirrored = lfw5["test"].with_transform(v2.Compose([train.eval_transforms(SIZE), v2.RandomHorizontalFlip(p=1)]))
+    _, _, probs_mirror = train.predict(model, train.make_loaders(mirrored, test_ds=mirrored)[2])
+    _, _, probs_tta = train.predict(model, loader, flip_tta=True)
+    assert not np.allclose(probs, probs_mirror, atol=1e-4)
+    assert np.allclose(probs_tta, (probs + probs_mirror) / 2, atol=1e-5)
+    metrics = train.evaluate_model(model, loader)
+    assert metrics["n"] == len(y_true) and math.isclose(metrics["accuracy"], float((y_true == y_pred).mean()))
+    assert 0 <= metrics["macro_f1"] <= 1 and metrics["nll"] > 0
