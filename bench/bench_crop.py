@@ -15,7 +15,6 @@ Wall-clock numbers depend on what else runs on the machine; CPU seconds (both th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

@@ -115,6 +115,7 @@ class Config:
     face_select: str = "central"             # "central" | "largest" | "probable"
     min_face_prob: float = 0.90
     detect_batch_size: int = 32
+    min_face_size: int = 60                  # px; LFW subjects are >= 62 px wide. Own photos of small faces: 20-40
     # --- 03 scratch CNN ----------------------------------------------------------------------------------
     scratch: dict = field(default_factory=dict)
     # --- 04 transfer -------------------------------------------------------------------------------------
