@@ -94,8 +94,10 @@ def main(argv=None) -> dict:
     blocks = tuple(int(b) for b in args.blocks.split(","))
     model = ScratchResNet(len(classes), widths, blocks, in_size=args.size, residual=not args.plain,
                           dropout=args.dropout)
-    opt = train.make_optimizer(model, args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
-    sched = train.make_scheduler(opt, args.schedule, epochs=args.epochs, steps_per_epoch=len(loaders[0]))
+    settings = dict(cfg.scratch, image_size=args.size, widths=widths, blocks=blocks, epochs=args.epochs,
+                    batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                    schedule=args.schedule, balanced=args.balanced, label_smoothing=args.label_smoothing,
+                    patience=args.patience, max_minutes=args.max_minutes, channels_last=args.channels_last)
     print(f"{len(classes)} people; train/val/test {len(train_ds)}/{len(val_ds)}/{len(test_ds)} images "
           f"({'crops ' + str(args.crops) if args.crops else 'stand-in crops'}, centre crop {cached['train'].crop}) "
           f"-> {args.size} px, "
@@ -103,13 +105,12 @@ def main(argv=None) -> dict:
           f"{'plain' if args.plain else 'residual'}; {args.threads} threads", flush=True)
 
     cpu0, t0 = time.process_time(), time.perf_counter()
-    hist = train.fit(model, loaders[0], loaders[1], epochs=args.epochs, optimizer=opt, scheduler=sched,
-                     label_smoothing=args.label_smoothing, patience=args.patience, max_minutes=args.max_minutes,
-                     progress=not args.no_progress, seed=args.seed, channels_last=args.channels_last,
-                     on_epoch=None if not args.no_progress else lambda r: print(
-                         f"epoch {r['epoch']:3d}  loss {r['train_loss']:.3f}  acc {r['train_acc']:.3f}  val loss "
-                         f"{r['val_loss']:.3f}  val acc {r['val_acc']:.3f}  lr {r['lr']:.3g}  {r['seconds']:.1f} s "
-                         f"(cpu {(time.process_time() - cpu0) / args.threads:.0f} s)", flush=True))
+    hist = train.fit_from_settings(
+        model, loaders, settings, max_minutes=args.max_minutes, seed=args.seed, progress=not args.no_progress,
+        on_epoch=None if not args.no_progress else lambda r: print(
+            f"epoch {r['epoch']:3d}  loss {r['train_loss']:.3f}  acc {r['train_acc']:.3f}  val loss "
+            f"{r['val_loss']:.3f}  val acc {r['val_acc']:.3f}  lr {r['lr']:.3g}  {r['seconds']:.1f} s "
+            f"(cpu {(time.process_time() - cpu0) / args.threads:.0f} s)", flush=True))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     y_true, y_pred, _ = train.predict(model, loaders[2], channels_last=args.channels_last)
     _, y_flip, _ = train.predict(model, loaders[2], channels_last=args.channels_last, flip_tta=True)
@@ -122,8 +123,8 @@ def main(argv=None) -> dict:
         test_macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         test_accuracy_flip_tta=float(accuracy_score(y_true, y_flip)),
         test_macro_f1_flip_tta=float(f1_score(y_true, y_flip, average="macro", zero_division=0)),
-        parameters=count_parameters(model), args={k: (str(v) if isinstance(v, Path) else v)
-                                                  for k, v in vars(args).items()})
+        parameters=count_parameters(model), settings=settings,
+        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     with_cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
     print(hist[with_cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"epochs {res['epochs']} (best {res['best_epoch']}, stopped: {res['stopped']}); training "

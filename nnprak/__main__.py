@@ -32,6 +32,8 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
 
     cfg = config.load(profile)
     out_dir = cfg.paths.make().notebooks_out
+    # Progress bars are for people watching; in executed notebooks they would be frozen widgets at 0 %.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     times = {}
     start = time.perf_counter()
     for nb in notebooks(only):
@@ -55,6 +57,10 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
 
         write_json(cfg.paths.results / "run_times.json", {"profile": profile, "seconds": times, "threads": cfg.threads})
         report.write_numbers({"RunMinutes": report.num(times["total"] / 60)}, folder=cfg.paths.tables)
+        if profile == "default":
+            from . import results
+
+            results.update_readme(config.ROOT / "README.md", cfg.paths.results)
     print(f"[{profile}] all notebooks done in {times['total'] / 60:.1f} min")
     return times
 
@@ -68,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. --only 01 02")
     p_rep = sub.add_parser("report", help="compile report/report.pdf from the generated figures and tables")
     p_rep.add_argument("--profile", default=None, help="whose figures/tables to use (default: default)")
+    p_bench = sub.add_parser("bench", help="print the README's results table from results/ (and refresh README.md)")
+    p_bench.add_argument("--profile", default=None)
+    p_bench.add_argument("--write", action="store_true", help="also replace the table in README.md")
     p_pred = sub.add_parser("predict", help="name every face in a photo (or say unknown)")
     p_pred.add_argument("photo", help="a photo file (JPEG, PNG, ...)")
     p_pred.add_argument("--model", default=None,
@@ -80,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         run_notebooks(config.profile_name(args.profile), args.only)
     elif args.command == "predict":
         return predict_command(args)
+    elif args.command == "bench":
+        from . import results
+
+        cfg = config.load(args.profile)
+        print(results.readme_table(cfg.paths.results))
+        if args.write:
+            results.update_readme(config.ROOT / "README.md", cfg.paths.results)
     elif args.command == "report":
         from . import report
 

@@ -112,3 +112,66 @@ def per_person_accuracy(predictions: pd.DataFrame, train_counts: pd.Series) -> p
     acc = predictions.assign(correct=predictions["true"] == predictions["pred"]).groupby("true")["correct"].mean()
     return pd.DataFrame({"person": acc.index, "train_images": train_counts.reindex(acc.index).to_numpy(),
                          "accuracy": acc.to_numpy()})
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def readme_table(folder: str | os.PathLike | None = None) -> str:
+    """Return the README's results section (Markdown) built only from a results folder.
+
+    Models (accuracy, macro-F1, training time, weights), LFW verification per embedding, crop and embedding
+    throughput (``bench_crop.json`` / ``bench_embed.json`` written by the bench scripts) and the full-run time.
+    """
+    folder = _folder(folder)
+    lines = ["| model (LFW-62 test split) | accuracy | macro-F1 | training | weights |", "|---|---|---|---|---|"]
+    for r in sorted(load_results(folder), key=lambda r: -r["metrics"]["accuracy"]):
+        minutes = (r.get("timings") or {}).get("train_seconds")
+        lines.append(f"| {r['title']} | {_pct(r['metrics']['accuracy'])} | {_pct(r['metrics']['macro_f1'])} | "
+                     f"{'–' if minutes is None else f'{minutes / 60:.1f} min'} | {r['weights']} |")
+    ver = load_verifications(folder)
+    if ver:
+        lines += ["", "| LFW verification (pairs.txt) | mean accuracy ± std | folds × pairs | AUC |", "|---|---|---|---|"]
+        for v in ver:
+            lines.append(f"| {v['title']} | {100 * v['accuracy']:.2f}% ± {100 * v['std']:.2f}% | "
+                         f"{len(v['fold_accuracies'])} × {v['n_pairs'] // max(1, len(v['fold_accuracies']))} | "
+                         f"{v['auc']:.4f} |")
+    speed = []
+    crop = folder / "bench_crop.json"
+    if crop.exists():
+        c = json.loads(crop.read_text())
+        speed.append(f"| MTCNN cropping ({c['n']} LFW images, {c['threads']} threads) | {c['pipeline_img_s']:.1f} img/s | "
+                     f"{c['loop_img_s']:.1f} img/s (`mtcnn(img)` loop) | {c['speedup_wall']:.2f}× |")
+    emb = folder / "bench_embed.json"
+    if emb.exists():
+        e = json.loads(emb.read_text())
+        speed.append(f"| dlib face embeddings (batch 32, 2 threads) | {e['torch_faces_per_s']:.1f} faces/s | "
+                     f"{e['dlib_faces_per_s']:.1f} faces/s (dlib, one at a time) | {e['ratio']:.2f}× |")
+    if speed:
+        lines += ["", "| throughput | nnprak | baseline | speed-up |", "|---|---|---|---|", *speed]
+    times = folder / "run_times.json"
+    if times.exists():
+        t = json.loads(times.read_text())
+        lines += ["", f"Full run (`make run`, profile {t['profile']}, {t.get('threads', 2)} threads): "
+                      f"{t['seconds']['total'] / 60:.1f} min for notebooks 01–06."]
+    return "\n".join(lines)
+
+
+def update_readme(readme: str | os.PathLike, folder: str | os.PathLike | None = None) -> bool:
+    """Replace the README's results section (between the markers) with :func:`readme_table`; return True if changed."""
+    from .utils import atomic_write_text
+
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} markers")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{readme_table(folder)}\n{README_END}{tail}"
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text

@@ -179,19 +179,22 @@ def cached_splits(manifest, size: int, path_column: str = "path", crop: int | fl
                   progress: bool = False) -> dict[str, CachedDataset]:
     """Return ``{split: CachedDataset}`` of a manifest's usable rows, all with the same class list.
 
-    ``crop="auto"`` centre-crops the 250 px LFW originals to :data:`LFW_STAND_IN_CROP` when
-    ``path_column == "path"`` (stand-in face crops) and keeps face crops (any other column) whole.
+    ``crop="auto"`` centre-crops to :data:`LFW_STAND_IN_CROP` when every image is an LFW original
+    (``path_column == "path"`` and all paths in LFW's deep-funneled folder: stand-in face crops), and keeps
+    everything else whole (face crops of another column, own photos).
     Attach transforms with :meth:`CachedDataset.with_transform`.
     """
     from .data import STATUS_OK, FaceDataset, load_manifest
 
     df = load_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else manifest
+    usable = df[(df["status"] == STATUS_OK) & (df[path_column].astype(str) != "")]
     if isinstance(crop, str):
         if crop != "auto":
             raise ValueError(f"crop must be a number, None or 'auto', got {crop!r}")
-        crop = LFW_STAND_IN_CROP if path_column == "path" else None
+        lfw = path_column == "path" and len(usable) > 0 and bool(
+            usable[path_column].astype(str).str.contains(f"/{config.LFW_IMAGES_SUBDIR}/", regex=False).all())
+        crop = LFW_STAND_IN_CROP if lfw else None
     if classes is None:
-        usable = df[(df["status"] == STATUS_OK) & (df[path_column].astype(str) != "")]
         classes = sorted(usable["person"].unique())
     return {split: CachedDataset(FaceDataset(df, split, path_column=path_column, classes=list(classes)), size,
                                  crop=crop, progress=progress) for split in splits}
@@ -438,8 +441,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
 
     Returns:
         History DataFrame with one row per epoch: ``epoch`` (1-based), ``train_loss``, ``train_acc``
-        (on the augmented training batches), ``val_loss``, ``val_acc``, ``lr`` (of the first parameter
-        group at the end of the epoch; further groups in ``lr_g1``, ``lr_g2`` ...) and ``seconds``.
+        (on the augmented training batches), ``val_loss``, ``val_acc``, ``lr`` (the first parameter
+        group's rate in the epoch's last batch; groups with other rates add ``lr_g1``, ``lr_g2`` ...) and
+        ``seconds``.
         ``history.attrs`` holds ``best_epoch``, ``best_val_acc`` and ``stopped`` (why training ended:
         ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``).
     """
@@ -495,6 +499,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                 if grad_clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 optimizer.step()
+                used_lrs = [float(group["lr"]) for group in optimizer.param_groups]
                 if step_how == "batch":
                     scheduler.step()
                 total_loss += float(loss.detach()) * len(y)
@@ -510,8 +515,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                 row["val_loss"], row["val_acc"] = _evaluate(model, val_loader, loss_fn, device, channels_last)
             else:
                 row["val_loss"], row["val_acc"] = float("nan"), float("nan")
-            for g, group in enumerate(optimizer.param_groups):
-                row["lr" if g == 0 else f"lr_g{g}"] = float(group["lr"])
+            row["lr"] = used_lrs[0]
+            for g, lr in enumerate(used_lrs[1:], start=1):
+                if not math.isclose(lr, used_lrs[0], rel_tol=1e-9):  # only groups with a rate of their own
+                    row[f"lr_g{g}"] = lr
             if step_how == "epoch":
                 scheduler.step(row["val_loss"]) if plateau else scheduler.step()
             row["seconds"] = time.perf_counter() - t0
@@ -553,6 +560,31 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     return hist
 
 
+def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], settings: dict, *,
+                      epochs: int | None = None, checkpoint_path: str | os.PathLike | None = None,
+                      resume: bool = False, max_minutes: float | None = None, seed: int = config.SEED,
+                      progress: bool = True, **fit_kwargs) -> pd.DataFrame:
+    """Build optimiser and schedule from a settings dict (``cfg.scratch``) and run :func:`fit`.
+
+    ``settings`` keys used: ``optimizer`` ("adamw" | "sgd"), ``lr``, ``weight_decay``, ``schedule``
+    ("onecycle" | "cosine"), ``epochs``, ``label_smoothing``, ``patience`` and, if present,
+    ``channels_last`` (default True: faster convolutions on CPUs). ``loaders`` is ``(train, val[, test])``
+    as returned by :func:`make_loaders`; ``epochs`` overrides ``settings["epochs"]`` (e.g. for a short
+    ablation run). Further keyword arguments go to :func:`fit`.
+    """
+    epochs = int(epochs if epochs is not None else settings["epochs"])
+    train_loader, val_loader = loaders[0], loaders[1] if len(loaders) > 1 else None
+    optimizer = make_optimizer(model, settings.get("optimizer", "adamw"), lr=settings["lr"],
+                               weight_decay=settings["weight_decay"])
+    scheduler = make_scheduler(optimizer, settings.get("schedule", "onecycle"), epochs=epochs,
+                               steps_per_epoch=len(train_loader))
+    fit_kwargs.setdefault("channels_last", settings.get("channels_last", True))
+    return fit(model, train_loader, val_loader, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+               label_smoothing=settings.get("label_smoothing", 0.0), patience=settings.get("patience"),
+               checkpoint_path=checkpoint_path, resume=resume, max_minutes=max_minutes, seed=seed,
+               progress=progress, **fit_kwargs)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Predictions
 # ----------------------------------------------------------------------------------------------------------
@@ -591,19 +623,3 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device: str | torch.dev
                 macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
                 balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)), nll=nll, n=int(len(y_true)))
 
-
-def fit_from_settings(model: nn.Module, loaders, settings: dict, *, epochs: int | None = None,
-                      checkpoint_path: str | os.PathLike | None = None, max_minutes: float | None = None,
-                      resume: bool = False, seed: int = config.SEED, progress: bool = True) -> pd.DataFrame:
-    """Return the history of :func:`fit` with optimiser, schedule and loss built from a settings dict.
-
-    ``settings`` is a profile's ``cfg.scratch``: ``optimizer``, ``lr``, ``weight_decay``, ``schedule``,
-    ``label_smoothing``, ``patience`` and ``epochs`` (``epochs`` argument overrides it); ``loaders`` is
-    ``(train, val, ...)`` from :func:`make_loaders`.
-    """
-    epochs = int(epochs or settings["epochs"])
-    optimizer = make_optimizer(model, settings["optimizer"], lr=settings["lr"], weight_decay=settings["weight_decay"])
-    scheduler = make_scheduler(optimizer, settings["schedule"], epochs=epochs, steps_per_epoch=len(loaders[0]))
-    return fit(model, loaders[0], loaders[1], epochs=epochs, optimizer=optimizer, scheduler=scheduler,
-               label_smoothing=settings["label_smoothing"], patience=settings["patience"], seed=seed,
-               checkpoint_path=checkpoint_path, resume=resume, max_minutes=max_minutes, progress=progress)

@@ -45,17 +45,20 @@ def faces(lfw_dir, model):
 def descriptors(model, faces):
     """(PyTorch port, dlib's compute_face_descriptor) descriptors of the same chips."""
     chips = faces[2]
-    ours = D.DlibEmbedder(model=model).embed_chips(chips)
+    ours = D.DlibEmbedder(model=model).embed_chips(chips)             # the fused inference copy, batched
+    with torch.no_grad():                                               # the faithful module, NCHW input
+        plain = model(torch.from_numpy(chips).permute(0, 3, 1, 2).contiguous()).numpy()
     facerec = dlib.face_recognition_model_v1(str(D.default_dat_path()))
     theirs = np.array([np.array(facerec.compute_face_descriptor(c)) for c in chips], dtype=np.float32)
-    return ours, theirs
+    return ours, theirs, plain
 
 
 @pytest.mark.slow
 def test_descriptors_match_dlib(descriptors):
-    ours, theirs = descriptors
-    assert ours.shape == theirs.shape == (N_FACES, 128)
+    ours, theirs, plain = descriptors
+    assert ours.shape == theirs.shape == plain.shape == (N_FACES, 128)
     assert np.abs(ours - theirs).max() <= 1e-4
+    assert np.abs(plain - theirs).max() <= 1e-4
     # dlib's net does not L2-normalise: the port must not either
     norms = np.linalg.norm(ours, axis=1)
     assert not np.allclose(norms, 1.0, atol=1e-2)
@@ -63,7 +66,7 @@ def test_descriptors_match_dlib(descriptors):
 
 @pytest.mark.slow
 def test_same_different_decisions_identical_at_dlib_threshold(descriptors):
-    ours, theirs = descriptors
+    ours, theirs, _ = descriptors
     iu = np.triu_indices(N_FACES, 1)
 
     def same(x):

@@ -70,6 +70,18 @@ def test_cached_dataset_matches_the_files(lfw5):
     assert view.images is ds.images and view[3][0].dtype == torch.float32 and ds[3][0].dtype == torch.uint8
 
 
+def test_cached_splits_keeps_own_photos_whole(tmp_path):
+    """Only LFW originals get the stand-in centre crop; an own photo is resized whole."""
+    arr = np.zeros((60, 90, 3), dtype=np.uint8)
+    arr[:, :45] = 255                                   # left half white, right half black
+    (tmp_path / "Me").mkdir()
+    Image.fromarray(arr).save(tmp_path / "Me" / "a.png")
+    df = pd.DataFrame([dict(path=str(tmp_path / "Me" / "a.png"), person="Me", split="train", status="ok")])
+    cached = train.cached_splits(df, 16, splits=("train",))["train"]
+    assert cached.crop is None and cached.images.shape == (1, 3, 16, 16) and cached.classes == ["Me"]
+    assert int(cached.images[0, :, :, 0].min()) == 255 and int(cached.images[0, :, :, -1].max()) == 0
+
+
 def test_balanced_sampling_evens_out_classes():
     labels = torch.tensor([0] * 90 + [1] * 10)
     ds = TensorDataset(torch.zeros(100, 1), labels)
@@ -200,3 +212,33 @@ def test_predict_and_evaluate(lfw5):
     metrics = train.evaluate_model(model, loader)
     assert metrics["n"] == len(y_true) and math.isclose(metrics["accuracy"], float((y_true == y_pred).mean()))
     assert 0 <= metrics["macro_f1"] <= 1 and metrics["nll"] > 0
+
+
+def test_fit_from_settings_uses_the_profile_settings(lfw5):
+    settings = dict(config.load("smoke").scratch, epochs=3, patience=None, lr=0.01)
+    tl, vl = _loaders(lfw5)
+    model = _tiny()
+    hist = train.fit_from_settings(model, (tl, vl, None), settings, epochs=2, progress=False, device="cpu")
+    assert list(hist["epoch"]) == [1, 2] and hist.attrs["stopped"] == "epochs"
+    assert list(hist.columns) == train.HISTORY_COLUMNS  # decay/no-decay groups share one rate: no lr_g1
+    # one-cycle over the 2 epochs asked for: the rate ends near zero, far below its peak
+    assert hist["lr"].iloc[-1] < 1e-4 < hist["lr"].iloc[0] <= 0.01
+    assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+
+def test_fit_with_per_group_learning_rates(lfw5):
+    """Notebook 04's use: a backbone and a new head with their own learning rates."""
+    model = _tiny()
+    head = list(model.fc.parameters())
+    body = [p for n, p in model.named_parameters() if not n.startswith("fc.")]
+    opt = train.make_optimizer([{"params": head, "lr": 1e-2}, {"params": body, "lr": 1e-3}], "adamw",
+                               weight_decay=0.01)
+    tl, vl = _loaders(lfw5)
+    sched = train.make_scheduler(opt, "cosine", epochs=2, steps_per_epoch=len(tl), warmup_epochs=0.5)
+    before = model.stem[0].weight.detach().clone()
+    hist = train.fit(model, tl, vl, epochs=1, optimizer=opt, scheduler=sched, progress=False, device="cpu")
+    assert {"lr", "lr_g1"} <= set(hist.columns)
+    assert math.isclose(hist["lr_g1"].iloc[0] / hist["lr"].iloc[0], 0.1, rel_tol=1e-6)
+    assert 0 < hist["lr"].iloc[0] < 1e-2   # past the warm-up peak, on the cosine decay
+    assert not torch.equal(before, model.stem[0].weight.detach())

@@ -2,12 +2,15 @@
 
 The network follows the ResNet recipe of He et al. (2016) scaled down for 2-core laptops::
 
-    stem   conv3x3(3 -> w0, stride 2) + BN + ReLU               112 px -> 56 px
-    layer1 blocks[0] x BasicBlock(w0)                          56 px
-    layer2 blocks[1] x BasicBlock(w1), first one stride 2      28 px
-    layer3 blocks[2] x BasicBlock(w2), first one stride 2      14 px
-    layer4 blocks[3] x BasicBlock(w3), first one stride 2       7 px
+    stem   conv3x3(3 -> w0, stride 2) + BN + ReLU               64 px -> 32 px   (112 px -> 56 px)
+    layer1 blocks[0] x BasicBlock(w0)                          32 px            (56 px)
+    layer2 blocks[1] x BasicBlock(w1), first one stride 2      16 px            (28 px)
+    layer3 blocks[2] x BasicBlock(w2), first one stride 2       8 px            (14 px)
+    layer4 blocks[3] x BasicBlock(w3), first one stride 2       4 px            (7 px)
     global average pool -> features (w3 numbers) -> dropout -> linear -> num_classes logits
+
+With the default widths (32, 64, 128, 256) and one block per stage it has 1.24 M parameters; a 64 px
+training step costs about 5-8 ms of one CPU core per image.
 
 :class:`BasicBlock` has the structure and parameter names of ``torchvision.models.resnet.BasicBlock``
 (``conv1, bn1, conv2, bn2, downsample.0, downsample.1``), so weights copy between the two with
@@ -17,8 +20,8 @@ identity, no 1x1 projection): the "plain" network of equal depth used in the abl
 Usage::
 
     from nnprak.models.scratch import ScratchResNet, summary_table
-    model = ScratchResNet(num_classes=62, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), in_size=112)
-    summary_table(model, (3, 112, 112))      # one row per block: output shape and parameters
+    model = ScratchResNet(num_classes=62, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), in_size=64)
+    summary_table(model, (3, 64, 64))        # one row per block: output shape and parameters
     emb = model.features(x)                   # (N, 256) embedding for t-SNE / nearest neighbours
 """
 from __future__ import annotations
@@ -96,7 +99,7 @@ class ScratchResNet(nn.Module):
     """
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128, 256),
-                 blocks: Sequence[int] = (1, 1, 1, 1), in_size: int = 112, residual: bool = True,
+                 blocks: Sequence[int] = (1, 1, 1, 1), in_size: int = 64, residual: bool = True,
                  stem_stride: int = 2, dropout: float = 0.2, zero_init_residual: bool = True):
         super().__init__()
         widths, blocks = tuple(int(w) for w in widths), tuple(int(b) for b in blocks)
@@ -163,7 +166,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def summary_table(model: nn.Module, input_size: Sequence[int] = (3, 112, 112), depth: int | None = 2,
+def summary_table(model: nn.Module, input_size: Sequence[int] = (3, 64, 64), depth: int | None = 2,
                   device: str | torch.device | None = None) -> pd.DataFrame:
     """Return one row per layer: ``layer``, ``type``, ``output shape`` and ``parameters``.
 

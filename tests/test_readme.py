@@ -1,0 +1,29 @@
+"""The README's results table is exactly what results/ says (make run and make bench regenerate it)."""
+import pytest
+
+from nnprak import config, results
+
+
+def test_readme_results_table_matches_results_folder():
+    text = (config.ROOT / "README.md").read_text(encoding="utf-8")
+    assert results.README_START in text and results.README_END in text
+    section = text.split(results.README_START, 1)[1].split(results.README_END, 1)[0].strip()
+    assert section == results.readme_table(config.ROOT / "results").strip(), (
+        "README.md's results table is stale: run `make bench` (or `python -m nnprak bench --write`)")
+
+
+def test_update_readme_replaces_only_the_section(tmp_path):
+    (tmp_path / "results").mkdir()
+    config.load("smoke")
+    results.save_result("m", title="Model M", metrics={"accuracy": 0.5, "macro_f1": 0.25}, weights="w",
+                        timings={"train_seconds": 90}, folder=tmp_path / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results.README_START}\nold\n{results.README_END}\noutro\n")
+    assert results.update_readme(readme, tmp_path / "results")
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert "| Model M | 50.0% | 25.0% | 1.5 min | w |" in text
+    assert not results.update_readme(readme, tmp_path / "results")  # idempotent
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        results.update_readme(readme, tmp_path / "results")
