@@ -34,6 +34,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
     out_dir = cfg.paths.make().notebooks_out
     # Progress bars are for people watching; in executed notebooks they would be frozen widgets at 0 %.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ["NNPRAK_PROFILE"] = profile
     times = {}
     start = time.perf_counter()
     for nb in notebooks(only):
@@ -42,7 +43,10 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
         t0 = time.perf_counter()
         with atomic_path(target) as tmp:
             try:
-                pm.execute_notebook(str(nb), str(tmp), parameters={"PROFILE": profile}, cwd=str(NOTEBOOK_DIR),
+                # The profile reaches the kernel through the environment, not as an injected parameters cell:
+                # an injected `PROFILE = "default"` would stay in the committed notebooks and override the
+                # smoke profile when nbval runs them in CI.
+                pm.execute_notebook(str(nb), str(tmp), parameters={}, cwd=str(NOTEBOOK_DIR),
                                     log_output=log_output, progress_bar=False, kernel_name="python3")
             except Exception:
                 failed = out_dir / f"{nb.stem}.failed.ipynb"

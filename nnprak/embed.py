@@ -74,7 +74,7 @@ class DlibBackend(Embedder):
 
         self._mod = dlib_resnet
         self.embedder = dlib_resnet.DlibEmbedder(batch_size=batch_size)
-        self.weights = f"dlib face ResNet v1, face-pretrained ({dlib_resnet.default_dat_path().name})"
+        self.weights = "dlib face ResNet v1 (face-pretrained)"
 
     def chip(self, image, landmarks) -> np.ndarray:
         """Return the 150×150 dlib chip of the face with these MTCNN landmarks (5×2, image coordinates)."""

@@ -1,0 +1,24 @@
+"""The committed notebooks follow the project's conventions, so nbval runs them under the smoke profile."""
+import json
+
+import pytest
+
+from nnprak import config
+
+NOTEBOOKS = sorted((config.ROOT / "notebooks").glob("0*.ipynb"))
+
+
+def test_six_numbered_notebooks():
+    assert [nb.name[:2] for nb in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_and_no_injected_profile(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    first = code[0]
+    assert "parameters" in first["metadata"].get("tags", []), "first code cell must be the papermill parameters cell"
+    assert "PROFILE = None" in "".join(first["source"])
+    # an injected `PROFILE = "default"` would override NNPRAK_PROFILE=smoke when nbval runs the notebook
+    assert not any("injected-parameters" in c["metadata"].get("tags", []) for c in cells)
+    assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
