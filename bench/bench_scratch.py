@@ -13,7 +13,6 @@ count, which estimates the wall time on an otherwise idle machine when other pro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -59,7 +58,6 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    import torch
     from sklearn.metrics import accuracy_score, f1_score
 
     from nnprak import config, data, train

@@ -11,8 +11,10 @@ Descriptors: plain (dlib's 99.13 % setting), ``--flip`` (mean with the mirrored 
 over N jittered chips, dlib's ``num_jitters``; dlib reports 99.38 % with 100).
 
 Landmarks are cached per image in ``<nnprak cache>/lfw_landmarks/`` (detection is the slow part), so
-re-runs with other descriptor options only cost the embedding. Prints mean ± std over the folds, AUC, failed
-pairs (an image without a face: counted as wrong) and the run time (detection + embedding + protocol).
+re-runs with other descriptor options only cost the embedding; jittered descriptors are cached too
+(``lfw_embeddings/``), so an interrupted ``--jitter`` run resumes where it stopped. Prints mean ± std over
+the folds, AUC, failed pairs (an image without a face: counted as wrong) and the run time (detection +
+embedding + protocol).
 
     .venv/bin/python bench/bench_verification.py                      # all 6000 pairs, dlib landmarks
     .venv/bin/python bench/bench_verification.py --landmarks both --fallback mtcnn --flip
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nnprak import config  # noqa: E402
 from nnprak import evaluate as E  # noqa: E402
 from nnprak.models import dlib_resnet as D  # noqa: E402
-from nnprak.utils import atomic_write_text, user_cache_dir  # noqa: E402
+from nnprak.utils import atomic_path, atomic_write_text, user_cache_dir  # noqa: E402
 
 
 def landmarks(paths: list[str], kind: str, emb: D.DlibEmbedder, root: Path, cache: bool = True) -> dict:
@@ -87,6 +89,18 @@ def make_embed_fn(emb: D.DlibEmbedder, kind: str, fallback: str | None, args, ro
         t0 = time.perf_counter()
         out = np.full((len(paths), D.EMBEDDING_DIM), np.nan, dtype=np.float32)
         rows = [i for i, p in enumerate(paths) if pts[p] is not None]
+        # slow settings (jitter) keep their descriptors in the cache, so that an interrupted run resumes
+        cache_file = (user_cache_dir() / "lfw_embeddings" / f"{kind}_up{emb.upsample}_{fallback or 'nofb'}_"
+                      f"flip{int(args.flip)}_j{args.jitter}.npz")
+        done = {}
+        if args.jitter > 1 and not args.no_cache and cache_file.is_file():
+            with np.load(cache_file) as z:
+                done = dict(zip(z["paths"].tolist(), z["vectors"]))
+        for i in rows:
+            key = str(Path(paths[i]).relative_to(root))
+            if key in done:
+                out[i] = done[key]
+        rows = [i for i in rows if str(Path(paths[i]).relative_to(root)) not in done]
         for start in range(0, len(rows), 256):
             chunk = rows[start:start + 256]
             chips = []
@@ -94,8 +108,12 @@ def make_embed_fn(emb: D.DlibEmbedder, kind: str, fallback: str | None, args, ro
                 with Image.open(paths[i]) as im:
                     img = np.asarray(im.convert("RGB"))
                 chips.append(D.chip_from_points(img, pts[paths[i]], templates[source[paths[i]]]))
-            out[chunk] = emb.embed_chips(np.stack(chips), flip=args.flip, jitter=args.jitter, seed=start)
+            out[chunk] = emb.embed_chips(np.stack(chips), flip=args.flip, jitter=args.jitter, seed=chunk[0])
             if args.jitter > 1:
+                done.update((str(Path(paths[i]).relative_to(root)), out[i]) for i in chunk)
+                if not args.no_cache:
+                    with atomic_path(cache_file) as tmp:
+                        np.savez(tmp, paths=np.array(list(done)), vectors=np.stack(list(done.values())))
                 print(f"  embedded {start + len(chunk)}/{len(rows)} ({time.perf_counter() - t0:.0f} s)", flush=True)
         stats["embed_s"] = time.perf_counter() - t0
         return out

@@ -135,7 +135,7 @@ class Config:
 
 _SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
                         batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle",
-                        balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=8)
+                        balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=6)
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=4.0)
 _EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32, impostor_people=200)

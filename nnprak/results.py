@@ -124,8 +124,9 @@ def _pct(x) -> str:
 def readme_table(folder: str | os.PathLike | None = None) -> str:
     """Return the README's results section (Markdown) built only from a results folder.
 
-    Models (accuracy, macro-F1, training time, weights), LFW verification per embedding, crop and embedding
-    throughput (``bench_crop.json`` / ``bench_embed.json`` written by the bench scripts) and the full-run time.
+    Models (accuracy, macro-F1, training time, weights), LFW verification per embedding (and on all 6,000 pairs
+    from ``bench_verification.json``), crop and embedding throughput (``bench_crop.json`` / ``bench_embed.json``;
+    all three written by the bench scripts) and the full-run time.
     """
     folder = _folder(folder)
     lines = ["| model (LFW-62 test split) | accuracy | macro-F1 | training | weights |", "|---|---|---|---|---|"]
@@ -133,11 +134,15 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
         minutes = (r.get("timings") or {}).get("train_seconds")
         lines.append(f"| {r['title']} | {_pct(r['metrics']['accuracy'])} | {_pct(r['metrics']['macro_f1'])} | "
                      f"{'–' if minutes is None else f'{minutes / 60:.1f} min'} | {r['weights']} |")
-    ver = load_verifications(folder)
+    ver = [(v["title"], v) for v in load_verifications(folder)]
+    bench_ver = folder / "bench_verification.json"       # all 6,000 pairs, from bench/bench_verification.py
+    if bench_ver.exists():
+        ver += [(f"dlib face ResNet, {label} (`bench/bench_verification.py`)", v)
+                for label, v in json.loads(bench_ver.read_text()).items()]
     if ver:
         lines += ["", "| LFW verification (pairs.txt) | mean accuracy ± std | folds × pairs | AUC |", "|---|---|---|---|"]
-        for v in ver:
-            lines.append(f"| {v['title']} | {100 * v['accuracy']:.2f}% ± {100 * v['std']:.2f}% | "
+        for title, v in ver:
+            lines.append(f"| {title} | {100 * v['accuracy']:.2f}% ± {100 * v['std']:.2f}% | "
                          f"{len(v['fold_accuracies'])} × {v['n_pairs'] // max(1, len(v['fold_accuracies']))} | "
                          f"{v['auc']:.4f} |")
     speed = []

@@ -55,6 +55,23 @@ def test_rows_without_a_face_are_nan(crops, dlib_backend):
     assert np.isnan(X[0]).all() and not np.isnan(X[1:]).any()
 
 
+def test_flipped_descriptors_do_not_change_when_the_photo_is_mirrored(crops, dlib_backend):
+    row = crops.iloc[0]
+    img = data.load_image(data.abs_path(row["path"]))
+    lm = np.asarray(__import__("json").loads(row["landmarks"]), dtype=np.float64)
+    mirror = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    lm_m = lm.copy()
+    lm_m[:, 0] = img.width - 1 - lm[:, 0]
+    lm_m = lm_m[[1, 0, 2, 4, 3]]                       # MTCNN order: left eye, right eye, nose, mouth l, r
+    plain = embed.DlibBackend(flip=False)
+    assert dlib_backend.variant == "dlib-chip-flip" and plain.variant == "dlib-chip"
+    a, b = dlib_backend.embed_images([img, mirror], [lm, lm_m])
+    p, q = plain.embed_images([img, mirror], [lm, lm_m])
+    assert np.linalg.norm(a - b) < 0.5 * np.linalg.norm(p - q)     # averaging with the mirror image
+    assert np.linalg.norm(a - b) < 0.1              # tiny next to dlib's same-person threshold 0.6
+    assert embed.get_embedder("dlib", "dlib-chip").variant == "dlib-chip"   # older models keep their variant
+
+
 def test_cache_embeds_only_missing_rows(tmp_path, crops):
     emb = CountingDlib()
     first = embed.cached_embeddings(emb, crops.head(10), tmp_path, progress=False)

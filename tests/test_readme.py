@@ -27,3 +27,14 @@ def test_update_readme_replaces_only_the_section(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         results.update_readme(readme, tmp_path / "results")
+
+
+def test_readme_table_lists_the_all_pairs_verification_benchmark(tmp_path):
+    from nnprak.utils import write_json
+
+    (tmp_path / "results").mkdir()
+    write_json(tmp_path / "results" / "bench_verification.json", {"mtcnn landmarks, flip": {
+        "accuracy": 0.99, "std": 0.003, "fold_accuracies": [0.99] * 10, "n_pairs": 6000, "auc": 0.999}})
+    table = results.readme_table(tmp_path / "results")
+    assert ("| dlib face ResNet, mtcnn landmarks, flip (`bench/bench_verification.py`) | 99.00% ± 0.30% | "
+            "10 × 600 | 0.9990 |") in table

@@ -216,7 +216,8 @@ def test_report_prose_has_no_hand_typed_results():
     body = report.strip_comments(report.REPORT_TEX.read_text()).split("\\begin{document}", 1)[1]
     body = body.split("\\begin{thebibliography}", 1)[0]
     typed = set(re.findall(r"\d+(?:\.\d+)?(?:\\,)?\\%", body))
-    assert typed <= {"70\\,\\%", "15\\,\\%", "99.63\\,\\%", "100\\,\\%"}, typed
+    literature = {"99.63\\,\\%", "99.13\\,\\%", "99.38\\,\\%"}       # FaceNet and dlib as published
+    assert typed <= {"70\\,\\%", "15\\,\\%", "100\\,\\%"} | literature, typed
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -55,6 +55,21 @@ def test_transforms_on_pil_and_cached_tensor(lfw5):
     assert not torch.equal(outs[0], outs[1]) or not torch.equal(outs[1], outs[2])  # it is random
 
 
+def test_fast_augmentation_geometry(lfw5):
+    """Without crop, rotation and jitter, FaceAugment gives the evaluation image or its mirror image, exactly."""
+    img = lfw5["train"].images[5]
+    plain = train.eval_transforms(SIZE)(img)
+    aug = train.train_transforms(SIZE, scale=(1, 1), ratio=(1, 1), rotation=0, jitter=0, flip=True)
+    torch.manual_seed(1)
+    outs = [aug(img) for _ in range(12)]
+    mirrored = [torch.allclose(o, torch.flip(plain, dims=[2]), atol=1e-5) for o in outs]
+    same = [torch.allclose(o, plain, atol=1e-5) for o in outs]
+    assert all(m or s for m, s in zip(mirrored, same)) and any(mirrored) and any(same)
+    # the torchvision reference pipeline gives tensors of the same kind
+    ref = train.train_transforms(SIZE, fast=False)(img)
+    assert ref.shape == outs[0].shape and ref.dtype == outs[0].dtype
+
+
 def test_cached_dataset_matches_the_files(lfw5):
     ds = lfw5["train"]
     face = data.FaceDataset(data.build_manifest(config.load("smoke"), progress=False), "train")
