@@ -20,6 +20,21 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return [nb for nb in found if not only or any(nb.name.startswith(o) for o in only)]
 
 
+def _strip_machine_paths(executed: Path, name: str) -> None:
+    """Replace papermill's absolute input/output paths in an executed notebook by the notebook's own name.
+
+    They name a temporary file on the machine that ran it; committed notebooks should not carry them.
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in meta:
+            meta[key] = f"notebooks/{name}"
+    nbformat.write(nb, executed)
+
+
 def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool = False) -> dict:
     """Execute the notebooks with papermill (``PROFILE`` parameter) and return seconds per notebook.
 
@@ -48,6 +63,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
                 # smoke profile when nbval runs them in CI.
                 pm.execute_notebook(str(nb), str(tmp), parameters={}, cwd=str(NOTEBOOK_DIR),
                                     log_output=log_output, progress_bar=False, kernel_name="python3")
+                _strip_machine_paths(tmp, nb.name)
             except Exception:
                 failed = out_dir / f"{nb.stem}.failed.ipynb"
                 os.replace(tmp, failed)

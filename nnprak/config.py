@@ -133,9 +133,11 @@ class Config:
         return find_lfw()
 
 
+# ablation_epochs (notebook 03): None = the plain CNN gets the main model's full schedule and is compared with it;
+# a number = both variants are trained that many epochs (quicker, but short schedules favour the plain CNN).
 _SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
                         batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle",
-                        balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=6)
+                        balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=None)
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=4.0)
 _EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32, impostor_people=200)
@@ -143,7 +145,7 @@ _EMBED_DEFAULT = dict(backend="auto", far_target=0.01, batch_size=32, impostor_p
 PROFILE_SETTINGS: dict[str, dict] = {
     "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=2, verification_pairs_per_fold=20,
                   scratch=dict(_SCRATCH_DEFAULT, image_size=48, widths=(8, 16, 32, 64), epochs=6, batch_size=16,
-                               patience=3, max_minutes=1.0, ablation_epochs=1),
+                               patience=3, max_minutes=1.0, ablation_epochs=None),
                   transfer=dict(_TRANSFER_DEFAULT, image_size=64, head_epochs=2, finetune_epochs=1,
                                 max_minutes=1.0),
                   embed=dict(_EMBED_DEFAULT, impostor_people=20, far_target=0.1)),
@@ -240,7 +242,7 @@ def find_lfw(explicit: str | os.PathLike | None = None, download: bool = True, t
     searched = lfw_candidates(explicit)
     for cand in searched:
         if is_lfw_dir(cand):
-            return cand.resolve()
+            return Path(os.path.abspath(cand))   # not resolve(): a linked ../shared stays ../shared in the manifest
     if explicit:  # an explicit path that is wrong is a user error: say so instead of downloading
         raise LFWNotFound(f"{explicit} does not hold LFW (expected a '{LFW_IMAGES_SUBDIR}/' folder inside it).")
     target = EXTERNAL_DIR / "lfw"

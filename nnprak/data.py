@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import config
-from .utils import atomic_path, sha1_file
+from .utils import atomic_path, sha1_file, show_progress
 
 STATUS_OK = "ok"
 BAD_STATUSES = {
@@ -156,7 +156,7 @@ def scan_files(people: dict[str, Iterable[Path]], min_side: int = 64, progress: 
 
     items = [(person, Path(f)) for person, files in people.items() for f in files]
     rows = []
-    for person, f in tqdm(items, desc="validating images", unit="img", disable=not progress):
+    for person, f in tqdm(items, desc="validating images", unit="img", disable=not show_progress(progress)):
         rows.append(dict(path=rel_path(f), person=person, split="", **inspect_image(f, min_side)))
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     df["split"] = df["split"].astype(str)

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from . import data, weights
-from .utils import atomic_path
+from .utils import atomic_path, show_progress
 
 BACKENDS = ("facenet-vggface2", "facenet-casia", "dlib")
 _FACENET_WEIGHTS = {"facenet-vggface2": "inception_resnet_v1.vggface2",
@@ -105,7 +105,8 @@ class DlibBackend(Embedder):
         out = np.full((len(table), self.dim), np.nan, np.float32)
         rows = np.flatnonzero(_has_face(table))
         bs = self.embedder.batch_size
-        with tqdm(total=len(rows), desc="dlib embeddings", unit="face", disable=not progress) as bar:
+        with tqdm(total=len(rows), desc="dlib embeddings", unit="face",
+                  disable=not show_progress(progress)) as bar:
             for start in range(0, len(rows), bs):
                 idx = rows[start:start + bs]
                 sub = table.iloc[idx]
@@ -158,7 +159,7 @@ class FacenetBackend(Embedder):
         out = np.full((len(table), self.dim), np.nan, np.float32)
         rows = np.flatnonzero(_has_face(table) & (table[column].astype(str) != "").to_numpy())
         for start in tqdm(range(0, len(rows), self.batch_size), desc=f"{self.name} embeddings",
-                          disable=not progress):
+                          disable=not show_progress(progress)):
             idx = rows[start:start + self.batch_size]
             out[idx] = self.embed_images([data.load_image(data.abs_path(p)) for p in table[column].iloc[idx]])
         return out

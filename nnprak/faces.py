@@ -50,7 +50,7 @@ import pandas as pd
 from PIL import Image
 
 from . import data
-from .utils import atomic_path, write_json
+from .utils import atomic_path, show_progress, write_json
 
 FACE_STATUSES = ("ok", "no_face", "low_confidence", "unreadable", "skipped")
 SELECT_RULES = ("central", "largest", "probable")
@@ -424,7 +424,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     todo.sort(key=lambda i: (size_of.at[i, "width"], size_of.at[i, "height"]))
 
     mtcnn = None
-    bar = tqdm(total=len(todo), desc="faces", unit="img", disable=not progress)
+    bar = tqdm(total=len(todo), desc="faces", unit="img", disable=not show_progress(progress))
     done = 0
     batch = max(1, int(cfg.detect_batch_size))
     for k in range(0, len(todo), batch):

@@ -56,7 +56,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from . import config
-from .utils import atomic_path
+from .utils import atomic_path, show_progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -214,7 +214,8 @@ class CachedDataset(Dataset):
             n = len(dataset)
             self.images = torch.empty((n, 3, self.size, self.size), dtype=torch.uint8)
             targets = []
-            for i in tqdm(range(n), desc="decoding images", unit="img", disable=not progress, leave=False):
+            for i in tqdm(range(n), desc="decoding images", unit="img", disable=not show_progress(progress),
+                          leave=False):
                 img, label = dataset[i]
                 if torch.is_tensor(img):
                     from torchvision.transforms.v2 import functional as F
@@ -550,7 +551,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     spent = sum(row["seconds"] for row in history)
     stopped = "epochs"
     bar = tqdm(total=epochs, initial=min(start_epoch, epochs), desc="training", unit="epoch",
-               disable=not progress, dynamic_ncols=True)
+               disable=not show_progress(progress), dynamic_ncols=True)
     try:
         for epoch in range(start_epoch, epochs):
             if patience is not None and val_loader is not None and bad_epochs >= patience:

@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import Iterator
 
 
+def show_progress(progress: bool = True) -> bool:
+    """Return whether to draw a progress bar: ``progress``, unless ``$TQDM_DISABLE`` is set.
+
+    ``nnprak run`` sets it for executed notebooks, where a bar would be stored as a frozen "0 %" widget; tqdm
+    itself ignores the variable when ``disable=`` is passed explicitly, hence this helper.
+    """
+    return bool(progress) and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically, on error it is removed.

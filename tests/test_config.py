@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from nnprak import config
+from nnprak import config, data
 
 
 def test_profiles_write_to_separate_places():
@@ -42,6 +42,16 @@ def test_lfw_lookup_order(tmp_path, monkeypatch, lfw_dir):
     # an environment variable that points nowhere falls through to the next candidate (the real LFW)
     monkeypatch.setenv("NNPRAK_LFW_DIR", str(tmp_path / "nothing"))
     assert config.find_lfw(download=False) == lfw_dir
+
+
+def test_linked_lfw_keeps_the_link_path(tmp_path, lfw_dir):
+    """A ../shared that is a symbolic link must not leak its target into the committed manifest's paths."""
+    link = tmp_path / "linked_lfw"
+    link.symlink_to(lfw_dir, target_is_directory=True)
+    found = config.find_lfw(link, download=False)
+    assert found == link and found.is_absolute()
+    img = next((found / config.LFW_IMAGES_SUBDIR / "Aaron_Eckhart").glob("*.jpg"))
+    assert "linked_lfw" in data.rel_path(img) and data.abs_path(data.rel_path(img)).is_file()
 
 
 def test_lfw_missing_gives_one_clear_error(tmp_path, monkeypatch):

@@ -22,3 +22,13 @@ def test_parameters_cell_and_no_injected_profile(path):
     # an injected `PROFILE = "default"` would override NNPRAK_PROFILE=smoke when nbval runs the notebook
     assert not any("injected-parameters" in c["metadata"].get("tags", []) for c in cells)
     assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebooks_carry_no_paths_of_the_machine_that_ran_them(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    meta = nb["metadata"].get("papermill", {})
+    for key in ("input_path", "output_path"):
+        assert meta.get(key, f"notebooks/{path.name}") == f"notebooks/{path.name}", f"{key}: {meta.get(key)}"
+    outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
+    assert str(config.ROOT) not in outputs and "PosixPath(" not in outputs

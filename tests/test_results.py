@@ -30,3 +30,12 @@ def test_save_and_load_round_trip(tmp_path):
                             folder=tmp_path)
     with pytest.raises(FileNotFoundError, match="make run"):
         results.load_result("nope", tmp_path)
+
+
+def test_show_progress_follows_tqdm_disable(monkeypatch):
+    from nnprak.utils import show_progress
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert show_progress(True) and not show_progress(False)
+    monkeypatch.setenv("TQDM_DISABLE", "1")       # nnprak run sets it for executed notebooks
+    assert not show_progress(True)
