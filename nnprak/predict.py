@@ -18,16 +18,25 @@ class NoFaceFound(ValueError):
 
 @dataclass
 class FacePrediction:
-    """One face of a photo: its box (x1, y1, x2, y2), the name (or "unknown") and the confidence."""
+    """One face of a photo: its box (x1, y1, x2, y2), the name (or "unknown") and the confidence.
+
+    ``closest`` is the gallery person the classifier ranked first (the name itself unless the confidence was
+    not above ``threshold``, the open-set threshold of the model).
+    """
 
     box: tuple
     name: str
     confidence: float
     detection_prob: float
+    closest: str = ""
+    threshold: float = 0.0
 
     def line(self) -> str:
-        """Return the face as one printable line."""
+        """Return the face as one printable line (for "unknown": the closest person and the threshold)."""
         box = ", ".join(f"{v:.0f}" for v in self.box)
+        if self.name == classify.UNKNOWN and self.closest:
+            return (f"{self.name} (closest: {self.closest}, confidence {self.confidence:.2f} not above the "
+                    f"threshold {self.threshold:.2f}) box=({box})")
         return f"{self.name} (confidence {self.confidence:.2f}) box=({box})"
 
 
@@ -42,9 +51,10 @@ def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: 
         raise NoFaceFound("no face found")
     order = np.argsort(boxes[:, 0])
     boxes, probs, landmarks = boxes[order], probs[order], landmarks[order]
-    names, conf = model.predict(embedder.embed_faces(image, boxes, landmarks))
-    return [FacePrediction(tuple(float(v) for v in b), str(n), float(c), float(p))
-            for b, n, c, p in zip(boxes, names, conf, probs)]
+    closest, conf = classify.confidence(model.model, embedder.embed_faces(image, boxes, landmarks))
+    names = classify.apply_threshold(closest, conf, model.threshold)
+    return [FacePrediction(tuple(float(v) for v in b), str(n), float(c), float(p), str(g), float(model.threshold))
+            for b, n, c, p, g in zip(boxes, names, conf, probs, closest)]
 
 
 def annotate(image: Image.Image, predictions: list[FacePrediction]) -> Image.Image:
