@@ -10,6 +10,22 @@ from pathlib import Path
 from typing import Iterator
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """Return ``path`` as recorded in results: relative to the checkout if inside it, ``~/...`` if in the home folder.
+
+    Results and notebooks are committed; they should not carry the absolute paths of the machine that ran them.
+    """
+    from .config import ROOT
+
+    p = Path(os.path.abspath(path))
+    for base, prefix in ((ROOT, ""), (Path.home(), "~/")):
+        try:
+            return prefix + p.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return p.as_posix()
+
+
 def show_progress(progress: bool = True) -> bool:
     """Return whether to draw a progress bar: ``progress``, unless ``$TQDM_DISABLE`` is set.
 

