@@ -92,15 +92,15 @@ def make_embed_fn(emb: D.DlibEmbedder, kind: str, fallback: str | None, args, ro
         # slow settings (jitter) keep their descriptors in the cache, so that an interrupted run resumes
         cache_file = (user_cache_dir() / "lfw_embeddings" / f"{kind}_up{emb.upsample}_{fallback or 'nofb'}_"
                       f"flip{int(args.flip)}_j{args.jitter}.npz")
+        key = {i: str(Path(paths[i]).relative_to(root)) for i in rows}
         done = {}
         if args.jitter > 1 and not args.no_cache and cache_file.is_file():
             with np.load(cache_file) as z:
                 done = dict(zip(z["paths"].tolist(), z["vectors"]))
         for i in rows:
-            key = str(Path(paths[i]).relative_to(root))
-            if key in done:
-                out[i] = done[key]
-        rows = [i for i in rows if str(Path(paths[i]).relative_to(root)) not in done]
+            if key[i] in done:
+                out[i] = done[key[i]]
+        rows = [i for i in rows if key[i] not in done]
         for start in range(0, len(rows), 256):
             chunk = rows[start:start + 256]
             chips = []
@@ -110,7 +110,7 @@ def make_embed_fn(emb: D.DlibEmbedder, kind: str, fallback: str | None, args, ro
                 chips.append(D.chip_from_points(img, pts[paths[i]], templates[source[paths[i]]]))
             out[chunk] = emb.embed_chips(np.stack(chips), flip=args.flip, jitter=args.jitter, seed=chunk[0])
             if args.jitter > 1:
-                done.update((str(Path(paths[i]).relative_to(root)), out[i]) for i in chunk)
+                done.update((key[i], out[i]) for i in chunk)
                 if not args.no_cache:
                     with atomic_path(cache_file) as tmp:
                         np.savez(tmp, paths=np.array(list(done)), vectors=np.stack(list(done.values())))

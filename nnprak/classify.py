@@ -130,8 +130,13 @@ class FaceClassifier:
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (names or "unknown", confidence) for embeddings X."""
-        pred, score = confidence(self.model, X)
-        return apply_threshold(pred, score, self.threshold), score
+        names, score, _ = self.predict_with_closest(X)
+        return names, score
+
+    def predict_with_closest(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (names or "unknown", confidence, the gallery person ranked first) for embeddings X."""
+        closest, score = confidence(self.model, X)
+        return apply_threshold(closest, score, self.threshold), score, closest
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the classifier with joblib (atomically) and return the path."""

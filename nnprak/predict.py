@@ -51,8 +51,7 @@ def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: 
         raise NoFaceFound("no face found")
     order = np.argsort(boxes[:, 0])
     boxes, probs, landmarks = boxes[order], probs[order], landmarks[order]
-    closest, conf = classify.confidence(model.model, embedder.embed_faces(image, boxes, landmarks))
-    names = classify.apply_threshold(closest, conf, model.threshold)
+    names, conf, closest = model.predict_with_closest(embedder.embed_faces(image, boxes, landmarks))
     return [FacePrediction(tuple(float(v) for v in b), str(n), float(c), float(p), str(g), float(model.threshold))
             for b, n, c, p, g in zip(boxes, names, conf, probs, closest)]
 

@@ -18,11 +18,10 @@ def display_path(path: str | os.PathLike) -> str:
     from .config import ROOT
 
     p = Path(os.path.abspath(path))
-    for base, prefix in ((ROOT, ""), (Path.home(), "~/")):
-        try:
-            return prefix + p.relative_to(base).as_posix()
-        except ValueError:
-            continue
+    if p.is_relative_to(ROOT):
+        return p.relative_to(ROOT).as_posix()
+    if p.is_relative_to(Path.home()):
+        return "~/" + p.relative_to(Path.home()).as_posix()
     return p.as_posix()
 
 

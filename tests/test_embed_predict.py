@@ -1,4 +1,5 @@
 """Embedders (dlib port, FaceNet with a state_dict the test makes), the embedding cache, and `nnprak predict`."""
+import json
 import os
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def test_rows_without_a_face_are_nan(crops, dlib_backend):
 def test_flipped_descriptors_do_not_change_when_the_photo_is_mirrored(crops, dlib_backend):
     row = crops.iloc[0]
     img = data.load_image(data.abs_path(row["path"]))
-    lm = np.asarray(__import__("json").loads(row["landmarks"]), dtype=np.float64)
+    lm = np.asarray(json.loads(row["landmarks"]), dtype=np.float64)
     mirror = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     lm_m = lm.copy()
     lm_m[:, 0] = img.width - 1 - lm[:, 0]
