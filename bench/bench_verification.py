@@ -5,7 +5,8 @@ Detection and alignment (the face nearest the image centre; 150×150 chip, paddi
 * ``--landmarks dlib``:  dlib's HOG face detector (``--upsample``, default 1) + dlib's 5-point shape
   predictor + dlib's template -- dlib's own pipeline (``get_face_chip``);
 * ``--landmarks mtcnn``: MTCNN's 5 points (facenet-pytorch) mapped onto dlib's template (``MTCNN_TEMPLATE``);
-* ``--fallback mtcnn``:  with dlib landmarks, use MTCNN's points for the images where dlib finds no face.
+* ``--fallback mtcnn|dlib``: where the first detector finds no face, use the other one's landmarks (e.g.
+  ``--landmarks mtcnn --fallback dlib``: MTCNN misses one LFW image of the pairs, Marilyn_Monroe_0001).
 
 Descriptors: plain (dlib's 99.13 % setting), ``--flip`` (mean with the mirrored chip) or ``--jitter N`` (mean
 over N jittered chips, dlib's ``num_jitters``; dlib reports 99.38 % with 100).
@@ -13,11 +14,12 @@ over N jittered chips, dlib's ``num_jitters``; dlib reports 99.38 % with 100).
 Landmarks are cached per image in ``<nnprak cache>/lfw_landmarks/`` (detection is the slow part), so
 re-runs with other descriptor options only cost the embedding; jittered descriptors are cached too
 (``lfw_embeddings/``), so an interrupted ``--jitter`` run resumes where it stopped. Prints mean ± std over
-the folds, AUC, failed pairs (an image without a face: counted as wrong) and the run time (detection +
-embedding + protocol).
+the folds, AUC, failed pairs (an image without a face: counted as wrong), the run time (detection +
+embedding + protocol) and how many of the misclassified pairs LFW's errata list as mislabelled (``--errors N``
+also prints the N most confident errors).
 
     .venv/bin/python bench/bench_verification.py                      # all 6000 pairs, dlib landmarks
-    .venv/bin/python bench/bench_verification.py --landmarks both --fallback mtcnn --flip
+    .venv/bin/python bench/bench_verification.py --landmarks mtcnn --fallback dlib --flip --errors 20
     .venv/bin/python bench/bench_verification.py --quick              # 2 folds × 40 pairs (smoke run)
 """
 from __future__ import annotations
@@ -124,8 +126,8 @@ def make_embed_fn(emb: D.DlibEmbedder, kind: str, fallback: str | None, args, ro
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--landmarks", choices=("dlib", "mtcnn", "both"), default="dlib")
-    ap.add_argument("--fallback", choices=("none", "mtcnn"), default="none",
-                    help="with dlib landmarks: MTCNN points where dlib finds no face (default none)")
+    ap.add_argument("--fallback", choices=("none", "mtcnn", "dlib"), default="none",
+                    help="the other detector's landmarks where the first finds no face (default none)")
     ap.add_argument("--flip", action="store_true", help="average with the mirrored chip's descriptor")
     ap.add_argument("--jitter", type=int, default=0, help="average over N jittered chips (dlib: 100)")
     ap.add_argument("--folds", type=int, default=10, help="use the first N folds (default 10)")
@@ -136,6 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--metric", default="euclidean", choices=("euclidean", "cosine"))
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--no-cache", action="store_true", help="detect again instead of using cached landmarks")
+    ap.add_argument("--errors", type=int, default=0, metavar="N", help="print the N most confident errors")
     ap.add_argument("--out", type=Path, help="write the result(s) as JSON here")
     args = ap.parse_args(argv)
     if args.quick:
@@ -151,15 +154,18 @@ def main(argv=None) -> int:
     n_images = len(set(pairs["path1"]) | set(pairs["path2"]))
     print(f"{len(pairs)} pairs in {args.folds} folds, {n_images} distinct images")
 
+    errata = E.read_lfw_errata(lfw / E.LFW_ERRATA_FILE)
     emb = D.DlibEmbedder(upsample=args.upsample)
     results = {}
     for kind in (("dlib", "mtcnn") if args.landmarks == "both" else (args.landmarks,)):
-        fallback = args.fallback if (kind == "dlib" and args.fallback != "none") else None
+        fallback = args.fallback if args.fallback not in ("none", kind) else None
         stats: dict = {}
         res = E.lfw_verification(make_embed_fn(emb, kind, fallback, args, root, stats), pairs=pairs,
                                  folds=args.folds, metric=args.metric)
         label = (f"{kind} landmarks" + (f" + {fallback} fallback" if fallback else "")
                  + (", flip" if args.flip else "") + (f", {args.jitter} jitters" if args.jitter > 1 else ""))
+        errors = res.errors(errata)
+        stats["n_errors"], stats["n_mislabelled"] = len(errors), int(errors["mislabelled"].sum())
         results[label] = dict(res.to_dict(), **stats)
         print(f"[{label}] {res.summary()}")
         print(f"  per fold: {', '.join(f'{100 * a:.2f}' for a in res.fold_accuracies)}")
@@ -168,6 +174,11 @@ def main(argv=None) -> int:
               f"{stats['n_fallback']} images aligned by the fallback")
         print(f"  mean ± std: {100 * res.accuracy:.2f} ± {100 * res.std:.2f} %, n_failed {res.n_failed}, "
               f"run time {res.seconds:.0f} s")
+        print(f"  {len(errors)} misclassified pairs, {stats['n_mislabelled']} of them listed as mislabelled in "
+              f"LFW's errata")
+        for r in errors.head(args.errors).itertuples():
+            print(f"    fold {r.fold + 1}  {'same' if r.same else 'diff'}  {Path(r.path1).stem} {Path(r.path2).stem}"
+                  f"  d={r.distance:.3f} (threshold {r.threshold:.3f}){'  [errata]' if r.mislabelled else ''}")
     if args.out:
         from nnprak.utils import write_json
         write_json(args.out, results)

@@ -3,13 +3,16 @@
 Sections:
 
 * LFW face verification (View 2, ``pairs.txt``): :func:`read_lfw_pairs`, :func:`lfw_verification` and its
-  :class:`VerificationResult`, with the building blocks :func:`pair_distances` and :func:`best_threshold`.
+  :class:`VerificationResult` (with :meth:`VerificationResult.errors`, the misclassified pairs), the building
+  blocks :func:`pair_distances` and :func:`best_threshold`, and :func:`read_lfw_errata` (the matched pairs that
+  LFW's authors list as mislabelled).
 """
 from __future__ import annotations
 
 import os
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +27,7 @@ from nnprak import config
 # =========================================================================================================
 
 LFW_PAIRS_FILE = "pairs.txt"
+LFW_ERRATA_FILE = "ERRATA_from_lfw_website_index_html.txt"
 
 
 def lfw_image_path(images_dir: str | os.PathLike, name: str, number: int) -> Path:
@@ -74,6 +78,55 @@ def read_lfw_pairs(path: str | os.PathLike, images_dir: str | os.PathLike | None
         rows.append((fold, str(lfw_image_path(images_dir, name1, i)), str(lfw_image_path(images_dir, name2, j)),
                      same, name1, name2))
     return pd.DataFrame(rows, columns=["fold", "path1", "path2", "same", "name1", "name2"])
+
+
+def read_lfw_errata(path: str | os.PathLike | None = None, missing_ok: bool = False) -> pd.DataFrame | None:
+    """Return the View 2 matched pairs that LFW's errata call mislabelled: fold (0-based), name, number1, number2.
+
+    LFW keeps these labels as they are (results must use them), so such a pair predicted "different" counts
+    as an error although the prediction is right; knowing them explains part of the remaining errors.
+    ``path`` is the errata text from the LFW web site (default: ``ERRATA_from_lfw_website_index_html.txt`` in
+    the LFW folder). Its list after "The current known errors in View 2 are:" has a ``Fold k:`` line and two
+    ``First Last, n`` lines per pair.
+
+    With ``missing_ok`` a missing file gives None (LFW downloads other than this project's may lack it).
+
+    Raises:
+        ValueError: naming the file when it has no such list.
+    """
+    path = Path(path) if path is not None else config.find_lfw() / LFW_ERRATA_FILE
+    if missing_ok and not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    start = text.find("The current known errors in View 2 are:")
+    if start < 0:
+        raise ValueError(f"{path}: no 'The current known errors in View 2 are:' list; is this LFW's errata page?")
+    rows, fold, images = [], None, []
+    for line in text[start:].splitlines()[1:]:
+        line = line.strip()
+        if not line:
+            continue
+        head = re.fullmatch(r"Fold (\d+):", line)
+        item = re.fullmatch(r"([^,]+), (\d+)", line)
+        if head:
+            fold, images = int(head.group(1)) - 1, []
+        elif item and fold is not None:
+            images.append((item.group(1).strip().replace(" ", "_"), int(item.group(2))))
+            if len(images) == 2:
+                (name, n1), (name2, n2) = images
+                if name != name2:
+                    raise ValueError(f"{path}: a matched pair with two names: {name}, {name2}")
+                rows.append((fold, name, n1, n2))
+                fold, images = None, []
+        else:
+            break                                  # the list ends with the first other line
+    if not rows:
+        raise ValueError(f"{path}: the View 2 errata list is empty")
+    return pd.DataFrame(rows, columns=["fold", "name", "number1", "number2"])
+
+
+def _image_number(path: str) -> int:
+    return int(Path(path).stem.rsplit("_", 1)[-1])
 
 
 def pair_distances(emb1: np.ndarray, emb2: np.ndarray, metric: str = "euclidean") -> np.ndarray:
@@ -138,6 +191,31 @@ class VerificationResult:
     distances: np.ndarray = field(default=None, repr=False)
     same: np.ndarray = field(default=None, repr=False)
     folds: np.ndarray = field(default=None, repr=False)
+    pairs: pd.DataFrame = field(default=None, repr=False)   # the evaluated pairs, in the order of ``distances``
+
+    def errors(self, errata: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Return the misclassified pairs, most confident error first.
+
+        Columns: fold, name1, path1, name2, path2, same (those of the evaluated pairs), distance (NaN: no face in an image), threshold (the one
+        chosen for the pair's fold), margin (how far the distance lies on the wrong side; inf for failed pairs)
+        and, when ``errata`` (from :func:`read_lfw_errata`) is given, ``mislabelled``: LFW lists the pair as
+        wrongly labelled "same".
+        """
+        thr = dict(zip(sorted(np.unique(self.folds)), self.thresholds))
+        threshold = np.array([thr[f] for f in self.folds])
+        failed = ~np.isfinite(self.distances)
+        with np.errstate(invalid="ignore"):
+            predicted_same = (self.distances < threshold) & ~failed
+        wrong = (predicted_same != self.same) | (failed if self.failed == "wrong" else False)
+        columns = [c for c in ("fold", "name1", "path1", "name2", "path2", "same") if c in self.pairs]
+        out = self.pairs.loc[wrong, columns].copy()
+        out["distance"], out["threshold"] = self.distances[wrong], threshold[wrong]
+        out["margin"] = np.where(failed[wrong], np.inf, np.abs(out["distance"] - out["threshold"]))
+        if errata is not None:
+            known = {(int(r.fold), r.name, *sorted((int(r.number1), int(r.number2)))) for r in errata.itertuples()}
+            out["mislabelled"] = [bool(r.same) and (int(r.fold), r.name1, *sorted(
+                (_image_number(r.path1), _image_number(r.path2)))) in known for r in out.itertuples()]
+        return out.sort_values("margin", ascending=False, kind="stable").reset_index(drop=True)
 
     def summary(self) -> str:
         """Return a one-line human-readable summary: mean ± std, AUC, failures, time."""
@@ -148,9 +226,9 @@ class VerificationResult:
 
     def to_dict(self) -> dict:
         """Return the result as a JSON-friendly dict (ROC points included, per-pair arrays left out)."""
-        d = asdict(self)
-        for k in ("distances", "same", "folds"):
-            d.pop(k)
+        per_pair = ("distances", "same", "folds", "pairs")
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in per_pair}
+        d["fold_accuracies"], d["thresholds"] = list(self.fold_accuracies), list(self.thresholds)
         d["fpr"], d["tpr"] = np.asarray(self.fpr).tolist(), np.asarray(self.tpr).tolist()
         return d
 
@@ -238,7 +316,7 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
         sem=float(accs_arr.std(ddof=1) / np.sqrt(len(accs_arr))) if len(accs_arr) > 1 else float("nan"),
         fold_accuracies=accs, thresholds=thrs, fpr=fpr, tpr=tpr, auc=area, metric=metric, n_pairs=len(df),
         n_failed=int(bad.sum()), n_failed_images=int(bad_image.sum()), failed=failed,
-        seconds=time.perf_counter() - t0, distances=dist, same=same, folds=fold)
+        seconds=time.perf_counter() - t0, distances=dist, same=same, folds=fold, pairs=df)
 
 
 # =========================================================================================================

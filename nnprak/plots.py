@@ -59,11 +59,16 @@ def images_per_person(manifest: pd.DataFrame, top: int | None = None):
     return fig
 
 
-def image_grid(images, titles=None, ncols: int = 8, size: float = 1.6, suptitle: str | None = None):
-    """Return a figure showing PIL images or arrays in a grid with optional titles."""
+def image_grid(images, titles=None, ncols: int = 8, size: float = 1.6, suptitle: str | None = None,
+               height: float | None = None):
+    """Return a figure showing PIL images or arrays in a grid with optional titles.
+
+    Each cell is ``size`` inches wide and ``height`` (default ``size``) + 0.25 inches high.
+    """
     images = list(images)
     nrows = max(1, int(np.ceil(len(images) / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.25)), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * ((height or size) + 0.25)),
+                             squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, img in enumerate(images):
@@ -75,6 +80,34 @@ def image_grid(images, titles=None, ncols: int = 8, size: float = 1.6, suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def verification_pairs(pairs: pd.DataFrame, n: int = 12, ncols: int = 3, crop: int = 150, title: str = ""):
+    """Return a figure of image pairs side by side (e.g. a verification's errors), captioned with the decision.
+
+    ``pairs`` has the columns of :meth:`nnprak.evaluate.VerificationResult.errors` (``path1``, ``path2``, ``same``,
+    ``distance``, ``threshold``, optional ``mislabelled``); the first ``n`` rows are drawn. LFW images are cut
+    to their central ``crop`` pixels, where the (funneled) face is.
+    """
+    from PIL import Image
+
+    tiles, titles = [], []
+    for row in pairs.head(n).itertuples():
+        halves = []
+        for path in (row.path1, row.path2):
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                left, top = (im.width - crop) // 2, (im.height - crop) // 2
+                halves.append(np.asarray(im.crop((left, top, left + crop, top + crop)) if crop else im))
+        gap = np.full((halves[0].shape[0], 4, 3), 255, np.uint8)
+        tiles.append(np.hstack([halves[0], gap, halves[1]]))
+        truth = "same person" if row.same else "different people"
+        decision = ("no face found" if not np.isfinite(row.distance) else
+                    f"d={row.distance:.2f} {'>' if row.distance >= row.threshold else '<'} {row.threshold:.2f}")
+        note = "\n(LFW errata: mislabelled)" if getattr(row, "mislabelled", False) else ""
+        names = row.name1 if row.name1 == row.name2 else f"{row.name1} / {row.name2}"
+        titles.append(f"{names[:40]}\n{truth}, {decision}{note}")
+    return image_grid(tiles, titles, ncols=ncols, size=3.0, height=1.9, suptitle=title or None)
 
 
 def embedding_tsne(X: np.ndarray, labels, top: int = 12, seed: int = config.SEED, title: str = ""):

@@ -52,7 +52,7 @@ REPORT_FIGURES = (
     "04_learning_curves",
     "05_tsne", "05_distances", "05_open_set",
     "06_confusion_best", "06_confusion_scratch", "06_per_person_accuracy", "06_misclassified",
-    "06_verification_roc", "06_crop_variants",
+    "06_verification_roc", "06_verification_errors", "06_crop_variants",
 )
 """Figure stems ``report.tex`` includes (``figures/<stem>.pdf``, written by :func:`nnprak.plots.save_fig`)."""
 
@@ -66,7 +66,8 @@ REPORT_NUMBERS = (
     "ScratchAcc", "ScratchFone", "ScratchMinutes", "PlainAcc",           # 03 (PlainAcc: no-residual ablation)
     "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes",  # 04
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
-    "LfwAcc", "LfwStd", "RunMinutes",                                    # 06
+    "LfwAcc", "LfwStd",                                                  # 05 (verification of the embedder)
+    "LfwPairs", "LfwErrors", "LfwMislabelled", "RunMinutes",             # 06
 )
 """Macros of ``tables/numbers.tex`` that the prose of ``report.tex`` cites (written by :func:`write_numbers`)."""
 

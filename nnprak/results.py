@@ -89,10 +89,46 @@ def comparison_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def save_verification(name: str, title: str, result, folder: str | os.PathLike | None = None) -> Path:
-    """Write an LFW verification result (``evaluate.VerificationResult``) to ``<results>/verification/<name>.json``."""
-    record = {"name": name, "title": title, "profile": config.active().profile, **result.to_dict()}
+def save_verification(name: str, title: str, result, folder: str | os.PathLike | None = None,
+                      errata: pd.DataFrame | None | str = "lfw") -> Path:
+    """Write an LFW verification result (``evaluate.VerificationResult``) to ``<results>/verification/<name>.json``.
+
+    Besides the summary it keeps the misclassified pairs (``"errors"``: names, images as ``<person>/<file>`` in
+    the LFW images folder, distance, threshold, and ``mislabelled`` per :func:`nnprak.evaluate.read_lfw_errata`),
+    for :func:`verification_errors`. ``errata``: ``"lfw"`` reads the errata file of the LFW folder when there is
+    one; a DataFrame is used as it is; None leaves ``mislabelled`` out.
+    """
+    from . import evaluate
+
+    if isinstance(errata, str):
+        errata = evaluate.read_lfw_errata(missing_ok=True)
+    errors = result.errors(errata)
+    errors = errors.assign(image1=[_lfw_key(p) for p in errors.pop("path1")],
+                           image2=[_lfw_key(p) for p in errors.pop("path2")])
+    record = {"name": name, "title": title, "profile": config.active().profile, **result.to_dict(),
+              "n_errors": int(len(errors)),
+              "n_mislabelled": int(errors["mislabelled"].sum()) if "mislabelled" in errors else None,
+              "errors": json.loads(errors.replace([np.inf], None).to_json(orient="records"))}
     return write_json(_folder(folder) / "verification" / f"{name}.json", record)
+
+
+def _lfw_key(path) -> str:
+    """Return an LFW image's path below the images folder: ``<person>/<person>_<nnnn>.jpg``."""
+    return "/".join(Path(path).parts[-2:])
+
+
+def verification_errors(record: dict, lfw_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Return a saved verification's misclassified pairs, most confident first, with absolute image paths.
+
+    Columns as :meth:`nnprak.evaluate.VerificationResult.errors` (``path1``/``path2`` under the LFW images folder
+    of :func:`nnprak.config.find_lfw`).
+    """
+    images = config.find_lfw(lfw_dir) / config.LFW_IMAGES_SUBDIR
+    errors = pd.DataFrame(record.get("errors", []))
+    if errors.empty:
+        return errors
+    return errors.assign(path1=[str(images / k) for k in errors.pop("image1")],
+                         path2=[str(images / k) for k in errors.pop("image2")])
 
 
 def load_verifications(folder: str | os.PathLike | None = None) -> list[dict]:

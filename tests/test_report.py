@@ -20,13 +20,14 @@ CONTRACT_FIGURES = {
     "01_images_per_person", "01_sample_images", "02_detections", "02_crops", "02_detection_prob",
     "03_learning_curves", "03_ablation", "04_learning_curves", "05_tsne", "05_distances", "05_open_set",
     "06_confusion_best", "06_confusion_scratch", "06_per_person_accuracy", "06_misclassified",
-    "06_verification_roc", "06_crop_variants"}
+    "06_verification_roc", "06_verification_errors", "06_crop_variants"}
 CONTRACT_TABLES = {"01_split", "02_detection", "03_ablation", "05_open_set", "06_comparison", "06_verification",
                    "06_crop_variants"}
 CONTRACT_NUMBERS = {
     "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest", "DetectionRate", "ScratchAcc", "ScratchFone",
     "ScratchMinutes", "PlainAcc", "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "SvmAcc",
-    "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR", "LfwAcc", "LfwStd", "RunMinutes"}
+    "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR", "LfwAcc", "LfwStd", "LfwPairs", "LfwErrors",
+    "LfwMislabelled", "RunMinutes"}
 
 
 def require_latexmk():

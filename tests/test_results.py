@@ -49,3 +49,35 @@ def test_display_path_hides_the_machine(tmp_path):
     assert display_path(config.ROOT / "models" / "x.pt") == "models/x.pt"
     assert display_path(Path.home() / ".cache" / "torch" / "w.pth") == "~/.cache/torch/w.pth"
     assert display_path("/opt/weights/w.pth") == "/opt/weights/w.pth"
+
+
+def test_verification_errors_round_trip_and_figure(tmp_path, lfw_dir):
+    import json
+
+    import numpy as np
+
+    from nnprak import evaluate as E
+    from nnprak import plots
+
+    config.load("smoke")
+    pairs = E.read_lfw_pairs(lfw_dir / "pairs.txt")
+    pairs = pairs[pairs["fold"] < 2].groupby(["fold", "same"]).head(15).reset_index(drop=True)
+    rng = np.random.default_rng(1)
+    result = E.lfw_verification(lambda paths: rng.normal(size=(len(paths), 8)), pairs=pairs, folds=2)  # ~ chance
+    errors = result.errors()
+    assert 5 < len(errors) < len(pairs)
+
+    results.save_verification("noise", "Random vectors", result, folder=tmp_path)
+    record = json.loads((tmp_path / "verification" / "noise.json").read_text())
+    assert record["n_errors"] == len(errors) and record["n_mislabelled"] == 0
+    assert str(tmp_path) not in json.dumps(record) and str(lfw_dir) not in json.dumps(record)  # no machine paths
+    back = results.verification_errors(record, lfw_dir)
+    assert back["path1"].tolist() == errors["path1"].tolist() and back["path2"].tolist() == errors["path2"].tolist()
+    assert all(Path(p).is_file() for p in back["path1"])
+    assert np.allclose(back["distance"], errors["distance"]) and back["mislabelled"].dtype == bool
+
+    fig = plots.verification_pairs(back, n=4, ncols=2)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 4
+    assert shown[0].images[0].get_array().shape == (150, 2 * 150 + 4, 3)      # two 150 px faces side by side
+    assert ("same person" if back["same"].iloc[0] else "different people") in shown[0].get_title()

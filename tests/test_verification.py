@@ -120,3 +120,73 @@ def test_lfw_verification_with_dlib_port_on_a_few_pairs(lfw_dir):
     assert res.accuracy >= 0.9
     assert res.auc >= 0.95
     assert all(0.3 < t < 0.9 for t in res.thresholds)                  # near dlib's 0.6
+
+
+def test_errors_lists_the_misclassified_pairs_most_confident_first():
+    df, embed, _ = _synthetic()
+    err = E.lfw_verification(embed, pairs=df, folds=3).errors()
+    # by hand (above): the only error is fold 1's matched pair at distance 1.1 (threshold 0.50)
+    assert len(err) == 1
+    row = err.iloc[0]
+    assert (row["fold"], bool(row["same"])) == (1, True)
+    assert row["distance"] == pytest.approx(1.1) and row["threshold"] == pytest.approx(0.50)
+    assert row["margin"] == pytest.approx(0.6)
+    assert "mislabelled" not in err                       # only with errata
+
+    df, embed, _ = _synthetic(nan_paths={"img/2_b.jpg"})
+    err = E.lfw_verification(embed, pairs=df, folds=3).errors()
+    assert list(err["path2"]) == ["img/2_b.jpg", "img/5_b.jpg"]   # the failed pair first (margin inf)
+    assert np.isinf(err["margin"].iloc[0]) and np.isnan(err["distance"].iloc[0])
+    # predicted "different" for a failed pair: that mismatched pair is right, so no longer an error
+    err = E.lfw_verification(embed, pairs=df, folds=3, failed="different").errors()
+    assert list(err["path2"]) == ["img/5_b.jpg"]
+
+
+def test_read_lfw_errata_official_file(lfw_dir):
+    errata = E.read_lfw_errata(lfw_dir / E.LFW_ERRATA_FILE)
+    # the errata page lists seven wrongly matched pairs in View 2 (folds 1, 5 and 7 of the page: 0, 4, 6 here)
+    assert len(errata) == 7
+    assert sorted(errata["fold"].unique()) == [0, 4, 6]
+    assert {"Janica_Kostelic", "Jim_OBrien", "Debra_Messing"} <= set(errata["name"])
+    assert ((errata["name"] == "Jim_OBrien") & (errata["number2"] == 3)).sum() == 1
+    # each one is a matched pair of that fold in pairs.txt
+    pairs = E.read_lfw_pairs(lfw_dir / "pairs.txt")
+    matched = {(f, n, Path(a).name, Path(b).name) for f, n, a, b, s in
+               pairs[["fold", "name1", "path1", "path2", "same"]].itertuples(index=False) if s}
+    for r in errata.itertuples():
+        assert (r.fold, r.name, f"{r.name}_{r.number1:04d}.jpg", f"{r.name}_{r.number2:04d}.jpg") in matched
+
+
+def test_read_lfw_errata_bad_or_missing_file(tmp_path):
+    bad = tmp_path / "errata.txt"
+    bad.write_text("Errata:\nnothing listed here\n")
+    with pytest.raises(ValueError, match="errata.txt"):
+        E.read_lfw_errata(bad)
+    assert E.read_lfw_errata(tmp_path / "absent.txt", missing_ok=True) is None
+    with pytest.raises(FileNotFoundError):
+        E.read_lfw_errata(tmp_path / "absent.txt")
+
+
+def test_errors_mark_the_errata_pairs(lfw_dir):
+    pairs = E.read_lfw_pairs(lfw_dir / "pairs.txt")
+    pairs = pairs[pairs["fold"] < 2].reset_index(drop=True)
+    errata = E.read_lfw_errata(lfw_dir / E.LFW_ERRATA_FILE)
+    # embeddings made here: one point per person, so every pair is right, except that Janica_Kostelic_0001
+    # (an image of Anja Paerson, says the errata) gets a point of its own
+    rng = np.random.default_rng(0)
+    people = sorted(set(pairs["name1"]) | set(pairs["name2"]))
+    point = dict(zip(people, rng.normal(size=(len(people), 16))))
+
+    def embed(paths):
+        return np.array([rng.normal(size=16) if Path(p).stem == "Janica_Kostelic_0001" else point[Path(p).parent.name]
+                         for p in paths])
+
+    res = E.lfw_verification(embed, pairs=pairs, folds=2)
+    err = res.errors(errata)
+    assert (err["name1"] == "Janica_Kostelic").any()
+    janica = err[err["name1"] == "Janica_Kostelic"]
+    assert janica["same"].any() and (janica["mislabelled"] == janica["same"]).all()   # the matched pair only
+    assert not err.loc[err["name1"] != "Janica_Kostelic", "mislabelled"].any()
+    wrong = (err["distance"] < err["threshold"]) != err["same"]
+    assert wrong.all()
+    assert len(err) == round((1 - np.mean(res.fold_accuracies)) * res.n_pairs)
