@@ -4,8 +4,8 @@ Sections:
 
 * LFW face verification (View 2, ``pairs.txt``): :func:`read_lfw_pairs`, :func:`lfw_verification` and its
   :class:`VerificationResult` (with :meth:`VerificationResult.errors`, the misclassified pairs), the building
-  blocks :func:`pair_distances` and :func:`best_threshold`, and :func:`read_lfw_errata` (the matched pairs that
-  LFW's authors list as mislabelled).
+  blocks :func:`pair_distances` and :func:`best_threshold`, :func:`read_lfw_people` (the people of each fold)
+  and :func:`read_lfw_errata` (the matched pairs that LFW's authors list as mislabelled).
 """
 from __future__ import annotations
 
@@ -78,6 +78,45 @@ def read_lfw_pairs(path: str | os.PathLike, images_dir: str | os.PathLike | None
         rows.append((fold, str(lfw_image_path(images_dir, name1, i)), str(lfw_image_path(images_dir, name2, j)),
                      same, name1, name2))
     return pd.DataFrame(rows, columns=["fold", "path1", "path2", "same", "name1", "name2"])
+
+
+def read_lfw_people(path: str | os.PathLike) -> pd.DataFrame:
+    """Return LFW's people file as a DataFrame: fold, name, images (one row per person).
+
+    ``people.txt`` has a header ``<folds>``, then per fold a count ``n`` and ``n`` lines ``name images``; the
+    people of the ten folds are disjoint and are those of ``pairs.txt``'s folds. ``peopleDevTrain/Test.txt``
+    have just a count and the lines (read as fold 0).
+
+    Raises:
+        ValueError: naming the file and line when the file does not have this layout.
+    """
+    path = Path(path)
+    lines = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    rows, at = [], 0
+
+    def count(what: str) -> int:
+        if at >= len(lines) or len(lines[at]) != 1 or not lines[at][0].isdigit():
+            got = " ".join(lines[at]) if at < len(lines) else "the end of the file"
+            raise ValueError(f"{path}:{at + 1}: expected {what}, got {got!r}")
+        return int(lines[at][0])
+
+    folds = count("a count")
+    if len(lines) > 1 and len(lines[1]) == 1:     # people.txt: the number of folds, then one count per fold
+        at = 1
+    else:                                         # the dev files: the count of their single fold
+        folds = 1
+    for fold in range(folds):
+        n = count(f"the number of people of fold {fold + 1}")
+        at += 1
+        for _ in range(n):
+            parts = lines[at] if at < len(lines) else []
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise ValueError(f"{path}:{at + 1}: expected a line 'name images', got {' '.join(parts)!r}")
+            rows.append((fold, parts[0], int(parts[1])))
+            at += 1
+    if at != len(lines):
+        raise ValueError(f"{path}:{at + 1}: unexpected line after the last fold: {' '.join(lines[at])!r}")
+    return pd.DataFrame(rows, columns=["fold", "name", "images"])
 
 
 def read_lfw_errata(path: str | os.PathLike | None = None, missing_ok: bool = False) -> pd.DataFrame | None:

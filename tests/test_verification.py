@@ -190,3 +190,27 @@ def test_errors_mark_the_errata_pairs(lfw_dir):
     wrong = (err["distance"] < err["threshold"]) != err["same"]
     assert wrong.all()
     assert len(err) == round((1 - np.mean(res.fold_accuracies)) * res.n_pairs)
+
+
+def test_read_lfw_people_official_files(lfw_dir):
+    people = E.read_lfw_people(lfw_dir / "people.txt")
+    assert len(people) == people["name"].nunique() == 5749 and people["images"].sum() == 13233
+    assert sorted(people["fold"].unique()) == list(range(10))
+    # the people of pairs.txt's fold k are those of people.txt's set k
+    pairs = E.read_lfw_pairs(lfw_dir / "pairs.txt")
+    fold_of = dict(zip(people["name"], people["fold"]))
+    assert (pairs["name1"].map(fold_of) == pairs["fold"]).all() and (pairs["name2"].map(fold_of) == pairs["fold"]).all()
+    dev = E.read_lfw_people(lfw_dir / "peopleDevTrain.txt")
+    assert len(dev) == 4038 and set(dev["fold"]) == {0}
+
+
+def test_read_lfw_people_rejects_malformed(tmp_path):
+    bad = tmp_path / "people.txt"
+    bad.write_text("2\n1\nAnna_A\t3\n2\nBob_B\t1\n")           # fold 2 announces 2 people, lists 1
+    with pytest.raises(ValueError, match=r"people.txt:6: expected a line 'name images'"):
+        E.read_lfw_people(bad)
+    bad.write_text("2\n1\nAnna_A\t3\n1\nBob_B\tmany\n")
+    with pytest.raises(ValueError, match=r"people.txt:5"):
+        E.read_lfw_people(bad)
+    bad.write_text("1\n1\nAnna_A\t3\n")
+    assert E.read_lfw_people(bad).to_dict("records") == [{"fold": 0, "name": "Anna_A", "images": 3}]
