@@ -15,7 +15,8 @@ fold is scored -- LFW's "unrestricted, labeled outside data" setting. Methods:
 
 Descriptors: MTCNN landmarks (dlib's detector where MTCNN finds no face), dlib's network, mean with the mirror
 image -- ``bench_verification.py --landmarks mtcnn --fallback dlib --flip``. The first run detects and embeds all
-13,233 LFW images (about 10 minutes here; landmarks and descriptors are cached), later runs take 1-3 minutes.
+13,233 LFW images (17 minutes here from an empty cache, 8.5 after bench_verification.py has detected the
+images of the pairs; landmarks and descriptors are cached), later runs take about 25 seconds.
 
     .venv/bin/python bench/bench_learned_metrics.py
 """
