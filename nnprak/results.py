@@ -176,11 +176,10 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
         ver += [(f"dlib face ResNet, {label} (`bench/bench_verification.py`)", v)
                 for label, v in json.loads(bench_ver.read_text()).items()]
     if ver:
-        lines += ["", "| LFW verification (pairs.txt) | mean accuracy ± std | folds × pairs | AUC |", "|---|---|---|---|"]
+        lines += ["", "| LFW verification (pairs.txt) | mean accuracy ± std | pairs (folds) | AUC |", "|---|---|---|---|"]
         for title, v in ver:
             lines.append(f"| {title} | {100 * v['accuracy']:.2f}% ± {100 * v['std']:.2f}% | "
-                         f"{len(v['fold_accuracies'])} × {v['n_pairs'] // max(1, len(v['fold_accuracies']))} | "
-                         f"{v['auc']:.4f} |")
+                         f"{v['n_pairs']:,} ({len(v['fold_accuracies'])}) | {v['auc']:.4f} |")
     speed = []
     crop = folder / "bench_crop.json"
     if crop.exists():

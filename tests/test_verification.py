@@ -214,3 +214,13 @@ def test_read_lfw_people_rejects_malformed(tmp_path):
         E.read_lfw_people(bad)
     bad.write_text("1\n1\nAnna_A\t3\n")
     assert E.read_lfw_people(bad).to_dict("records") == [{"fold": 0, "name": "Anna_A", "images": 3}]
+
+
+def test_without_people_drops_every_pair_showing_them(lfw_dir):
+    pairs = E.read_lfw_pairs(lfw_dir / "pairs.txt")
+    kept = E.without_people(pairs, ["George_W_Bush", "Colin_Powell"])
+    shown = pairs["name1"].isin(["George_W_Bush", "Colin_Powell"]) | pairs["name2"].isin(["George_W_Bush", "Colin_Powell"])
+    assert shown.sum() == 10 and len(kept) == len(pairs) - shown.sum()
+    assert not kept[["name1", "name2"]].isin(["George_W_Bush", "Colin_Powell"]).any().any()
+    assert sorted(kept["fold"].unique()) == list(range(10))
+    assert len(E.without_people(pairs, [])) == len(pairs)
