@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     n_images = len(set(pairs["path1"]) | set(pairs["path2"]))
     print(f"{len(pairs)} pairs in {args.folds} folds, {n_images} distinct images")
 
-    errata = E.read_lfw_errata(lfw / E.LFW_ERRATA_FILE)
+    errata = E.read_lfw_errata(lfw / E.LFW_ERRATA_FILE, missing_ok=True)   # None: this LFW copy has none
     emb = D.DlibEmbedder(upsample=args.upsample)
     results = {}
     for kind in (("dlib", "mtcnn") if args.landmarks == "both" else (args.landmarks,)):
@@ -165,6 +165,7 @@ def main(argv=None) -> int:
         label = (f"{kind} landmarks" + (f" + {fallback} fallback" if fallback else "")
                  + (", flip" if args.flip else "") + (f", {args.jitter} jitters" if args.jitter > 1 else ""))
         errors = res.errors(errata)
+        errors["mislabelled"] = errors.get("mislabelled", False)
         stats["n_errors"], stats["n_mislabelled"] = len(errors), int(errors["mislabelled"].sum())
         results[label] = dict(res.to_dict(), **stats)
         print(f"[{label}] {res.summary()}")

@@ -91,31 +91,39 @@ def read_lfw_people(path: str | os.PathLike) -> pd.DataFrame:
         ValueError: naming the file and line when the file does not have this layout.
     """
     path = Path(path)
-    lines = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [(no, ln.split()) for no, ln in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if ln.strip()]
+    lines.append((lines[-1][0] + 1 if lines else 1, None))                # the end of the file
     rows, at = [], 0
 
+    def where() -> str:
+        no, parts = lines[at]
+        return f"{path}:{no}", ("the end of the file" if parts is None else " ".join(parts))
+
     def count(what: str) -> int:
-        if at >= len(lines) or len(lines[at]) != 1 or not lines[at][0].isdigit():
-            got = " ".join(lines[at]) if at < len(lines) else "the end of the file"
-            raise ValueError(f"{path}:{at + 1}: expected {what}, got {got!r}")
-        return int(lines[at][0])
+        parts = lines[at][1]
+        if not parts or len(parts) != 1 or not parts[0].isdigit():
+            loc, got = where()
+            raise ValueError(f"{loc}: expected {what}, got {got!r}")
+        return int(parts[0])
 
     folds = count("a count")
-    if len(lines) > 1 and len(lines[1]) == 1:     # people.txt: the number of folds, then one count per fold
+    if lines[1][1] is not None and len(lines[1][1]) == 1:   # people.txt: the number of folds, then one count per fold
         at = 1
-    else:                                         # the dev files: the count of their single fold
+    else:                                                   # the dev files: the count of their single fold
         folds = 1
     for fold in range(folds):
         n = count(f"the number of people of fold {fold + 1}")
         at += 1
         for _ in range(n):
-            parts = lines[at] if at < len(lines) else []
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError(f"{path}:{at + 1}: expected a line 'name images', got {' '.join(parts)!r}")
+            parts = lines[at][1]
+            if not parts or len(parts) != 2 or not parts[1].isdigit():
+                loc, got = where()
+                raise ValueError(f"{loc}: expected a line 'name images', got {got!r}")
             rows.append((fold, parts[0], int(parts[1])))
             at += 1
-    if at != len(lines):
-        raise ValueError(f"{path}:{at + 1}: unexpected line after the last fold: {' '.join(lines[at])!r}")
+    if lines[at][1] is not None:
+        loc, got = where()
+        raise ValueError(f"{loc}: unexpected line after the last fold: {got!r}")
     return pd.DataFrame(rows, columns=["fold", "name", "images"])
 
 
@@ -128,12 +136,20 @@ def read_lfw_errata(path: str | os.PathLike | None = None, missing_ok: bool = Fa
     the LFW folder). Its list after "The current known errors in View 2 are:" has a ``Fold k:`` line and two
     ``First Last, n`` lines per pair.
 
-    With ``missing_ok`` a missing file gives None (LFW downloads other than this project's may lack it).
+    With ``missing_ok`` a missing file (or LFW folder) gives None (LFW copies other than this project's may lack
+    it).
 
     Raises:
         ValueError: naming the file when it has no such list.
     """
-    path = Path(path) if path is not None else config.find_lfw() / LFW_ERRATA_FILE
+    if path is None:
+        try:
+            path = config.find_lfw(download=not missing_ok) / LFW_ERRATA_FILE
+        except config.LFWNotFound:
+            if missing_ok:
+                return None
+            raise
+    path = Path(path)
     if missing_ok and not path.is_file():
         return None
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -231,25 +247,28 @@ class VerificationResult:
     same: np.ndarray = field(default=None, repr=False)
     folds: np.ndarray = field(default=None, repr=False)
     pairs: pd.DataFrame = field(default=None, repr=False)   # the evaluated pairs, in the order of ``distances``
+    predicted: np.ndarray = field(default=None, repr=False)  # per pair: predicted "same" (failed pairs: wrong)
+    pair_thresholds: np.ndarray = field(default=None, repr=False)  # per pair: the threshold of its fold
 
     def errors(self, errata: pd.DataFrame | None = None) -> pd.DataFrame:
         """Return the misclassified pairs, most confident error first.
 
-        Columns: fold, name1, path1, name2, path2, same (those of the evaluated pairs), distance (NaN: no face in an image), threshold (the one
-        chosen for the pair's fold), margin (how far the distance lies on the wrong side; inf for failed pairs)
-        and, when ``errata`` (from :func:`read_lfw_errata`) is given, ``mislabelled``: LFW lists the pair as
-        wrongly labelled "same".
+        Columns: fold, name1, path1, name2, path2, same (names taken from the image folders when the evaluated
+        pairs have no name columns), distance (NaN: no face in an image), threshold (the one chosen for the
+        pair's fold), margin (how far the distance lies on the wrong side; inf for a pair without a face) and,
+        when ``errata`` (from :func:`read_lfw_errata`) is given, ``mislabelled``: LFW lists the pair as wrongly
+        labelled "same".
         """
-        thr = dict(zip(sorted(np.unique(self.folds)), self.thresholds))
-        threshold = np.array([thr[f] for f in self.folds])
-        failed = ~np.isfinite(self.distances)
-        with np.errstate(invalid="ignore"):
-            predicted_same = (self.distances < threshold) & ~failed
-        wrong = (predicted_same != self.same) | (failed if self.failed == "wrong" else False)
-        columns = [c for c in ("fold", "name1", "path1", "name2", "path2", "same") if c in self.pairs]
-        out = self.pairs.loc[wrong, columns].copy()
-        out["distance"], out["threshold"] = self.distances[wrong], threshold[wrong]
-        out["margin"] = np.where(failed[wrong], np.inf, np.abs(out["distance"] - out["threshold"]))
+        if self.pairs is None or self.predicted is None:
+            raise ValueError("this result keeps no per-pair data (only lfw_verification's own results do)")
+        wrong = self.predicted != self.same
+        out = self.pairs.loc[wrong, ["fold", "path1", "path2", "same"]].copy()
+        for i in ("1", "2"):
+            out.insert(list(out.columns).index(f"path{i}"), f"name{i}",
+                       self.pairs.loc[wrong, f"name{i}"] if f"name{i}" in self.pairs
+                       else [Path(p).parent.name for p in out[f"path{i}"]])
+        out["distance"], out["threshold"] = self.distances[wrong], self.pair_thresholds[wrong]
+        out["margin"] = np.where(np.isfinite(out["distance"]), np.abs(out["distance"] - out["threshold"]), np.inf)
         if errata is not None:
             known = {(int(r.fold), r.name, *sorted((int(r.number1), int(r.number2)))) for r in errata.itertuples()}
             out["mislabelled"] = [bool(r.same) and (int(r.fold), r.name1, *sorted(
@@ -265,7 +284,7 @@ class VerificationResult:
 
     def to_dict(self) -> dict:
         """Return the result as a JSON-friendly dict (ROC points included, per-pair arrays left out)."""
-        per_pair = ("distances", "same", "folds", "pairs")
+        per_pair = ("distances", "same", "folds", "pairs", "predicted", "pair_thresholds")
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in per_pair}
         d["fold_accuracies"], d["thresholds"] = list(self.fold_accuracies), list(self.thresholds)
         d["fpr"], d["tpr"] = np.asarray(self.fpr).tolist(), np.asarray(self.tpr).tolist()
@@ -326,6 +345,7 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
     same = df["same"].to_numpy(dtype=bool)
     fold = df["fold"].to_numpy()
     accs, thrs = [], []
+    predicted, pair_threshold = np.zeros(len(df), dtype=bool), np.zeros(len(df))
     for f in fold_ids:
         train, test = (fold != f) & ~bad, fold == f
         thr, _ = best_threshold(dist[train], same[train]) if train.any() else (np.inf, 0.0)
@@ -336,6 +356,7 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
             pred[~ok] = ~same[test][~ok]
         accs.append(float(accuracy_score(same[test], pred)))
         thrs.append(float(thr))
+        predicted[test], pair_threshold[test] = pred, thr
 
     # ROC over all used pairs: score = -distance; failed pairs get a score below every real one
     score = -dist
@@ -355,7 +376,8 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
         sem=float(accs_arr.std(ddof=1) / np.sqrt(len(accs_arr))) if len(accs_arr) > 1 else float("nan"),
         fold_accuracies=accs, thresholds=thrs, fpr=fpr, tpr=tpr, auc=area, metric=metric, n_pairs=len(df),
         n_failed=int(bad.sum()), n_failed_images=int(bad_image.sum()), failed=failed,
-        seconds=time.perf_counter() - t0, distances=dist, same=same, folds=fold, pairs=df)
+        seconds=time.perf_counter() - t0, distances=dist, same=same, folds=fold, pairs=df, predicted=predicted,
+        pair_thresholds=pair_threshold)
 
 
 # =========================================================================================================

@@ -85,8 +85,8 @@ def image_grid(images, titles=None, ncols: int = 8, size: float = 1.6, suptitle:
 def verification_pairs(pairs: pd.DataFrame, n: int = 12, ncols: int = 3, crop: int = 150, title: str = ""):
     """Return a figure of image pairs side by side (e.g. a verification's errors), captioned with the decision.
 
-    ``pairs`` has the columns of :meth:`nnprak.evaluate.VerificationResult.errors` (``path1``, ``path2``, ``same``,
-    ``distance``, ``threshold``, optional ``mislabelled``); the first ``n`` rows are drawn. LFW images are cut
+    ``pairs`` has the columns of :meth:`nnprak.evaluate.VerificationResult.errors` (``name1``, ``path1``, ``name2``,
+    ``path2``, ``same``, ``distance``, ``threshold``, optional ``mislabelled``); the first ``n`` rows are drawn. LFW images are cut
     to their central ``crop`` pixels, where the (funneled) face is.
     """
     from PIL import Image

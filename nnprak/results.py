@@ -96,19 +96,19 @@ def save_verification(name: str, title: str, result, folder: str | os.PathLike |
     Besides the summary it keeps the misclassified pairs (``"errors"``: names, images as ``<person>/<file>`` in
     the LFW images folder, distance, threshold, and ``mislabelled`` per :func:`nnprak.evaluate.read_lfw_errata`),
     for :func:`verification_errors`. ``errata``: ``"lfw"`` reads the errata file of the LFW folder when there is
-    one; a DataFrame is used as it is; None leaves ``mislabelled`` out.
+    one; another string or path is an errata file; a DataFrame is used as it is; None leaves ``mislabelled`` out.
     """
     from . import evaluate
 
-    if isinstance(errata, str):
-        errata = evaluate.read_lfw_errata(missing_ok=True)
+    if isinstance(errata, (str, os.PathLike)):
+        errata = evaluate.read_lfw_errata(None if errata == "lfw" else errata, missing_ok=errata == "lfw")
     errors = result.errors(errata)
     errors = errors.assign(image1=[_lfw_key(p) for p in errors.pop("path1")],
                            image2=[_lfw_key(p) for p in errors.pop("path2")])
     record = {"name": name, "title": title, "profile": config.active().profile, **result.to_dict(),
               "n_errors": int(len(errors)),
               "n_mislabelled": int(errors["mislabelled"].sum()) if "mislabelled" in errors else None,
-              "errors": json.loads(errors.replace([np.inf], None).to_json(orient="records"))}
+              "errors": errors.to_dict(orient="records")}      # NaN/inf kept (as json.dumps writes them)
     return write_json(_folder(folder) / "verification" / f"{name}.json", record)
 
 
@@ -123,10 +123,11 @@ def verification_errors(record: dict, lfw_dir: str | os.PathLike | None = None) 
     Columns as :meth:`nnprak.evaluate.VerificationResult.errors` (``path1``/``path2`` under the LFW images folder
     of :func:`nnprak.config.find_lfw`).
     """
-    images = config.find_lfw(lfw_dir) / config.LFW_IMAGES_SUBDIR
     errors = pd.DataFrame(record.get("errors", []))
     if errors.empty:
-        return errors
+        return pd.DataFrame(columns=["fold", "name1", "path1", "name2", "path2", "same", "distance", "threshold",
+                                     "margin", "mislabelled"])
+    images = config.find_lfw(lfw_dir) / config.LFW_IMAGES_SUBDIR
     return errors.assign(path1=[str(images / k) for k in errors.pop("image1")],
                          path2=[str(images / k) for k in errors.pop("image2")])
 

@@ -63,9 +63,15 @@ def test_verification_errors_round_trip_and_figure(tmp_path, lfw_dir):
     pairs = E.read_lfw_pairs(lfw_dir / "pairs.txt")
     pairs = pairs[pairs["fold"] < 2].groupby(["fold", "same"]).head(15).reset_index(drop=True)
     rng = np.random.default_rng(1)
-    result = E.lfw_verification(lambda paths: rng.normal(size=(len(paths), 8)), pairs=pairs, folds=2)  # ~ chance
+    no_face = pairs["path2"].iloc[0]                    # this image "has no face": its pair is an error
+
+    def embed(paths):                                   # random vectors: about chance level
+        return np.array([np.full(8, np.nan) if p == no_face else rng.normal(size=8) for p in paths])
+
+    result = E.lfw_verification(embed, pairs=pairs, folds=2)
     errors = result.errors()
     assert 5 < len(errors) < len(pairs)
+    assert errors["path2"].iloc[0] == no_face and np.isinf(errors["margin"].iloc[0])
 
     results.save_verification("noise", "Random vectors", result, folder=tmp_path)
     record = json.loads((tmp_path / "verification" / "noise.json").read_text())
@@ -74,7 +80,10 @@ def test_verification_errors_round_trip_and_figure(tmp_path, lfw_dir):
     back = results.verification_errors(record, lfw_dir)
     assert back["path1"].tolist() == errors["path1"].tolist() and back["path2"].tolist() == errors["path2"].tolist()
     assert all(Path(p).is_file() for p in back["path1"])
-    assert np.allclose(back["distance"], errors["distance"]) and back["mislabelled"].dtype == bool
+    assert np.allclose(back["distance"], errors["distance"], equal_nan=True) and back["mislabelled"].dtype == bool
+    assert np.array_equal(back["margin"], errors["margin"])              # inf for the pair without a face
+    empty = results.verification_errors({"errors": []})                  # nothing wrong: an empty table
+    assert empty.empty and {"path1", "path2", "distance", "mislabelled"} <= set(empty.columns)
 
     fig = plots.verification_pairs(back, n=4, ncols=2)
     shown = [ax for ax in fig.axes if ax.images]

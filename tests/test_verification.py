@@ -172,24 +172,28 @@ def test_errors_mark_the_errata_pairs(lfw_dir):
     pairs = pairs[pairs["fold"] < 2].reset_index(drop=True)
     errata = E.read_lfw_errata(lfw_dir / E.LFW_ERRATA_FILE)
     # embeddings made here: one point per person, so every pair is right, except that Janica_Kostelic_0001
-    # (an image of Anja Paerson, says the errata) gets a point of its own
+    # (an image of Anja Paerson, says the errata) and Don_Carcieri_0001 share a point of their own: the matched
+    # pair Janica 1-2 (in the errata) and the mismatched pair Don_Carcieri 1 - Janica 1 (not) become errors
     rng = np.random.default_rng(0)
     people = sorted(set(pairs["name1"]) | set(pairs["name2"]))
     point = dict(zip(people, rng.normal(size=(len(people), 16))))
+    anja = rng.normal(size=16)
 
     def embed(paths):
-        return np.array([rng.normal(size=16) if Path(p).stem == "Janica_Kostelic_0001" else point[Path(p).parent.name]
-                         for p in paths])
+        return np.array([anja if Path(p).stem in ("Janica_Kostelic_0001", "Don_Carcieri_0001")
+                         else point[Path(p).parent.name] for p in paths])
 
     res = E.lfw_verification(embed, pairs=pairs, folds=2)
     err = res.errors(errata)
-    assert (err["name1"] == "Janica_Kostelic").any()
-    janica = err[err["name1"] == "Janica_Kostelic"]
-    assert janica["same"].any() and (janica["mislabelled"] == janica["same"]).all()   # the matched pair only
-    assert not err.loc[err["name1"] != "Janica_Kostelic", "mislabelled"].any()
-    wrong = (err["distance"] < err["threshold"]) != err["same"]
-    assert wrong.all()
+    by_pair = {(r.name1, Path(r.path1).stem, r.name2, Path(r.path2).stem): r.mislabelled for r in err.itertuples()}
+    assert by_pair[("Janica_Kostelic", "Janica_Kostelic_0001", "Janica_Kostelic", "Janica_Kostelic_0002")] is True
+    assert by_pair[("Don_Carcieri", "Don_Carcieri_0001", "Janica_Kostelic", "Janica_Kostelic_0001")] is False
+    assert err["mislabelled"].sum() == 1
+    assert ((err["distance"] < err["threshold"]) != err["same"]).all()
     assert len(err) == round((1 - np.mean(res.fold_accuracies)) * res.n_pairs)
+    # pairs without name columns: the names come from the image folders, the errata still match
+    bare = E.lfw_verification(embed, pairs=pairs.drop(columns=["name1", "name2"]), folds=2).errors(errata)
+    pd.testing.assert_frame_equal(bare, err)
 
 
 def test_read_lfw_people_official_files(lfw_dir):
@@ -214,6 +218,9 @@ def test_read_lfw_people_rejects_malformed(tmp_path):
         E.read_lfw_people(bad)
     bad.write_text("1\n1\nAnna_A\t3\n")
     assert E.read_lfw_people(bad).to_dict("records") == [{"fold": 0, "name": "Anna_A", "images": 3}]
+    bad.write_text("1\n\n2\nAnna_A\t3\n\nBob_B\n")                      # blank lines do not shift the line number
+    with pytest.raises(ValueError, match=r"people.txt:6: expected a line 'name images', got 'Bob_B'"):
+        E.read_lfw_people(bad)
 
 
 def test_without_people_drops_every_pair_showing_them(lfw_dir):
