@@ -16,8 +16,8 @@ LFW's "unrestricted, labeled outside data" setting. Methods:
 
 Descriptors: MTCNN landmarks (dlib's detector where MTCNN finds no face), dlib's network, mean with the mirror
 image -- ``bench_verification.py --landmarks mtcnn --fallback dlib --flip``. The first run detects and embeds all
-13,233 LFW images (17 minutes here from an empty cache, 8.5 after bench_verification.py has detected the
-images of the pairs; landmarks and descriptors are cached), later runs take about 25 seconds.
+13,233 LFW images (8.5 minutes here after bench_verification.py has detected the images of the pairs, roughly
+twice that from an empty cache; landmarks and descriptors are cached), later runs take about 25 seconds.
 
     .venv/bin/python bench/bench_learned_metrics.py
 """
