@@ -69,16 +69,15 @@ def person_means(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return means / counts[:, None], inv, counts
 
 
-def within_cov(X, y) -> np.ndarray:
-    """Return the pooled within-person covariance (people with one image contribute nothing)."""
-    means, inv, counts = person_means(X, y)
+def within_cov(X, means, inv, counts) -> np.ndarray:
+    """Return the pooled within-person covariance from :func:`person_means` (people with one image add nothing)."""
     keep = counts[inv] > 1
     R = X[keep] - means[inv][keep]
     return R.T @ R / (keep.sum() - (counts > 1).sum())
 
 
 def fit_whitened(X, y, shrink=0.3):
-    Sw = within_cov(X, y)
+    Sw = within_cov(X, *person_means(X, y))
     Sw = (1 - shrink) * Sw + shrink * np.trace(Sw) / len(Sw) * np.eye(len(Sw))
     e, U = np.linalg.eigh(Sw)
     W = U / np.sqrt(e)
@@ -87,7 +86,7 @@ def fit_whitened(X, y, shrink=0.3):
 
 def fit_plda(X, y):
     means, inv, counts = person_means(X, y)
-    Sw, m, multi = within_cov(X, y), X.mean(0), counts > 1
+    Sw, m, multi = within_cov(X, means, inv, counts), X.mean(0), counts > 1
     B = np.cov((means[multi] - m).T) - Sw * np.mean(1 / counts[multi])    # between-person covariance
     T, Z = B + Sw, np.zeros_like(B)
     Q = np.linalg.inv(np.block([[T, Z], [Z, T]])) - np.linalg.inv(np.block([[T, B], [B, T]]))

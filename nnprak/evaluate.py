@@ -248,7 +248,6 @@ class VerificationResult:
     folds: np.ndarray = field(default=None, repr=False)
     pairs: pd.DataFrame = field(default=None, repr=False)   # the evaluated pairs, in the order of ``distances``
     predicted: np.ndarray = field(default=None, repr=False)  # per pair: predicted "same" (failed pairs: wrong)
-    pair_thresholds: np.ndarray = field(default=None, repr=False)  # per pair: the threshold of its fold
 
     def errors(self, errata: pd.DataFrame | None = None) -> pd.DataFrame:
         """Return the misclassified pairs, most confident error first.
@@ -262,12 +261,13 @@ class VerificationResult:
         if self.pairs is None or self.predicted is None:
             raise ValueError("this result keeps no per-pair data (only lfw_verification's own results do)")
         wrong = self.predicted != self.same
+        fold_threshold = dict(zip(sorted(np.unique(self.folds)), self.thresholds))     # folds in lfw_verification's order
         out = self.pairs.loc[wrong, ["fold", "path1", "path2", "same"]].copy()
         for i in ("1", "2"):
             out.insert(list(out.columns).index(f"path{i}"), f"name{i}",
                        self.pairs.loc[wrong, f"name{i}"] if f"name{i}" in self.pairs
                        else [Path(p).parent.name for p in out[f"path{i}"]])
-        out["distance"], out["threshold"] = self.distances[wrong], self.pair_thresholds[wrong]
+        out["distance"], out["threshold"] = self.distances[wrong], out["fold"].map(fold_threshold).to_numpy()
         out["margin"] = np.where(np.isfinite(out["distance"]), np.abs(out["distance"] - out["threshold"]), np.inf)
         if errata is not None:
             known = {(int(r.fold), r.name, *sorted((int(r.number1), int(r.number2)))) for r in errata.itertuples()}
@@ -284,7 +284,7 @@ class VerificationResult:
 
     def to_dict(self) -> dict:
         """Return the result as a JSON-friendly dict (ROC points included, per-pair arrays left out)."""
-        per_pair = ("distances", "same", "folds", "pairs", "predicted", "pair_thresholds")
+        per_pair = ("distances", "same", "folds", "pairs", "predicted")
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in per_pair}
         d["fold_accuracies"], d["thresholds"] = list(self.fold_accuracies), list(self.thresholds)
         d["fpr"], d["tpr"] = np.asarray(self.fpr).tolist(), np.asarray(self.tpr).tolist()
@@ -345,7 +345,7 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
     same = df["same"].to_numpy(dtype=bool)
     fold = df["fold"].to_numpy()
     accs, thrs = [], []
-    predicted, pair_threshold = np.zeros(len(df), dtype=bool), np.zeros(len(df))
+    predicted = np.zeros(len(df), dtype=bool)
     for f in fold_ids:
         train, test = (fold != f) & ~bad, fold == f
         thr, _ = best_threshold(dist[train], same[train]) if train.any() else (np.inf, 0.0)
@@ -356,7 +356,7 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
             pred[~ok] = ~same[test][~ok]
         accs.append(float(accuracy_score(same[test], pred)))
         thrs.append(float(thr))
-        predicted[test], pair_threshold[test] = pred, thr
+        predicted[test] = pred
 
     # ROC over all used pairs: score = -distance; failed pairs get a score below every real one
     score = -dist
@@ -376,8 +376,7 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
         sem=float(accs_arr.std(ddof=1) / np.sqrt(len(accs_arr))) if len(accs_arr) > 1 else float("nan"),
         fold_accuracies=accs, thresholds=thrs, fpr=fpr, tpr=tpr, auc=area, metric=metric, n_pairs=len(df),
         n_failed=int(bad.sum()), n_failed_images=int(bad_image.sum()), failed=failed,
-        seconds=time.perf_counter() - t0, distances=dist, same=same, folds=fold, pairs=df, predicted=predicted,
-        pair_thresholds=pair_threshold)
+        seconds=time.perf_counter() - t0, distances=dist, same=same, folds=fold, pairs=df, predicted=predicted)
 
 
 # =========================================================================================================
@@ -411,6 +410,17 @@ def without_people(pairs: pd.DataFrame, people) -> pd.DataFrame:
     people = set(people)
     keep = ~(pairs["name1"].isin(people) | pairs["name2"].isin(people))
     return pairs[keep].reset_index(drop=True)
+
+
+def unseen_people_verification(table: pd.DataFrame, features: np.ndarray, trained_people, cfg: config.Config,
+                                metric: str = "cosine") -> VerificationResult:
+    """Return the profile's LFW verification of a trained network's features, on the pairs none of whose people it saw.
+
+    ``table`` (a crops table with a manifest ``path`` column) is aligned with ``features`` (see
+    :func:`lookup_embed_fn`); ``trained_people`` are the network's classes (see :func:`without_people`).
+    """
+    pairs = without_people(profile_pairs(cfg), trained_people)
+    return lfw_verification(lookup_embed_fn(table, features), pairs, metric=metric)
 
 
 def pair_images(pairs: pd.DataFrame) -> dict[str, list[Path]]:

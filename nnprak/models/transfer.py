@@ -503,6 +503,17 @@ class ChipDataset(Dataset):
         return (self.transform(img) if self.transform else img), self.targets[i]
 
 
+def backbone_dataset(record: "WeightsRecord", table: pd.DataFrame, split: str | None = None,
+                     classes: Sequence[str] | None = None) -> Dataset:
+    """Return the faces a backbone sees: dlib chips (:class:`ChipDataset`) for dlib's network, plain MTCNN crops
+    for torchvision ResNets (``split`` None: every row with a face)."""
+    from nnprak import data
+
+    if record.arch == "dlib_resnet":   # dlib's network sees 150x150 chips on its own 5-point template
+        return ChipDataset(table, split, classes)
+    return data.FaceDataset(table, split, path_column="crop_plain", classes=classes)
+
+
 def module_fingerprint(module: nn.Module) -> str:
     """Return a short hash of a module's structure (``repr``) and weights, for feature-cache keys."""
     h = hashlib.sha1(repr(module).encode())
