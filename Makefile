@@ -5,11 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nnprak-installed
 export PYTHONHASHSEED := 0
+# make run PHOTOS=path/to/folder: your own photos (<folder>/<person>/<photo>) instead of LFW
+PHOTOS ?=
+PHOTOS_ARG := $(if $(PHOTOS),--photos "$(PHOTOS)")
 
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-fonts-recommended poppler-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-tex run test bench report clean-smoke
+.PHONY: setup setup-tex setup-fonts run test bench report clean-smoke
 
 setup: $(STAMP)  ## create .venv (when missing) and install the pinned dependencies; a second run takes seconds
 
@@ -26,17 +29,22 @@ setup-tex:  ## install the Debian TeX packages that build report/report.pdf (ski
 	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    --no-install-recommends $(TEX_PACKAGES) )
 
-run: setup setup-tex  ## execute notebooks 01-06 with the default profile, then build report/report.pdf
-	$(PY) -m nnprak run --profile default
-	$(PY) -m nnprak report --profile default
+setup-fonts:  ## install a CJK font (fonts-noto-cjk) so Chinese/Japanese/Korean person names are drawn (skipped when one is there)
+	@fc-list :lang=zh family 2>/dev/null | grep -q . || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends fontconfig fonts-noto-cjk )
 
-report: setup setup-tex  ## regenerate figures and tables from results/ (notebook 06) and build report/report.pdf
-	$(PY) -m nnprak run --profile default --only 06
-	$(PY) -m nnprak report --profile default
+run: setup setup-tex setup-fonts  ## execute notebooks 01-06 with the default profile (PHOTOS=folder: own photos), then the report
+	$(PY) -m nnprak run --profile default $(PHOTOS_ARG)
+	$(PY) -m nnprak report --profile default $(PHOTOS_ARG)
 
-test: setup setup-tex  ## pytest for the package + nbval on the notebooks, with the smoke profile
-	NNPRAK_PROFILE=smoke $(PY) -m pytest -q tests
-	NNPRAK_PROFILE=smoke $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+report: setup setup-tex setup-fonts  ## regenerate figures and tables from results/ (notebook 06) and build report/report.pdf
+	$(PY) -m nnprak run --profile default --only 06 $(PHOTOS_ARG)
+	$(PY) -m nnprak report --profile default $(PHOTOS_ARG)
+
+test: setup setup-tex setup-fonts  ## pytest for the package + nbval on the notebooks, with the smoke profile
+	NNPRAK_PROFILE=smoke NNPRAK_PHOTOS= $(PY) -m pytest -q tests
+	NNPRAK_PROFILE=smoke NNPRAK_PHOTOS= $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 
 bench: setup  ## crop/embedding throughput, LFW verification on all 6,000 pairs, then refresh the README's table
 	$(PY) bench/bench_crop.py --json results/bench_crop.json

@@ -35,8 +35,27 @@ def _strip_machine_paths(executed: Path, name: str) -> None:
     nbformat.write(nb, executed)
 
 
+def use_photos(folder: str | os.PathLike) -> Path:
+    """Return the absolute own-photos folder after making it the source of every notebook (``$NNPRAK_PHOTOS``).
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no person folders (the message shows the layout).
+    """
+    root = Path(os.path.abspath(os.path.expanduser(str(folder))))
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder. Put the photos in {folder}/<person name>/<photo>.jpg "
+                                "(one folder per person) and pass that folder.")
+    if not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+        raise FileNotFoundError(f"{folder} has no person folders. Put the photos in {folder}/<person name>/<photo>.jpg "
+                                "(one folder per person, at least 3 photos each).")
+    os.environ[config.PHOTOS_ENV] = str(root)
+    return root
+
+
 def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool = False) -> dict:
     """Execute the notebooks with papermill (``PROFILE`` parameter) and return seconds per notebook.
+
+    The data set is the profile's (LFW) unless ``$NNPRAK_PHOTOS`` names a folder of own photos (:func:`use_photos`).
 
     Executed notebooks replace ``notebooks/*.ipynb`` for the ``default`` profile (so the committed notebooks
     carry the outputs of the default run) and go to ``build/<profile>/notebooks/`` otherwise. Each is
@@ -47,6 +66,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
 
     cfg = config.load(profile)
     out_dir = cfg.paths.make().notebooks_out
+    print(f"[{profile}] data: {cfg.describe_source()}", flush=True)
     # Progress bars are for people watching; in executed notebooks they would be frozen widgets at 0 %.
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ["NNPRAK_PROFILE"] = profile
@@ -75,9 +95,10 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
     if not only:
         from . import report
 
-        write_json(cfg.paths.results / "run_times.json", {"profile": profile, "seconds": times, "threads": cfg.threads})
+        write_json(cfg.paths.results / "run_times.json", {"profile": profile, "seconds": times, "threads": cfg.threads,
+                                                          "data": cfg.describe_source()})
         report.write_numbers({"RunMinutes": report.num(times["total"] / 60)}, folder=cfg.paths.tables)
-        if profile == "default":
+        if profile == "default" and cfg.is_lfw:  # the README's table is LFW-62's
             from . import results
 
             results.update_readme(config.ROOT / "README.md", cfg.paths.results)
@@ -92,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="execute notebooks 01-06 with papermill")
     p_run.add_argument("--profile", default=None, help="smoke | default | full (default: $NNPRAK_PROFILE or default)")
     p_run.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. --only 01 02")
+    p_run.add_argument("--photos", default=None, metavar="FOLDER",
+                       help="your own photos, FOLDER/<person>/<photo> (default: $NNPRAK_PHOTOS, else LFW)")
     p_rep = sub.add_parser("report", help="compile report/report.pdf from the generated figures and tables")
     p_rep.add_argument("--profile", default=None, help="whose figures/tables to use (default: default)")
+    p_rep.add_argument("--photos", default=None, metavar="FOLDER", help="the own-photos folder the results are of")
     p_bench = sub.add_parser("bench", help="print the README's results table from results/ (and refresh README.md)")
     p_bench.add_argument("--profile", default=None)
     p_bench.add_argument("--write", action="store_true", help="also replace the table in README.md")
@@ -105,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     p_pred.add_argument("--profile", default=None, help="whose models/ folder holds the default model")
     p_pred.add_argument("--min-prob", type=float, default=0.9, help="minimum face detection probability")
     args = parser.parse_args(argv)
+    if getattr(args, "photos", None):
+        try:
+            use_photos(args.photos)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.command == "run":
         run_notebooks(config.profile_name(args.profile), args.only)
     elif args.command == "predict":
@@ -119,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "report":
         from . import report
 
+        from . import results
+
         cfg = config.load(args.profile)
+        try:
+            results.check_dataset(results.load_results(cfg.paths.results) + results.load_verifications(cfg.paths.results))
+        except results.DatasetMismatch as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print("report written:", report.build_pdf(report.report_tex(cfg)))
     return 0
 

@@ -1,7 +1,14 @@
 """Stage 05: classifiers on face embeddings (SVM, KNN) and the open-set "unknown" decision.
 
 The classifiers are scikit-learn Pipelines (L2 normalisation → SVC or KNN) tuned with GridSearchCV on the
-training split. Open set: a face is accepted as its predicted person only when its confidence score is above a
+training split. Model choice is made to hold on small data (a class of 5-40 people with 10-25 photos each):
+
+* the number of CV folds follows the smallest class (:func:`nnprak.config.cv_folds`);
+* equal CV scores (common: many settings score 1.000 on a few photos per person) are broken toward the
+  *less* regularised setting (larger C, fewer neighbours), see :data:`LESS_REGULARISED`;
+* the chosen setting, refit on the whole training split, is checked on the validation split: when its accuracy
+  there falls far below its CV score (a degenerate refit, e.g. a linear SVM with tiny C that names one person
+  for every face), it is reported and the next setting is tried (:func:`select_model`). Open set: a face is accepted as its predicted person only when its confidence score is above a
 threshold chosen on validation faces of people outside the gallery (impostors) for a target false-accept rate.
 """
 from __future__ import annotations
@@ -30,6 +37,13 @@ PARAM_GRIDS = {
 }
 """The hyper-parameters GridSearchCV tries for each classifier kind."""
 
+LESS_REGULARISED = {
+    "svm_linear": lambda p: (-p["svc__C"],),
+    "svm_rbf": lambda p: (-p["svc__C"], -(0.0 if p["svc__gamma"] == "scale" else float(p["svc__gamma"]))),
+    "knn": lambda p: (p["knn__n_neighbors"], p["knn__weights"] != "distance"),
+}
+"""Sort keys over a kind's parameters: the least regularised setting sorts first (used to break CV-score ties)."""
+
 
 def make_pipeline(kind: str, seed: int = config.SEED) -> Pipeline:
     """Return an untrained Pipeline ``Normalizer(l2) → SVC/KNN`` for ``kind`` in :data:`PARAM_GRIDS`.
@@ -48,17 +62,101 @@ def make_pipeline(kind: str, seed: int = config.SEED) -> Pipeline:
     raise ValueError(f"unknown classifier kind {kind!r}; use one of {', '.join(PARAM_GRIDS)}")
 
 
-def fit_classifier(kind: str, X: np.ndarray, y, cv: int = 3, seed: int = config.SEED, n_jobs: int = 1) -> GridSearchCV:
+def fit_classifier(kind: str, X: np.ndarray, y, cv: int | None = None, seed: int = config.SEED, n_jobs: int = 1,
+                   X_val: np.ndarray | None = None, y_val=None, max_cv_folds: int = 5) -> GridSearchCV:
     """Return a GridSearchCV over :data:`PARAM_GRIDS` ``[kind]`` fitted on (X, y), refit on all of it.
 
-    Scored by balanced accuracy (LFW-62 is very unbalanced); folds are stratified and seeded.
+    Scored by balanced accuracy (LFW-62 is very unbalanced); folds are stratified and seeded, ``cv`` of them
+    (default: :func:`nnprak.config.cv_folds` of the class sizes, at most ``max_cv_folds``). The setting is
+    chosen by :func:`select_model` (ties toward the less regularised setting; with ``X_val``/``y_val``, a
+    setting whose refit fails on the validation split is rejected). ``search.selection_`` tells what happened.
     """
+    X, y = np.asarray(X), np.asarray(y)
+    cv = cv or config.cv_folds(np.unique(y, return_counts=True)[1], max_cv_folds)
     folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
     search = GridSearchCV(make_pipeline(kind, seed), PARAM_GRIDS[kind], cv=folds, scoring="balanced_accuracy",
-                          n_jobs=n_jobs, refit=True)
+                          n_jobs=n_jobs, refit=False)
     with warnings.catch_warnings():  # SVC(probability=True) is deprecated in 1.9: see make_pipeline
         warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
-        return search.fit(np.asarray(X), np.asarray(y))
+        search.fit(X, y)
+        return select_model(search, kind, X, y, X_val, y_val)
+
+
+def validation_tolerance(cv_score: float, n_val: int) -> float:
+    """Return how far a validation accuracy may fall below the CV score before the refit counts as failed.
+
+    Three binomial standard errors of the CV score on ``n_val`` faces, and at least 5 points.
+    """
+    p = min(max(float(cv_score), 0.0), 1.0)
+    return max(0.05, 3.0 * float(np.sqrt(p * (1 - p) / max(1, n_val))))
+
+
+def select_model(search: GridSearchCV, kind: str, X, y, X_val=None, y_val=None, tie_key=None) -> GridSearchCV:
+    """Return ``search`` (fitted with ``refit=False``) with the chosen setting refit on (X, y) as ``best_estimator_``.
+
+    Settings are ranked by mean CV score, ties toward the less regularised one (:data:`LESS_REGULARISED`).
+    Without validation data the first is taken. With it, each setting in rank order is refit on (X, y) and scored
+    on the validation split; the first whose balanced accuracy there is within :func:`validation_tolerance` of
+    its CV score is taken. If none is, the setting with the best validation score is taken and
+    ``selection_["warning"]`` says so. ``search.selection_`` holds the folds, the chosen setting, its CV and
+    validation scores and every rejected setting with the reason. ``tie_key`` replaces
+    ``LESS_REGULARISED[kind]`` (for other parameter grids).
+    """
+    from sklearn.base import clone
+    from sklearn.metrics import balanced_accuracy_score
+
+    res = search.cv_results_
+    params, scores = list(res["params"]), np.asarray(res["mean_test_score"], dtype=float)
+    tie_key = tie_key or LESS_REGULARISED[kind]
+    order = sorted(range(len(params)), key=lambda i: (-round(scores[i], 9), tie_key(params[i])))
+    selection = {"kind": kind, "cv_folds": int(search.cv.get_n_splits()), "rejected": [], "warning": "",
+                 "tie": int(np.sum(np.isclose(scores, scores[order[0]], atol=1e-9)))}
+    fitted, val_scores = {}, {}
+    chosen = order[0]
+    if X_val is not None and len(X_val):
+        for i in order:
+            fitted[i] = clone(search.estimator).set_params(**params[i]).fit(X, y)
+            val_scores[i] = float(balanced_accuracy_score(np.asarray(y_val), fitted[i].predict(np.asarray(X_val))))
+            tol = validation_tolerance(scores[i], len(X_val))
+            if val_scores[i] >= scores[i] - tol:
+                chosen = i
+                break
+            selection["rejected"].append({"params": params[i], "cv_score": float(scores[i]),
+                                          "val_score": val_scores[i],
+                                          "reason": f"validation {val_scores[i]:.3f} < CV {scores[i]:.3f} - {tol:.3f}"})
+        else:
+            chosen = max(val_scores, key=lambda i: (val_scores[i], scores[i]))
+            selection["warning"] = (f"{kind}: no setting held its CV score on the validation split; using the best "
+                                    f"on validation, {params[chosen]} ({val_scores[chosen]:.3f}). Look at the data: "
+                                    "too few photos per person, or mislabelled photos?")
+    if chosen not in fitted:
+        fitted[chosen] = clone(search.estimator).set_params(**params[chosen]).fit(X, y)
+    search.best_index_, search.best_params_ = chosen, params[chosen]
+    search.best_score_, search.best_estimator_ = float(scores[chosen]), fitted[chosen]
+    search.refit = True  # the search now behaves like a refit GridSearchCV (predict, predict_proba, ...)
+    selection.update(params=params[chosen], cv_score=float(scores[chosen]), val_score=val_scores.get(chosen))
+    search.selection_ = selection
+    return search
+
+
+def describe_selection(search: GridSearchCV) -> str:
+    """Return one or more lines telling which setting was chosen, on which evidence, and what was rejected."""
+    sel = search.selection_
+    val = "" if sel["val_score"] is None else f" | validation {sel['val_score']:.3f}"
+    tie = f" (tie of {sel['tie']} settings: the less regularised kept)" if sel["tie"] > 1 else ""
+    lines = [f"{sel['kind']:10s} {sel['params']} | {sel['cv_folds']}-fold CV {sel['cv_score']:.3f}{tie}{val}"]
+    lines += [f"{'':10s} rejected {r['params']}: {r['reason']}" for r in sel["rejected"]]
+    if sel["warning"]:
+        lines.append(f"WARNING: {sel['warning']}")
+    return "\n".join(lines)
+
+
+def best_of(searches: dict, kinds) -> str:
+    """Return the kind among ``kinds`` whose chosen setting scores best: on validation when known, then in CV."""
+    def key(k):
+        sel = searches[k].selection_
+        return (sel["val_score"] if sel["val_score"] is not None else -1.0, sel["cv_score"])
+    return max(kinds, key=key)
 
 
 def confidence(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

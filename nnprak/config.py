@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SEED = 42
 PROFILES = ("smoke", "default", "full")
+PHOTOS_ENV = "NNPRAK_PHOTOS"
+"""Environment variable naming a folder of own photos (``make run PHOTOS=...`` / ``nnprak run --photos`` set it)."""
 
 RAW_DIR = ROOT / "data" / "raw"
 """Students' own photos, ``data/raw/<person>/*.jpg``. Input only: nnprak never writes here."""
@@ -115,7 +117,9 @@ class Config:
     face_select: str = "central"             # "central" | "largest" | "probable"
     min_face_prob: float = 0.90
     detect_batch_size: int = 32
-    min_face_size: int = 60                  # px; LFW subjects are >= 62 px wide. Own photos of small faces: 20-40
+    min_face_size: int = 60                  # px; LFW subjects are >= 62 px wide (half the CPU time of 20 px)
+    retry_min_face_size: int = 20            # px; an image without a face at min_face_size is detected again at
+                                             # this size (MTCNN's own default) before it is called no_face
     # --- 03 scratch CNN ----------------------------------------------------------------------------------
     scratch: dict = field(default_factory=dict)
     # --- 04 transfer -------------------------------------------------------------------------------------
@@ -126,11 +130,44 @@ class Config:
     verification_folds: int = 10             # LFW View 2 folds used (10 = the official protocol)
     verification_pairs_per_fold: int | None = None  # None: all 600 pairs of a fold (the official protocol)
     threads: int = 2
+    max_cv_folds: int = 5                    # grid-search folds: at most this, at most the smallest class (cv_folds)
 
     @property
     def lfw_dir(self) -> Path:
         """Return the LFW folder, resolved as documented in :func:`find_lfw`."""
         return find_lfw()
+
+    @property
+    def is_lfw(self) -> bool:
+        """Return True when the images come from LFW (not from a folder of own photos)."""
+        return self.source == "lfw"
+
+    @property
+    def photo_dir(self) -> Path | None:
+        """Return the folder of own photos (``data/raw`` for ``source="raw"``), None for LFW."""
+        if self.is_lfw:
+            return None
+        return RAW_DIR if self.source == "raw" else Path(os.path.abspath(os.path.expanduser(str(self.source))))
+
+    def describe_source(self) -> str:
+        """Return one line naming the data set: LFW with its filter, or the own-photos folder."""
+        if self.is_lfw:
+            first = "" if self.max_people is None else f", the first {self.max_people}"
+            return f"LFW, people with >= {self.min_images_per_person} images{first}"
+        return f"own photos in {self.photo_dir}"
+
+
+def cv_folds(class_counts, max_folds: int = 5) -> int:
+    """Return the number of stratified CV folds the data supports: at most ``max_folds``, at most the smallest class.
+
+    Every fold must hold at least one image of every person; 2 is the minimum (a person with a single
+    training image cannot be cross-validated and raises).
+    """
+    smallest = int(min(class_counts))
+    if smallest < 2:
+        raise ValueError(f"a person has only {smallest} training image(s): cross-validation needs at least 2 each. "
+                         "Add photos of that person or leave them out.")
+    return max(2, min(int(max_folds), smallest))
 
 
 # ablation_epochs (notebook 03): None = the plain CNN gets the main model's full schedule and is compared with it;
@@ -175,12 +212,16 @@ _ACTIVE: Config | None = None
 def load(profile: str | None = None, **overrides) -> Config:
     """Return the :class:`Config` of a profile, with keyword overrides (e.g. ``source=...``) applied.
 
+    ``source`` defaults to ``$NNPRAK_PHOTOS`` when that is set (``make run PHOTOS=folder``), else the profile's (LFW).
+
     The returned config becomes the active one (:func:`active`), which ``plots.save_fig`` and other
     helpers use when no folder is given.
     """
     global _ACTIVE
     name = profile_name(profile)
     cfg = Config(profile=name, paths=_paths_for(name), **PROFILE_SETTINGS[name])
+    if "source" not in overrides and os.environ.get(PHOTOS_ENV):
+        overrides["source"] = os.environ[PHOTOS_ENV]
     _ACTIVE = replace(cfg, **overrides) if overrides else cfg
     return _ACTIVE
 

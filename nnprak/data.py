@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from . import config
 from .utils import atomic_path, sha1_file, show_progress
@@ -33,10 +33,20 @@ BAD_STATUSES = {
     "unreadable": "file cannot be opened (permissions?): check the file",
     "duplicate": "same bytes as another image of this person: kept once",
     "too_few": "person has too few usable images for a train/val/test split",
+    "too_large": "the image declares more pixels than PIL opens safely (a decompression bomb or a huge scan): "
+                 "resize it below 50 megapixels or remove it",
+    "broken_link": "symbolic link whose target does not exist: fix the link or remove it",
+    "empty_folder": "person folder without photos: add photos or remove the folder",
+    "no_person": "file outside any person folder: move it into <folder>/<person name>/",
+    "not_video": "video file OpenCV cannot read: re-export it as MP4 (H.264) or remove it",
+    "empty_video": "video without readable frames: re-export it as MP4 (H.264) or remove it",
+    "no_frames": "no sharp, distinct frame in this video: film the face longer, steadier and better lit",
 }
 """Statuses of rows the later stages skip, with the advice printed for each."""
 
-MANIFEST_COLUMNS = ["path", "person", "split", "sha1", "width", "height", "orig_mode", "tiny", "status", "reason"]
+MANIFEST_COLUMNS = ["path", "person", "split", "sha1", "width", "height", "orig_mode", "tiny", "status", "reason",
+                    "video", "frame"]
+"""Manifest columns; ``video``/``frame`` name the video and frame index a row was sampled from ("" / -1 for photos)."""
 SPLITS = ("train", "val", "test")
 
 
@@ -85,18 +95,63 @@ def open_image(path: str | os.PathLike) -> tuple[Image.Image, str]:
     if not data:
         raise ImageError(path, "empty", "0 bytes")
     try:
-        img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ImageError(path, "not_image", str(err).replace(f"{path}", "").strip() or "unknown format") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: large but allowed
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise ImageError(path, "too_large", _bomb_detail(err)) from None
+    except Exception:  # UnidentifiedImageError, OSError, or a plugin's own error on a strange file
+        raise ImageError(path, "not_image", sniff_format(data)) from None
     mode = img.mode
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
             rgb = to_rgb(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(path, "corrupt", str(err)) from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(path, "too_large", _bomb_detail(err)) from None
+    except MemoryError:
+        raise ImageError(path, "too_large", f"{img.width}x{img.height} px do not fit in memory") from None
+    except Exception as err:  # OSError (truncated), SyntaxError, ValueError, struct.error, ...
+        raise ImageError(path, "corrupt", f"{type(err).__name__}: {err}") from None
     return rgb, mode
+
+
+def _bomb_detail(err: Exception) -> str:
+    """Return PIL's decompression-bomb message in words: how many pixels the file declares, and PIL's limit."""
+    import re
+
+    nums = [int(x) for x in re.findall(r"(\d+) pixels", str(err))]
+    if len(nums) >= 2:
+        return f"declares {nums[0]:,} pixels, more than PIL's safety limit of {nums[1]:,}"
+    return str(err)
+
+
+_SIGNATURES = (
+    (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or Office document)"),
+    (b"\x1a\x45\xdf\xa3", "a WebM/Matroska video"), (b"RIFF", "a RIFF file (AVI video or WAV sound)"),
+)
+
+
+def sniff_format(data: bytes) -> str:
+    """Return words saying what a file that PIL cannot open seems to be (from its first bytes)."""
+    head = data[:64]
+    if head[4:8] == b"ftyp":
+        brand = head[8:12].decode("ascii", "replace").strip()
+        if brand.lower().startswith(("heic", "heix", "hevc", "mif1", "msf1", "heif")):
+            return f"a HEIC/HEIF photo (brand {brand!r}), which PIL cannot read: export it as JPEG"
+        return f"an MP4/QuickTime file (brand {brand!r}), not a photo"
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
+        return "an HTML/XML/SVG file (a saved web page?), not a photo"
+    try:
+        head.decode("utf-8")
+        return "a text file, not a photo"
+    except UnicodeDecodeError:
+        return f"an unknown format (first bytes {head[:8].hex(' ')})"
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -107,7 +162,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 def inspect_image(path: str | os.PathLike, min_side: int = 64) -> dict:
     """Return a manifest row's image fields (sha1, width, height, orig_mode, tiny, status, reason); never raises."""
     path = Path(path)
-    row = dict(sha1="", width=0, height=0, orig_mode="", tiny=False, status=STATUS_OK, reason="")
+    row = dict(sha1="", width=0, height=0, orig_mode="", tiny=False, status=STATUS_OK, reason="", video="", frame=-1)
     try:
         row["sha1"] = sha1_file(path)
         img, mode = open_image(path)
@@ -138,34 +193,99 @@ def abs_path(path: str | os.PathLike) -> Path:
 
 
 def person_files(root: str | os.PathLike) -> dict[str, list[Path]]:
-    """Return ``{person: [files]}`` for a folder laid out as ``<root>/<person>/**`` (hidden files skipped)."""
+    """Return ``{person: [files]}`` for a folder laid out as ``<root>/<person>/**`` (hidden files skipped).
+
+    Broken symbolic links are included (:func:`scan_files` reports them); empty folders map to ``[]``.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder. Put photos in {root}/<person name>/<photo>.jpg.")
     people = {}
     for person_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in person_dir.rglob("*")
-                       if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
+                       if (f.is_file() or (f.is_symlink() and not f.exists()))
+                       and not any(part.startswith(".") for part in f.relative_to(root).parts))
         people[person_dir.name] = files
     return people
 
 
-def scan_files(people: dict[str, Iterable[Path]], min_side: int = 64, progress: bool = True) -> pd.DataFrame:
-    """Return manifest rows (split still empty) for ``{person: files}``, validating every file."""
+def loose_files(root: str | os.PathLike) -> list[Path]:
+    """Return the files lying directly in ``root`` (outside any person folder; hidden files skipped)."""
+    return sorted(f for f in Path(root).iterdir()
+                  if (f.is_file() or f.is_symlink()) and not f.name.startswith(".") and not f.is_dir())
+
+
+def _problem_row(path: Path, person: str, status: str, detail: str) -> dict:
+    return dict(path=rel_path(path), person=person, split="", sha1="", width=0, height=0, orig_mode="", tiny=False,
+                status=status, reason=f"{detail}; {BAD_STATUSES[status]}", video="", frame=-1)
+
+
+def video_rows(video: Path, person: str, frames_dir: Path, min_side: int = 64) -> list[dict]:
+    """Return manifest rows for a person's video: one per kept frame (written under ``frames_dir``), or one problem row.
+
+    Frames are sampled, blurred and near-duplicate ones dropped (:func:`nnprak.video.extract_frames`); each kept
+    frame becomes a photo of the person with ``video`` (the video's path) and ``frame`` (its index) filled in.
+    """
+    from . import video as video_mod
+
+    try:
+        frames = video_mod.extract_frames(video, Path(frames_dir) / person)
+    except video_mod.VideoError as err:
+        return [_problem_row(video, person, err.status, err.detail)]
+    kept = frames[frames["kept"]]
+    if kept.empty:
+        dropped = frames["reason"].str.split(" ").str[0].value_counts().to_dict()
+        return [_problem_row(video, person, "no_frames", f"{len(frames)} frames sampled, dropped: {dropped}")]
+    rows = []
+    for _, fr in kept.iterrows():
+        row = dict(path=rel_path(fr["path"]), person=person, split="", **inspect_image(fr["path"], min_side))
+        row.update(video=rel_path(video), frame=int(fr["frame"]))
+        rows.append(row)
+    return rows
+
+
+def scan_files(people: dict[str, Iterable[Path]], min_side: int = 64, progress: bool = True,
+               frames_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Return manifest rows (split still empty) for ``{person: files}``, validating every file.
+
+    Videos (:data:`nnprak.video.VIDEO_SUFFIXES`) become rows of sampled frames written under ``frames_dir``
+    (listed as ``not_image`` when ``frames_dir`` is None); broken links get ``broken_link``.
+    """
     from tqdm.auto import tqdm
+
+    from .video import is_video
 
     items = [(person, Path(f)) for person, files in people.items() for f in files]
     rows = []
     for person, f in tqdm(items, desc="validating images", unit="img", disable=not show_progress(progress)):
-        rows.append(dict(path=rel_path(f), person=person, split="", **inspect_image(f, min_side)))
+        if f.is_symlink() and not f.exists():
+            rows.append(_problem_row(f, person, "broken_link", f"link to {os.readlink(f)}"))
+        elif is_video(f) and frames_dir is not None:
+            rows.extend(video_rows(f, person, Path(frames_dir), min_side))
+        else:
+            rows.append(dict(path=rel_path(f), person=person, split="", **inspect_image(f, min_side)))
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     df["split"] = df["split"].astype(str)
+    df["frame"] = df["frame"].astype(int)
     return df
 
 
-def scan_folder(root: str | os.PathLike, min_side: int = 64, progress: bool = True) -> pd.DataFrame:
-    """Return manifest rows for every file of an own-photos folder ``<root>/<person>/*``."""
-    return scan_files(person_files(root), min_side, progress)
+def scan_folder(root: str | os.PathLike, min_side: int = 64, progress: bool = True,
+                frames_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Return manifest rows for every file of an own-photos folder ``<root>/<person>/*``.
+
+    Besides one row per file (or per kept video frame), problems of the layout get a row each so that they are
+    listed with what to do: an empty person folder (``empty_folder``) and a file directly in ``root``
+    (``no_person``, person "").
+    """
+    people = person_files(root)
+    df = scan_files(people, min_side, progress, frames_dir)
+    extra = [_problem_row(Path(root) / person, person, "empty_folder", "no files")
+             for person, files in people.items() if not files]
+    extra += [_problem_row(f, "", "no_person", f"lies directly in {Path(root).name}/") for f in loose_files(root)]
+    if extra:
+        df = pd.concat([df, pd.DataFrame(extra, columns=MANIFEST_COLUMNS)], ignore_index=True)
+    return df
 
 
 def lfw_image_dir(lfw_dir: str | os.PathLike) -> Path:
@@ -301,10 +421,10 @@ def build_manifest(cfg: config.Config, progress: bool = True) -> pd.DataFrame:
     ``cfg.source`` is ``"lfw"``, ``"raw"`` (own photos in ``data/raw/<person>/``) or any folder laid out the same.
     Excluded files are printed with their reason; the scan never stops at a bad file.
     """
-    if cfg.source == "lfw":
+    if cfg.is_lfw:
         df = scan_lfw(config.find_lfw(), cfg.min_images_per_person, cfg.max_people, cfg.min_image_side, progress)
     else:
-        df = scan_folder(config.RAW_DIR if cfg.source == "raw" else cfg.source, cfg.min_image_side, progress)
+        df = scan_folder(cfg.photo_dir, cfg.min_image_side, progress, frames_dir=cfg.paths.interim / "frames")
     for _, row in df[df["status"] != STATUS_OK].iterrows():
         print(f"excluded: {row['path']}: {row['status']}: {row['reason']}")
     return split_manifest(mark_duplicates(df), cfg.split_fractions, cfg.seed)
@@ -323,8 +443,36 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebooks/01_data_collection_and_split.ipynb first.")
     df = pd.read_csv(path, dtype={"path": str, "person": str, "split": str, "sha1": str, "status": str,
-                                  "reason": str, "orig_mode": str}, keep_default_na=False)
+                                  "reason": str, "orig_mode": str, "video": str}, keep_default_na=False)
+    if "video" not in df:  # manifests written before videos were supported
+        df["video"], df["frame"] = "", -1
     return df
+
+
+def dataset_id(df: pd.DataFrame) -> str:
+    """Return a short hash of a manifest's usable rows (path, person, split, sha1): equal hashes, same data set."""
+    import hashlib
+
+    ok = df[df["status"] == STATUS_OK].sort_values("path")
+    text = "\n".join(f"{p}\t{q}\t{s}\t{h}" for p, q, s, h in zip(ok["path"], ok["person"], ok["split"], ok["sha1"]))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def describe_manifest(df: pd.DataFrame) -> dict:
+    """Return where a manifest's usable images come from: ``source`` (their common folder), ``description``
+    (e.g. "LFW: 62 people, 3,023 images" or "own photos in ~/photos: 5 people, 118 images"), ``people``, ``images``."""
+    from .utils import display_path
+
+    ok = df[df["status"] == STATUS_OK]
+    if ok.empty:
+        return {"source": "", "description": "no usable images", "people": 0, "images": 0}
+    origin = [v if v else p for v, p in zip(ok["video"], ok["path"])]
+    common = Path(os.path.commonpath([str(abs_path(p).parent.parent) for p in origin]))
+    size = f"{ok['person'].nunique()} people, {len(ok):,} images"
+    is_lfw = common.name == config.LFW_IMAGES_SUBDIR
+    return {"source": "lfw" if is_lfw else display_path(common),
+            "description": f"LFW: {size}" if is_lfw else f"own photos in {display_path(common)}: {size}",
+            "people": int(ok["person"].nunique()), "images": int(len(ok))}
 
 
 def split_table(df: pd.DataFrame) -> pd.DataFrame:

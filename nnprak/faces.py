@@ -10,10 +10,12 @@ kept in a per-image JSON sidecar (``<faces>/detections/<person>/<stem>.json``) s
 resumes without detecting again, and the returned table is the manifest plus these columns:
 
 =============  =====================================================================================
-face_status    ``ok`` | ``no_face`` | ``low_confidence`` | ``unreadable`` | ``skipped`` (manifest row not ok)
+face_status    ``ok`` | ``no_face`` | ``low_confidence`` | ``too_small`` | ``detector_error`` | ``unreadable`` |
+               ``skipped`` (manifest row not ok)
 face_reason    why a row is not ``ok`` ("" when ok)
 n_faces        faces MTCNN found (0 when none or not run)
 face_index     index of the selected face among them (-1 when none)
+min_face_size  the MTCNN minimum face size (px) of the detection used: ``cfg.min_face_size``, or the retry size
 prob           MTCNN probability of the selected face (NaN when none)
 box            JSON ``[x1, y1, x2, y2]`` of the selected face in original pixels ("" when none)
 landmarks      JSON 5×2 ``[[x, y], ...]``: left eye, right eye, nose, left and right mouth corner ("" when none)
@@ -24,7 +26,10 @@ crop_aligned   manifest-style path of the aligned crop ("" unless face_status is
 Face selection (``cfg.face_select``) when MTCNN finds several faces — among the faces with probability
 >= ``cfg.min_face_prob`` (all faces when none reaches it):
 
-* ``central``  (default) the face whose box centre is nearest the image centre: LFW is centred on its subject.
+* ``central``  (default) the face nearest the image centre *in units of its own size*:
+  (distance of the box centre from the image centre + a tenth of the image's shorter side) / sqrt(box area).
+  The subject of a portrait is central and large: a small face in the background near the centre does not
+  beat it, a large face slightly off-centre still wins, and of two equal faces the central one wins.
 * ``largest``  the face with the largest box area.
 * ``probable`` the face with the highest MTCNN probability.
 
@@ -32,7 +37,11 @@ A selected face below ``cfg.min_face_prob`` gives ``low_confidence`` (no crop wr
 
 Speed: LFW faces are large, so the detector ignores faces smaller than ``min_face_size`` pixels
 (:data:`DEFAULT_MIN_FACE_SIZE`, overridable by a ``min_face_size`` field of the config or an argument),
-which removes the most expensive levels of MTCNN's image pyramid. Photos larger than ``max_side`` pixels
+which removes the most expensive levels of MTCNN's image pyramid. An image in which no face is found at that
+size (a small web photo, a face far from the camera) is detected again at ``retry_min_face_size``
+(:data:`DEFAULT_RETRY_MIN_FACE_SIZE`, MTCNN's own default) before it is called ``no_face``; images smaller than
+the minimum face size go straight to that retry (MTCNN cannot run on them otherwise), and images with a side
+under 12 px (MTCNN's smallest window) are ``too_small``. Photos larger than ``max_side`` pixels
 are detected on a downscaled copy (boxes are mapped back), crops always come from the original.
 """
 from __future__ import annotations
@@ -52,10 +61,10 @@ from PIL import Image
 from . import data
 from .utils import atomic_path, show_progress, write_json
 
-FACE_STATUSES = ("ok", "no_face", "low_confidence", "unreadable", "skipped")
+FACE_STATUSES = ("ok", "no_face", "low_confidence", "too_small", "detector_error", "unreadable", "skipped")
 SELECT_RULES = ("central", "largest", "probable")
 VARIANTS = ("plain", "aligned")
-FACE_COLUMNS = ["face_status", "face_reason", "n_faces", "face_index", "prob", "box", "landmarks",
+FACE_COLUMNS = ["face_status", "face_reason", "n_faces", "face_index", "min_face_size", "prob", "box", "landmarks",
                 "crop_plain", "crop_aligned"]
 
 DEFAULT_MIN_FACE_SIZE = 60
@@ -64,6 +73,10 @@ DEFAULT_MIN_FACE_SIZE = 60
 LFW's subjects are 62-145 px wide (median 92) in its 250 px images; 60 finds all 3,023 of the default profile at
 about half the CPU time of 40. Own photos with smaller faces (group or full-body shots) need a lower value.
 """
+DEFAULT_RETRY_MIN_FACE_SIZE = 20
+"""Minimum face size of the second detection of images without a face (MTCNN's default)."""
+MTCNN_WINDOW = 12
+"""P-Net's input size: MTCNN cannot look at an image whose shorter side is below this."""
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 """MTCNN's P-, R- and O-net thresholds (facenet-pytorch defaults)."""
 DEFAULT_FACTOR = 0.709
@@ -77,7 +90,7 @@ ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.025
                                  [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
 """Canonical positions of the 5 MTCNN landmarks in a 112×112 ArcFace crop (insightface)."""
 
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -91,11 +104,13 @@ class DetectorSettings:
     thresholds: tuple = DEFAULT_THRESHOLDS
     factor: float = DEFAULT_FACTOR
     max_side: int | None = DEFAULT_MAX_SIDE
+    retry_min_face_size: int | None = DEFAULT_RETRY_MIN_FACE_SIZE
 
     def as_dict(self) -> dict:
         """Return the settings as a JSON-friendly dict."""
         return dict(min_face_size=int(self.min_face_size), thresholds=[float(t) for t in self.thresholds],
-                    factor=float(self.factor), max_side=self.max_side)
+                    factor=float(self.factor), max_side=self.max_side,
+                    retry_min_face_size=None if self.retry_min_face_size is None else int(self.retry_min_face_size))
 
 
 _DETECTORS: dict = {}
@@ -131,25 +146,22 @@ def _as_detection(boxes, probs, points) -> Detection:
     return boxes.round(2), probs.round(6), points.round(2)
 
 
-def _detect_batch(mtcnn, images: list[Image.Image], stats: dict | None = None) -> list[Detection]:
-    """Return the detections of equal-sized images in one MTCNN call, per image if the batch call fails."""
+def _detect_batch(mtcnn, images: list[Image.Image], stats: dict | None = None) -> list[Detection | str]:
+    """Return the detections of equal-sized images in one MTCNN call, per image if the batch call fails.
+
+    An image MTCNN raises on even alone gives the error's text instead of a detection.
+    """
     if stats is not None:
         stats["detector_calls"] = stats.get("detector_calls", 0) + 1
     try:
         boxes, probs, points = mtcnn.detect(list(images), landmarks=True)
         return [_as_detection(b, p, l) for b, p, l in zip(boxes, probs, points)]
-    except Exception:  # facenet-pytorch's batch path can raise (ragged numpy arrays, size mismatch)
+    except Exception as err:  # facenet-pytorch's batch path can raise (ragged numpy arrays, size mismatch)
         if len(images) == 1:
-            raise
+            return [f"MTCNN failed on this image ({type(err).__name__}: {err})"]
         if stats is not None:
             stats["batch_fallbacks"] = stats.get("batch_fallbacks", 0) + 1
-        out = []
-        for img in images:
-            try:
-                out.append(_detect_batch(mtcnn, [img], stats))
-            except Exception:  # one image MTCNN cannot handle: treat it as no face
-                out.append([_empty_detection()])
-        return [d[0] for d in out]
+        return [_detect_batch(mtcnn, [img], stats)[0] for img in images]
 
 
 def _downscale(img: Image.Image, max_side: int | None) -> tuple[Image.Image, float]:
@@ -161,11 +173,12 @@ def _downscale(img: Image.Image, max_side: int | None) -> tuple[Image.Image, flo
 
 
 def detect(images: Sequence[Image.Image], mtcnn=None, batch_size: int = 32, max_side: int | None = DEFAULT_MAX_SIDE,
-           stats: dict | None = None) -> list[Detection]:
+           stats: dict | None = None, errors: dict | None = None) -> list[Detection]:
     """Return one ``(boxes (n,4), probs (n,), landmarks (n,5,2))`` per RGB image, all faces, original pixels.
 
     Equal-sized images are detected together in batches of ``batch_size`` (fewer when they are large);
-    an image without faces gives arrays with n = 0.
+    an image without faces gives arrays with n = 0, and so does an image MTCNN fails on (too small for its
+    ``min_face_size``, say): never an exception. ``errors``, when given, receives ``{index: reason}`` for those.
     """
     mtcnn = mtcnn if mtcnn is not None else make_detector()
     scaled = [_downscale(img, max_side) for img in images]
@@ -178,9 +191,70 @@ def detect(images: Sequence[Image.Image], mtcnn=None, batch_size: int = 32, max_
         for k in range(0, len(idx), step):
             chunk = idx[k:k + step]
             dets = _detect_batch(mtcnn, [scaled[i][0] for i in chunk], stats)
-            for i, (boxes, probs, points) in zip(chunk, dets):
+            for i, det in zip(chunk, dets):
+                if isinstance(det, str):
+                    if errors is not None:
+                        errors[i] = det
+                    det = _empty_detection()
+                boxes, probs, points = det
                 s = scaled[i][1]
                 out[i] = (boxes, probs, points) if s == 1.0 else _as_detection(boxes / s, probs, points / s)
+    return out
+
+
+def detection_side(size: tuple[int, int], max_side: int | None = DEFAULT_MAX_SIDE) -> float:
+    """Return the shorter side (px) of an image of ``size`` as MTCNN sees it (after the ``max_side`` downscale)."""
+    w, h = size
+    s = min(1.0, max_side / max(w, h)) if max_side else 1.0
+    return min(w, h) * s
+
+
+def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings", batch_size: int = 32,
+                      stats: dict | None = None, min_prob: float = 0.0) -> list[tuple[Detection, int, str]]:
+    """Return ``(detection, min_face_size used, problem)`` per image: detected at ``settings.min_face_size``, and
+    where no face with probability >= ``min_prob`` was found, again at ``settings.retry_min_face_size``.
+
+    The retry's detection replaces the first one when it has a face reaching ``min_prob`` (or the first had
+    none at all). Images whose shorter side is below the minimum face size are detected at the retry size (or
+    at their own side when that is smaller still); ``problem`` is "" or the reason no detection could be made
+    (``"too_small: ..."``, ``"detector_error: ..."``), with an empty detection.
+    """
+    out: list = [None] * len(images)
+    first, retry = [], []
+    for i, img in enumerate(images):
+        side = detection_side(img.size, settings.max_side)
+        if side < MTCNN_WINDOW:
+            out[i] = (_empty_detection(), 0, f"too_small: {img.width}x{img.height} px, MTCNN needs faces of at "
+                                             f"least {MTCNN_WINDOW} px: use a larger photo")
+        elif side < settings.min_face_size:
+            retry.append(i)
+        else:
+            first.append(i)
+    if first:
+        errors: dict = {}
+        mtcnn = make_detector(settings.min_face_size, settings.thresholds, settings.factor)
+        for k, det in enumerate(detect([images[i] for i in first], mtcnn, batch_size, settings.max_side, stats, errors)):
+            out[first[k]] = (det, settings.min_face_size, f"detector_error: {errors[k]}" if k in errors else "")
+        retry += [i for i in first if not (out[i][0][1] >= min_prob).any()]
+    low = settings.retry_min_face_size
+    by_size: dict[int, list[int]] = {}
+    for i in retry:
+        side = detection_side(images[i].size, settings.max_side)
+        size = int(min(low if low else settings.min_face_size, side))
+        if low is None and out[i] is not None:
+            continue  # no retry configured: keep the first result
+        by_size.setdefault(size, []).append(i)
+    for size, idx in by_size.items():
+        errors = {}
+        mtcnn = make_detector(size, settings.thresholds, settings.factor)
+        if stats is not None:
+            stats["retried"] = stats.get("retried", 0) + len(idx)
+        for k, det in enumerate(detect([images[i] for i in idx], mtcnn, batch_size, settings.max_side, stats, errors)):
+            before = out[idx[k]]
+            if before is not None and not before[2] and (k in errors or not (
+                    (det[1] >= min_prob).any() or len(before[0][0]) == 0)):
+                continue  # the retry failed or found nothing better: keep the first pass's result
+            out[idx[k]] = (det, size, f"detector_error: {errors[k]}" if k in errors else "")
     return out
 
 
@@ -206,10 +280,10 @@ def select_face(boxes: np.ndarray, probs: np.ndarray, image_size: tuple[int, int
         key = -area
     elif rule == "probable":
         key = -p
-    else:
+    else:  # distance from the centre (plus a tenth of the image) in units of the face's own size
         w, h = image_size
         cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-        key = (cx - w / 2) ** 2 + (cy - h / 2) ** 2
+        key = (np.hypot(cx - w / 2, cy - h / 2) + 0.1 * min(w, h)) / np.sqrt(np.maximum(area, 1e-9))
     order = np.lexsort((-area, key))  # ties: the larger face
     return int(cand[order[0]])
 
@@ -323,11 +397,11 @@ def _sidecar_detection(rec: dict) -> Detection:
 
 
 def _write_sidecar(path: Path, source: str, image_size, settings: DetectorSettings, det: Detection,
-                   crop: dict | None) -> None:
+                   crop: dict | None, used: int, problem: str) -> None:
     boxes, probs, points = det
     write_json(path, dict(version=SIDECAR_VERSION, source=source, image_size=list(image_size),
-                          detector=settings.as_dict(), boxes=boxes.tolist(), probs=probs.tolist(),
-                          landmarks=points.tolist(), crop=crop))
+                          detector=settings.as_dict(), min_face_size_used=int(used), problem=problem,
+                          boxes=boxes.tolist(), probs=probs.tolist(), landmarks=points.tolist(), crop=crop))
 
 
 def _save_png(img: Image.Image, path: Path) -> None:
@@ -344,11 +418,14 @@ def _write_crops(img: Image.Image, det: Detection, j: int, paths: dict, size: in
 # ----------------------------------------------------------------------------------------------------------
 # The stage: a manifest in, the crops table out
 # ----------------------------------------------------------------------------------------------------------
-def _selection(det: Detection, image_size, rule: str, min_prob: float) -> dict:
+def _selection(det: Detection, image_size, rule: str, min_prob: float, used: int = 0, problem: str = "") -> dict:
     boxes, probs, points = det
     i = select_face(boxes, probs, image_size, rule, min_prob)
-    row = dict(n_faces=len(boxes), face_index=i, prob=math.nan, box="", landmarks="", face_status="no_face",
-               face_reason="MTCNN found no face")
+    row = dict(n_faces=len(boxes), face_index=i, min_face_size=int(used), prob=math.nan, box="", landmarks="",
+               face_status="no_face", face_reason=f"MTCNN found no face of {used} px or more")
+    if problem:
+        status, reason = problem.split(": ", 1)
+        row.update(face_status=status, face_reason=reason)
     if i < 0:
         return row
     row.update(prob=float(probs[i]), box=json.dumps([float(v) for v in boxes[i]]),
@@ -362,10 +439,12 @@ def _selection(det: Detection, image_size, rule: str, min_prob: float) -> dict:
 def detector_settings(cfg, **overrides) -> DetectorSettings:
     """Return the :class:`DetectorSettings` of a config (its min_face_size/mtcnn_* fields if any) plus ``overrides``.
 
-    Config fields read when present: ``min_face_size``, ``mtcnn_thresholds``, ``mtcnn_factor``, ``detect_max_side``;
+    Config fields read when present: ``min_face_size``, ``retry_min_face_size``, ``mtcnn_thresholds``,
+    ``mtcnn_factor``, ``detect_max_side``;
     otherwise the module defaults apply.
     """
     base = dict(min_face_size=getattr(cfg, "min_face_size", DEFAULT_MIN_FACE_SIZE),
+                retry_min_face_size=getattr(cfg, "retry_min_face_size", DEFAULT_RETRY_MIN_FACE_SIZE),
                 thresholds=tuple(getattr(cfg, "mtcnn_thresholds", DEFAULT_THRESHOLDS)),
                 factor=getattr(cfg, "mtcnn_factor", DEFAULT_FACTOR),
                 max_side=getattr(cfg, "detect_max_side", DEFAULT_MAX_SIDE))
@@ -406,7 +485,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
         raise ValueError(f"cfg.face_select={rule!r}; use one of {', '.join(SELECT_RULES)}")
     torch.set_num_threads(int(cfg.threads))
     stats = stats if stats is not None else {}
-    stats.update(rows=len(df), detected=0, reused=0, cropped=0, skipped=0, unreadable=0, detector_calls=0,
+    stats.update(rows=len(df), detected=0, reused=0, retried=0, cropped=0, skipped=0, unreadable=0, detector_calls=0,
                  batch_fallbacks=0)
 
     rows: list[dict] = [dict() for _ in range(len(df))]
@@ -423,7 +502,6 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
                             for c in ("width", "height")})
     todo.sort(key=lambda i: (size_of.at[i, "width"], size_of.at[i, "height"]))
 
-    mtcnn = None
     bar = tqdm(total=len(todo), desc="faces", unit="img", disable=not show_progress(progress))
     done = 0
     batch = max(1, int(cfg.detect_batch_size))
@@ -434,12 +512,15 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
         src_mtime = {i: _mtime(src[i]) for i in chunk}
         dets: dict[int, Detection] = {}
         sizes: dict[int, tuple] = {}
+        used: dict[int, int] = {}        # min_face_size of the detection kept
+        problems: dict[int, str] = {}    # "" or "<face_status>: <reason>" when no detection could be made
         need_crop: list[int] = []
         done_crops: dict[int, dict | None] = {}  # crop settings of the crops made by an earlier run
         for i in chunk:
             rec = _read_sidecar(paths[i]["detections"], src_mtime[i], settings)
             if rec is not None:
                 dets[i], sizes[i], done_crops[i] = _sidecar_detection(rec), tuple(rec["image_size"]), rec.get("crop")
+                used[i], problems[i] = int(rec["min_face_size_used"]), rec["problem"]
                 stats["reused"] += 1
         images: dict[int, Image.Image] = {}
         for i in chunk:
@@ -451,14 +532,12 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
                 rows[i] = dict(face_status="unreadable", face_reason=f"{err.status}: {err.detail}")
                 stats["unreadable"] += 1
         if images:
-            if mtcnn is None:
-                mtcnn = make_detector(settings.min_face_size, settings.thresholds, settings.factor)
-            new = detect(list(images.values()), mtcnn, batch, settings.max_side, stats)
-            for i, det in zip(images, new):
-                dets[i], sizes[i] = det, images[i].size
+            for i, (det, size_used, problem) in zip(images, detect_with_retry(list(images.values()), settings, batch,
+                                                                               stats, min_prob)):
+                dets[i], sizes[i], used[i], problems[i] = det, images[i].size, size_used, problem
                 stats["detected"] += 1
         for i in dets:
-            sel = _selection(dets[i], sizes[i], rule, min_prob)
+            sel = _selection(dets[i], sizes[i], rule, min_prob, used[i], problems[i])
             rows[i] = sel
             if sel["face_status"] != "ok":
                 continue
@@ -483,7 +562,8 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
             if rows[i].get("face_status") == "unreadable" or not (i in images or i in need_crop):
                 continue
             crop = dict(crop_key, face_index=rows[i]["face_index"]) if rows[i]["face_status"] == "ok" else None
-            _write_sidecar(paths[i]["detections"], df.at[i, "path"], sizes[i], settings, dets[i], crop)
+            _write_sidecar(paths[i]["detections"], df.at[i, "path"], sizes[i], settings, dets[i], crop, used[i],
+                           problems[i])
         done += len(chunk)
         bar.update(len(chunk))
         if on_batch is not None:
@@ -491,12 +571,13 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     bar.close()
 
     face = pd.DataFrame(rows, index=df.index)
-    defaults = dict(face_status="skipped", face_reason="", n_faces=0, face_index=-1, prob=math.nan, box="",
-                    landmarks="", crop_plain="", crop_aligned="")
+    defaults = dict(face_status="skipped", face_reason="", n_faces=0, face_index=-1, min_face_size=0, prob=math.nan,
+                    box="", landmarks="", crop_plain="", crop_aligned="")
     for col in FACE_COLUMNS:
         face[col] = face[col].fillna(defaults[col]) if col in face else defaults[col]
     face["n_faces"] = face["n_faces"].astype(int)
     face["face_index"] = face["face_index"].astype(int)
+    face["min_face_size"] = face["min_face_size"].astype(int)
     face["prob"] = face["prob"].astype(float)
     table = pd.concat([df.drop(columns=[c for c in FACE_COLUMNS if c in df]), face[FACE_COLUMNS]], axis=1)
     stats["ok"] = int((table["face_status"] == "ok").sum())
@@ -515,12 +596,15 @@ def load_crops(path: str | os.PathLike) -> pd.DataFrame:
     df["prob"] = pd.to_numeric(df["prob"], errors="coerce").astype(float)
     df["n_faces"] = pd.to_numeric(df["n_faces"]).astype(int)
     df["face_index"] = pd.to_numeric(df["face_index"]).astype(int)
+    if "min_face_size" in df:
+        df["min_face_size"] = pd.to_numeric(df["min_face_size"]).astype(int)
     return df
 
 
 def failures(table: pd.DataFrame) -> pd.DataFrame:
     """Return the rows whose face_status is not ``ok``: path, person, split, face_status, face_reason, n_faces, prob."""
     cols = ["path", "person", "split", "face_status", "face_reason", "n_faces", "prob"]
+    cols = [c for c in cols if c in table]
     return table.loc[table["face_status"] != "ok", cols].reset_index(drop=True)
 
 

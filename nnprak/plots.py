@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,6 +16,42 @@ from .utils import atomic_path
 
 FORMATS = ("pdf", "png")
 """PDF (vector) goes into the report, PNG into slides and the README."""
+
+CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK", "Source Han Sans", "Noto Serif CJK", "Source Han Serif",
+                "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing", "AR PL UKai",
+                "IPAexGothic", "IPAGothic", "Takao", "NanumGothic", "UnDotum")
+"""Font families (name prefixes, preferred first) that cover Chinese, Japanese and Korean person names."""
+
+
+def _cjk_family() -> str | None:
+    """Return the first installed CJK family matplotlib knows (by :data:`CJK_FAMILIES` order), or None."""
+    from matplotlib import font_manager
+
+    names = sorted({f.name for f in font_manager.fontManager.ttflist})
+    return next((n for prefix in CJK_FAMILIES for n in names if n.startswith(prefix)), None)
+
+
+def use_fallback_fonts() -> list[str]:
+    """Make matplotlib fall back per glyph to an installed CJK font and return the font family list in use."""
+    from matplotlib import font_manager
+
+    family = _cjk_family()
+    if family is None and shutil.which("fc-list"):
+        listed = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout
+        if listed.strip():  # installed after matplotlib cached its font list: rebuild the cache once, in place
+            vars(font_manager.fontManager).update(vars(font_manager._load_fontmanager(try_read_cache=False)))
+            family = _cjk_family()
+    if family is None:
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from font", category=UserWarning)
+        print("nnprak.plots: no CJK font found, so Chinese/Japanese/Korean names are drawn as boxes; "
+              "install one with `make setup-fonts` (or `apt-get install fonts-noto-cjk`).")
+        return list(plt.rcParams["font.family"])
+    plt.rcParams["font.family"] = ["DejaVu Sans", family]  # call again after sns.set_theme(), which resets it
+    return list(plt.rcParams["font.family"])
+
+
+FONT_FAMILIES = use_fallback_fonts()
+"""The font family list set at import: DejaVu Sans, then an installed CJK font (when there is one)."""
 
 
 def save_fig(name: str, fig=None, folder: str | os.PathLike | None = None, formats=FORMATS, dpi: int = 150,

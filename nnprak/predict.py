@@ -44,7 +44,9 @@ def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: 
                   min_prob: float = 0.9) -> list[FacePrediction]:
     """Return a prediction for every face in ``image`` with detection probability >= ``min_prob``, left to right."""
     embedder = embedder or embed.get_embedder(model.backend, model.info.get("variant", "plain"))
-    boxes, probs, landmarks = faces.detect([image])[0]
+    (boxes, probs, landmarks), _, problem = faces.detect_with_retry([image], faces.DetectorSettings(), min_prob=min_prob)[0]
+    if problem:
+        raise NoFaceFound(problem.split(": ", 1)[1])
     keep = probs >= min_prob
     boxes, probs, landmarks = boxes[keep], probs[keep], landmarks[keep]
     if len(boxes) == 0:

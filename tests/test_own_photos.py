@@ -1,0 +1,363 @@
+"""Own photos end to end: the data shapes students bring, made here from LFW, and every bad input.
+
+Shapes (built in temporary folders by ``bench/make_photo_sets.py``, the same code the README's numbers used):
+40 people x 10 grayscale PGM files; 5 people x 24 web photos of mixed size and format with small faces and
+non-Latin folder names; a folder holding each bad input. The photo folders must be byte-identical afterwards.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nnprak import classify, config, data, embed, faces, results
+
+sys.path.insert(0, str(config.ROOT / "bench"))
+import make_photo_sets  # noqa: E402
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Return {relative path: sha1 of the bytes (or the link target)} of everything under ``root``."""
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha1(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
+def cfg_for(tmp: Path, photos: Path, **kw) -> config.Config:
+    """Return a default-profile config whose outputs all go below ``tmp`` and whose source is ``photos``."""
+    paths = config.Paths(root=config.ROOT, interim=tmp / "interim", processed=tmp / "processed", models=tmp / "models",
+                         results=tmp / "results", figures=tmp / "figures", tables=tmp / "tables",
+                         notebooks_out=tmp / "notebooks")
+    return config.load("default", source=str(photos), paths=paths.make(), **kw)
+
+
+def run_pipeline(cfg: config.Config) -> dict:
+    """Run stages 01, 02 and the embeddings of 05 on ``cfg``; return manifest, crops table and embeddings."""
+    manifest = data.build_manifest(cfg, progress=False)
+    data.save_manifest(manifest, cfg.paths.manifest)
+    table = faces.crop_manifest(manifest, cfg, progress=False)
+    X = embed.cached_embeddings(embed.get_embedder("dlib"), table, cfg.paths.embeddings, progress=False)
+    return dict(manifest=manifest, table=table, X=X)
+
+
+def fit_and_test(run: dict, kind: str, cfg: config.Config) -> tuple[float, classify.GridSearchCV]:
+    """Return (test accuracy, fitted search) of one classifier kind, chosen with the validation split."""
+    table, X = run["table"], run["X"]
+    y, split = table["person"].to_numpy(dtype=object), table["split"].to_numpy()
+    has = ~np.isnan(X).any(axis=1)
+    tr, va, te = (split == "train") & has, (split == "val") & has, split == "test"
+    search = classify.fit_classifier(kind, X[tr], y[tr], X_val=X[va], y_val=y[va], max_cv_folds=cfg.max_cv_folds)
+    pred, _ = classify.predict_with_missing(search, X[te])
+    return float(np.mean(pred == y[te])), search
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 40 people x 10 grayscale PGM files
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pgm40(tmp_path_factory, lfw_dir):
+    photos = tmp_path_factory.mktemp("pgm40") / "photos"
+    photos.mkdir()
+    make_photo_sets.make_gray(photos, config.SEED, 40, 10, "PPM", ".pgm")
+    before = tree_digest(photos)
+    cfg = cfg_for(tmp_path_factory.mktemp("pgm40_out"), photos)
+    return dict(photos=photos, before=before, cfg=cfg, **run_pipeline(cfg))
+
+
+@pytest.mark.slow
+def test_pgm40_manifest_split_and_faces(pgm40):
+    m, t = pgm40["manifest"], pgm40["table"]
+    assert len(m) == 400 and (m["status"] == "ok").all() and set(m["orig_mode"]) == {"L"}
+    counts = m.groupby(["person", "split"]).size().unstack()
+    assert (counts["train"] == 6).all() and (counts["val"] == 2).all() and (counts["test"] == 2).all()
+    assert (t["face_status"] == "ok").mean() >= 0.99
+    assert tree_digest(pgm40["photos"]) == pgm40["before"], "the photo folder must not change"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["svm_linear", "svm_rbf", "knn"])
+def test_pgm40_classifiers_hold_on_six_photos_per_person(pgm40, kind):
+    acc, search = fit_and_test(pgm40, kind, pgm40["cfg"])
+    sel = search.selection_
+    assert sel["cv_folds"] == 5  # 6 training photos per person: 5 folds (at most max_cv_folds)
+    assert sel["val_score"] is not None and sel["val_score"] >= sel["cv_score"] - classify.validation_tolerance(
+        sel["cv_score"], 80)
+    assert acc >= 0.95, (kind, acc, classify.describe_selection(search))
+
+
+@pytest.mark.slow
+def test_ties_go_to_the_less_regularised_setting(pgm40):
+    """The issue's case: every C scores 1.000 in CV; the smallest C was kept and named one person for every face."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    X, y, tr, va = _train_val(pgm40)
+    s = GridSearchCV(classify.make_pipeline("svm_linear"), {"svc__C": [0.01, 1, 100]}, scoring="balanced_accuracy",
+                     cv=StratifiedKFold(5, shuffle=True, random_state=0), refit=False).fit(X[tr], y[tr])
+    s.cv_results_["mean_test_score"][:] = 1.0   # force the tie the issue saw
+    s = classify.select_model(s, "svm_linear", X[tr], y[tr], X[va], y[va])
+    assert s.best_params_ == {"svc__C": 100} and s.selection_["tie"] == 3
+    assert "tie of 3 settings" in classify.describe_selection(s)
+
+
+@pytest.mark.slow
+def test_a_setting_that_fails_on_validation_is_rejected(pgm40):
+    """A degenerate refit (here: a classifier that names the most frequent person for every face, what the tiny-C
+    linear SVM did) ranked first by CV is rejected on the validation split; offered alone it is kept with a warning."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import SVC
+
+    X, y, tr, va = _train_val(pgm40)
+    is_good = lambda p: isinstance(p["svc"], SVC)   # noqa: E731 -- tie key: the degenerate one sorts first
+
+    def search(candidates):
+        s = GridSearchCV(classify.make_pipeline("svm_linear"), {"svc": candidates}, scoring="balanced_accuracy",
+                         cv=StratifiedKFold(5, shuffle=True, random_state=0), refit=False).fit(X[tr], y[tr])
+        s.cv_results_["mean_test_score"][:] = 1.0
+        return s
+
+    both = classify.select_model(search([DummyClassifier(strategy="most_frequent"), SVC(kernel="linear", C=100)]),
+                                 "svm_linear", X[tr], y[tr], X[va], y[va], tie_key=is_good)
+    assert isinstance(both.best_params_["svc"], SVC) and len(both.selection_["rejected"]) == 1
+    assert both.selection_["rejected"][0]["val_score"] < 0.1 and "rejected" in classify.describe_selection(both)
+    assert np.mean(both.predict(X[va]) == y[va]) >= 0.95
+    alone = classify.select_model(search([DummyClassifier(strategy="most_frequent")]), "svm_linear", X[tr], y[tr],
+                                  X[va], y[va], tie_key=is_good)
+    assert alone.selection_["warning"] and "WARNING" in classify.describe_selection(alone)
+
+
+def _train_val(run):
+    t, X = run["table"], run["X"]
+    y, split = t["person"].to_numpy(dtype=object), t["split"].to_numpy()
+    has = ~np.isnan(X).any(axis=1)
+    return X, y, (split == "train") & has, (split == "val") & has
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5 people x 24 web photos: sizes from 125 to 1,600 px, six formats, small faces, non-Latin folder names
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def web5(tmp_path_factory, lfw_dir):
+    photos = tmp_path_factory.mktemp("web5") / "photos"
+    photos.mkdir()
+    make_photo_sets.make_web(photos, config.SEED)
+    before = tree_digest(photos)
+    cfg = cfg_for(tmp_path_factory.mktemp("web5_out"), photos)
+    return dict(photos=photos, before=before, cfg=cfg, **run_pipeline(cfg))
+
+
+@pytest.mark.slow
+def test_web5_every_face_found_with_the_retry(web5):
+    m, t = web5["manifest"], web5["table"]
+    assert len(m) == 120 and (m["status"] == "ok").all()
+    assert {"鲍勃", "Иван_Петров"} <= set(m["person"])
+    suffixes = {Path(p).suffix.lower() for p in m["path"]}
+    assert {".png", ".jpg", ".webp", ".bmp", ".tiff", ".gif"} <= suffixes
+    assert t["face_status"].isin(["ok", "low_confidence"]).all(), faces.failures(t)  # a face in every photo
+    assert (t["face_status"] == "ok").mean() >= 0.98, faces.failures(t)
+    small = t[t["min_face_size"] == web5["cfg"].retry_min_face_size]
+    assert len(small) >= 3, "small faces in larger pictures need the retry"
+    assert (small["width"] == 640).all()  # ... and only those: the retry is not applied where a face was found
+    assert tree_digest(web5["photos"]) == web5["before"]
+
+
+@pytest.mark.slow
+def test_web5_retry_finds_what_mtcnn_default_finds(web5):
+    """No face is lost that MTCNN at its default minimum face size (20 px) finds with probability > 0.9."""
+    t = web5["table"]
+    default = faces.make_detector(min_face_size=20)
+    for _, r in t.iterrows():
+        boxes, probs, _ = faces.detect([data.load_image(data.abs_path(r["path"]))], default)[0]
+        if (probs > 0.9).any():
+            assert r["face_status"] == "ok", r["path"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["svm_linear", "knn"])
+def test_web5_classifiers(web5, kind):
+    acc, search = fit_and_test(web5, kind, web5["cfg"])
+    assert acc >= 0.95, (kind, acc, classify.describe_selection(search))
+
+
+def test_central_rule_weighs_face_size():
+    """A small face near the centre does not beat the large subject slightly off it; among equal faces, central wins."""
+    boxes = np.array([[115, 115, 135, 135],      # 20 px face 0 px from the centre of a 250 px image
+                      [70, 60, 170, 160]])        # 100 px face 14 px from the centre
+    probs = np.array([0.99, 0.99])
+    assert faces.select_face(boxes, probs, (250, 250), "central") == 1
+    equal = np.array([[0, 0, 60, 60], [95, 95, 155, 155]])
+    assert faces.select_face(equal, probs, (250, 250), "central") == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad inputs: every one listed with a reason, none crashes a stage
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, lfw_dir):
+    photos = tmp_path_factory.mktemp("bad") / "photos"
+    photos.mkdir()
+    make_photo_sets.make_bad(photos, config.SEED)
+    first = sorted(p for p in photos.iterdir() if p.is_dir() and any(p.iterdir()))[0]
+    Image.new("RGB", (8, 8), (128, 100, 90)).save(first / "speck.png")           # below MTCNN's 12 px window
+    Image.new("RGB", (400, 40), (128, 100, 90)).save(first / "banner.png")       # shorter side < min_face_size
+    (first / "page.jpg").write_text("<!DOCTYPE html><html><body>404</body></html>")
+    before = tree_digest(photos)
+    cfg = cfg_for(tmp_path_factory.mktemp("bad_out"), photos)
+    manifest = data.build_manifest(cfg, progress=False)
+    table = faces.crop_manifest(manifest, cfg, progress=False)
+    return dict(photos=photos, first=first, before=before, manifest=manifest, table=table, cfg=cfg)
+
+
+def _status(df, name):
+    rows = df[df["path"].str.endswith(name)]
+    assert len(rows) == 1, (name, df["path"].tolist())
+    return rows.iloc[0]
+
+
+@pytest.mark.parametrize("name, status, words", [
+    ("bomb.png", "too_large", "declares 900,000,000 pixels"),
+    ("broken_link.jpg", "broken_link", "does_not_exist.jpg"),
+    ("Empty_Person", "empty_folder", "no files"),
+    ("loose_photo.jpg", "no_person", "move it into"),
+    ("empty.jpg", "empty", "0 bytes"),
+    ("notes.jpg", "not_image", "a text file"),
+    ("page.jpg", "not_image", "HTML"),
+    ("truncated.jpg", "corrupt", "truncated"),
+    ("copy_of_00.jpg", "duplicate", "same bytes as"),
+    ("clip.mp4", "not_video", "MP4"),
+])
+def test_bad_inputs_are_listed_with_a_reason(bad, name, status, words):
+    r = _status(bad["manifest"], name)
+    assert r["status"] == status and words in r["reason"], r.to_dict()
+    assert "object at 0x" not in r["reason"] and r["reason"] == r["reason"].strip()
+    assert data.BAD_STATUSES[status].split(":")[0] in r["reason"]  # the advice comes with it
+
+
+def test_too_few_photos_and_the_rest_usable(bad):
+    m = bad["manifest"]
+    few = m[m["status"] == "too_few"]
+    assert few["person"].nunique() == 1 and len(few) == 2
+    ok = m[m["status"] == "ok"]
+    assert ok["person"].nunique() == 4 and all(data.split_checks(m).values())
+
+
+def test_bad_images_do_not_crash_detection(bad):
+    t = bad["table"]
+    assert _status(t, "speck.png")["face_status"] == "too_small"
+    assert "12 px" in _status(t, "speck.png")["face_reason"]
+    banner = _status(t, "banner.png")
+    assert banner["face_status"] == "no_face" and banner["min_face_size"] == 20
+    tiny = _status(t, "tiny24.png")
+    assert tiny["face_status"] in ("ok", "no_face", "low_confidence") and tiny["min_face_size"] == 20
+    assert (t.loc[bad["manifest"]["status"] == "ok", "face_status"] != "skipped").all()
+    assert tree_digest(bad["photos"]) == bad["before"], "nothing in the photo folder may change"
+
+
+def test_predict_rejects_a_decompression_bomb_in_one_line(bad, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "nnprak", "predict", str(bad["first"] / "bomb.png"),
+                          "--model", str(tmp_path / "none.joblib")], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    model = tmp_path / "m.joblib"
+    X = np.random.default_rng(0).normal(size=(6, 128))
+    fitted = classify.make_pipeline("knn").set_params(knn__n_neighbors=1).fit(X, list("aabbcc"))
+    classify.FaceClassifier(fitted, 0.5, backend="dlib", kind="knn").save(model)
+    out = subprocess.run([sys.executable, "-m", "nnprak", "predict", str(bad["first"] / "bomb.png"), "--model",
+                          str(model)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "too_large" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Videos, one command, results that name their data set
+# ----------------------------------------------------------------------------------------------------------
+def test_video_frames_become_photos_of_the_person(tmp_path, lfw_images):
+    import cv2
+
+    photos = tmp_path / "photos"
+    person, files = next(iter(lfw_images.items()))
+    (photos / person).mkdir(parents=True)
+    for f in files[:3]:
+        (photos / person / f.name).write_bytes(f.read_bytes())
+    writer = cv2.VideoWriter(str(photos / person / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (250, 250))
+    for f in files[3:7]:                       # 4 distinct images, 5 frames each (0.5 s apart at 10 fps)
+        frame = cv2.imread(str(f))
+        for _ in range(5):
+            writer.write(frame)
+    writer.release()
+    before = tree_digest(photos)
+    cfg = cfg_for(tmp_path / "out", photos)
+    m = data.build_manifest(cfg, progress=False)
+    frames = m[m["video"] != ""]
+    assert len(frames) == 4 and (frames["status"] == "ok").all()
+    assert sorted(frames["frame"]) == [0, 5, 10, 15]
+    assert all(data.abs_path(p).is_relative_to(cfg.paths.interim / "frames" / person) for p in frames["path"])
+    assert (m[m["video"] == ""]["frame"] == -1).all() and len(m) == 3 + 4
+    assert tree_digest(photos) == before
+
+
+def test_cv_folds_follow_the_smallest_class():
+    assert config.cv_folds([20, 14, 30]) == 5
+    assert config.cv_folds([6, 7, 9]) == 5 and config.cv_folds([4, 9]) == 4 and config.cv_folds([2, 9]) == 2
+    with pytest.raises(ValueError, match="at least 2"):
+        config.cv_folds([1, 9])
+
+
+def test_photos_option_sets_the_source(tmp_path, monkeypatch):
+    from nnprak.__main__ import main, use_photos
+
+    monkeypatch.setenv(config.PHOTOS_ENV, "")   # restored (removed) after the test, also after use_photos sets it
+    assert main(["run", "--photos", str(tmp_path / "missing"), "--only", "none"]) == 2
+    (tmp_path / "Ann").mkdir()
+    assert use_photos(tmp_path) == tmp_path.resolve()
+    cfg = config.load("smoke")
+    assert not cfg.is_lfw and cfg.photo_dir == tmp_path.resolve() and "own photos" in cfg.describe_source()
+    assert config.load("smoke", source="lfw").is_lfw
+    monkeypatch.setenv(config.PHOTOS_ENV, "")
+    config.load()
+
+
+def test_results_of_two_data_sets_are_not_mixed(tmp_path, pgm40_small):
+    cfg_a, cfg_b = pgm40_small
+    config.load("default", source=cfg_a.source, paths=cfg_a.paths)
+    results.save_result("m1", title="one", metrics={"accuracy": 1.0, "macro_f1": 1.0}, weights="w")
+    config.load("default", source=cfg_b.source, paths=cfg_b.paths)
+    results.save_result("embed_svm", title="two", metrics={"accuracy": 1.0, "macro_f1": 1.0}, weights="w",
+                        folder=cfg_a.paths.results)
+    records = results.load_results(cfg_a.paths.results)
+    with pytest.raises(results.DatasetMismatch, match="05_embeddings_svm_knn"):
+        config.load("default", source=cfg_a.source, paths=cfg_a.paths)
+        results.check_dataset(records)
+    ds = results.check_dataset([r for r in records if r["name"] == "m1"])
+    assert ds["people"] == 3 and "own photos" in ds["description"]
+
+
+@pytest.fixture
+def pgm40_small(tmp_path, lfw_images):
+    """Two tiny own-photo data sets (3 people x 4 photos; the second leaves one photo out), each with a manifest."""
+    cfgs = []
+    for k, n in enumerate((4, 3)):
+        photos = tmp_path / f"photos{k}"
+        for person, files in list(lfw_images.items())[:3]:
+            (photos / person).mkdir(parents=True)
+            for f in files[:n]:
+                (photos / person / f.name).write_bytes(f.read_bytes())
+        cfg = cfg_for(tmp_path / f"out{k}", photos)
+        data.save_manifest(data.build_manifest(cfg, progress=False), cfg.paths.manifest)
+        cfgs.append(cfg)
+    yield cfgs
+    config.load()
