@@ -69,14 +69,20 @@ def fit_and_test(run: dict, kind: str, cfg: config.Config) -> tuple[float, class
 # ----------------------------------------------------------------------------------------------------------
 # 40 people x 10 grayscale PGM files
 # ----------------------------------------------------------------------------------------------------------
+def photo_set_run(tmp_path_factory, name: str, make) -> dict:
+    """Return a run of :func:`run_pipeline` on a photo set that ``make(folder)`` writes, with the folder's digest."""
+    photos = tmp_path_factory.mktemp(name) / "photos"
+    photos.mkdir()
+    make(photos)
+    before = tree_digest(photos)
+    cfg = cfg_for(tmp_path_factory.mktemp(f"{name}_out"), photos)
+    return dict(photos=photos, before=before, cfg=cfg, **run_pipeline(cfg))
+
+
 @pytest.fixture(scope="module")
 def pgm40(tmp_path_factory, lfw_dir):
-    photos = tmp_path_factory.mktemp("pgm40") / "photos"
-    photos.mkdir()
-    make_photo_sets.make_gray(photos, config.SEED, 40, 10, "PPM", ".pgm")
-    before = tree_digest(photos)
-    cfg = cfg_for(tmp_path_factory.mktemp("pgm40_out"), photos)
-    return dict(photos=photos, before=before, cfg=cfg, **run_pipeline(cfg))
+    return photo_set_run(tmp_path_factory, "pgm40",
+                         lambda folder: make_photo_sets.make_gray(folder, config.SEED, 40, 10, "PPM", ".pgm"))
 
 
 @pytest.mark.slow
@@ -153,12 +159,7 @@ def _train_val(run):
 # ----------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def web5(tmp_path_factory, lfw_dir):
-    photos = tmp_path_factory.mktemp("web5") / "photos"
-    photos.mkdir()
-    make_photo_sets.make_web(photos, config.SEED)
-    before = tree_digest(photos)
-    cfg = cfg_for(tmp_path_factory.mktemp("web5_out"), photos)
-    return dict(photos=photos, before=before, cfg=cfg, **run_pipeline(cfg))
+    return photo_set_run(tmp_path_factory, "web5", lambda folder: make_photo_sets.make_web(folder, config.SEED))
 
 
 @pytest.mark.slow
