@@ -196,16 +196,18 @@ def _model_path(args) -> Path:
 def predict_command(args) -> int:
     """Run ``predict``: one line per face, one line per bad photo on stderr (no tracebacks).
 
-    Exit code 0 when every photo gave faces, 1 when some did not, 2 when none could be tried (no model, ...).
+    Exit code 0 when every photo gave faces, 1 when some did not (one photo: it has no face), 2 when nothing could
+    be tried (no model, no photo, one photo that cannot be read).
     """
     from . import classify
-    from .predict import collect_photos, contact_sheet, predict_file, predict_photos, problem_line
+    from .predict import NoFaceFound, collect_photos, contact_sheet, predict_file, predict_photos, problem_line
 
     photos, problems = collect_photos(args.photo)
     for line in problems:
         print(line, file=sys.stderr)
     if not photos:
-        print("error: no photos to look at", file=sys.stderr)
+        if not problems:
+            print("error: no photos to look at", file=sys.stderr)
         return 2
     try:
         model = classify.FaceClassifier.load(_model_path(args))
@@ -219,9 +221,9 @@ def predict_command(args) -> int:
     if not many and not args.sheet:
         try:
             preds = predict_file(photos[0], model, args.out, args.min_prob, args.top_k)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError) as err:  # no face: 1; unreadable photo: 2 (nothing could be tried)
             print(problem_line(photos[0], err), file=sys.stderr)
-            return 1
+            return 1 if isinstance(err, NoFaceFound) else 2
         for i, p in enumerate(preds, 1):
             print(f"face {i}: {p.line()}")
         if args.out:

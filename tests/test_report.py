@@ -323,6 +323,9 @@ def test_slides_compile_to_a_16_9_deck_of_10_to_14_pages(tmp_path):
     log = (base / "slides.log").read_text()
     pages = int(re.search(r"Output written on slides.pdf \((\d+) pages", log).group(1))
     assert 10 <= pages <= 14
-    size = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", pdf.read_bytes())
-    assert size and abs(float(size.group(1)) / float(size.group(2)) - 16 / 9) < 0.01
+    import subprocess
+
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout  # poppler-utils (setup-tex)
+    size = re.search(r"Page size:\s+([\d.]+) x ([\d.]+) pts", info)
+    assert size and abs(float(size.group(1)) / float(size.group(2)) - 16 / 9) < 0.01, info
     assert "Overfull \\hbox" not in log, "something on a slide is wider than the slide"
