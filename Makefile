@@ -9,10 +9,10 @@ export PYTHONHASHSEED := 0
 PHOTOS ?=
 PHOTOS_ARG := $(if $(PHOTOS),--photos "$(PHOTOS)")
 
-TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-fonts-recommended poppler-utils
+TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-fonts-recommended texlive-pictures poppler-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-tex setup-fonts run test bench report clean-smoke
+.PHONY: setup setup-tex setup-fonts run test bench report slides lab kernel clean-smoke
 
 setup: $(STAMP)  ## create .venv (when missing) and install the pinned dependencies; a second run takes seconds
 
@@ -22,10 +22,21 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	# facenet-pytorch pins torch<2.3/numpy<2/Pillow<10.3, which conflict with the stack: install it without deps
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(MAKE) --no-print-directory kernel
 	@touch $(STAMP)
 
-setup-tex:  ## install the Debian TeX packages that build report/report.pdf (skipped when latexmk is there)
-	@command -v latexmk >/dev/null && command -v pdftoppm >/dev/null || \
+kernel:  ## register this .venv as the Jupyter kernel "nnprak" (for JupyterLab, VS Code or another Jupyter install)
+	$(PY) -m ipykernel install --user --name nnprak --display-name "Python (nnprak)"
+
+# make lab LAB_ARGS="--no-browser --port 8899": extra options for jupyter lab
+LAB_ARGS ?=
+LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)  # JupyterLab refuses root without it (containers)
+lab: setup  ## start JupyterLab on notebooks/ with this project's environment (kernel "nnprak")
+	@$(PY) -m jupyter kernelspec list 2>/dev/null | grep -qw nnprak || $(MAKE) --no-print-directory kernel
+	cd notebooks && ../$(PY) -m jupyterlab $(LAB_ROOT) $(LAB_ARGS)
+
+setup-tex:  ## install the Debian TeX packages that build report/report.pdf and slides.pdf (beamer needs pgf: texlive-pictures)
+	@command -v latexmk >/dev/null && command -v pdftoppm >/dev/null && kpsewhich pgfcore.sty >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    --no-install-recommends $(TEX_PACKAGES) )
 
@@ -34,17 +45,20 @@ setup-fonts:  ## install a CJK font (fonts-noto-cjk) so Chinese/Japanese/Korean 
 	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    --no-install-recommends fontconfig fonts-noto-cjk )
 
-run: setup setup-tex setup-fonts  ## execute notebooks 01-06 with the default profile (PHOTOS=folder: own photos), then the report
+run: setup setup-tex setup-fonts  ## execute notebooks 01-06 with the default profile (PHOTOS=folder: own photos), then the report and slides
 	$(PY) -m nnprak run --profile default $(PHOTOS_ARG)
 	$(PY) -m nnprak report --profile default $(PHOTOS_ARG)
 
-report: setup setup-tex setup-fonts  ## regenerate figures and tables from results/ (notebook 06) and build report/report.pdf
+slides: setup setup-tex  ## build report/slides.pdf (16:9 Beamer) from the figures, tables and numbers of the last run
+	$(PY) -m nnprak report --profile default --only slides $(PHOTOS_ARG)
+
+report: setup setup-tex setup-fonts  ## regenerate figures and tables from results/ (notebook 06), build report.pdf and slides.pdf
 	$(PY) -m nnprak run --profile default --only 06 $(PHOTOS_ARG)
 	$(PY) -m nnprak report --profile default $(PHOTOS_ARG)
 
 test: setup setup-tex setup-fonts  ## pytest for the package + nbval on the notebooks, with the smoke profile
 	NNPRAK_PROFILE=smoke NNPRAK_PHOTOS= $(PY) -m pytest -q tests
-	NNPRAK_PROFILE=smoke NNPRAK_PHOTOS= $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	NNPRAK_PROFILE=smoke NNPRAK_PHOTOS= $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 bench: setup  ## crop/embedding throughput, LFW verification on all 6,000 pairs, then refresh the README's table
 	$(PY) bench/bench_crop.py --json results/bench_crop.json

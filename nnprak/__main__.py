@@ -10,7 +10,11 @@ from pathlib import Path
 from . import config
 from .utils import atomic_path, write_json
 
+PREDICT_MODEL = "predict.joblib"
+"""The model ``predict`` and ``enroll`` use by default (in the profile's models/): notebook 05's best open-set model."""
 NOTEBOOK_DIR = config.ROOT / "notebooks"
+KERNELSPEC = {"name": "nnprak", "display_name": "Python (nnprak)", "language": "python"}
+"""The kernel the committed notebooks name: this project's .venv, registered by ``make setup`` (``make kernel``)."""
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -23,7 +27,8 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 def _strip_machine_paths(executed: Path, name: str) -> None:
     """Replace papermill's absolute input/output paths in an executed notebook by the notebook's own name.
 
-    They name a temporary file on the machine that ran it; committed notebooks should not carry them.
+    They name a temporary file on the machine that ran it; committed notebooks should not carry them. The
+    kernel is set back to :data:`KERNELSPEC`.
     """
     import nbformat
 
@@ -32,6 +37,7 @@ def _strip_machine_paths(executed: Path, name: str) -> None:
     for key in ("input_path", "output_path"):
         if key in meta:
             meta[key] = f"notebooks/{name}"
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)  # papermill ran "python3" of this env; users open it as nnprak
     nbformat.write(nb, executed)
 
 
@@ -115,19 +121,33 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. --only 01 02")
     p_run.add_argument("--photos", default=None, metavar="FOLDER",
                        help="your own photos, FOLDER/<person>/<photo> (default: $NNPRAK_PHOTOS, else LFW)")
-    p_rep = sub.add_parser("report", help="compile report/report.pdf from the generated figures and tables")
+    p_rep = sub.add_parser("report", help="compile report/report.pdf and report/slides.pdf from the generated "
+                                          "figures, tables and numbers")
+    p_rep.add_argument("--only", choices=("report", "slides"), default=None, help="build only one of the two")
     p_rep.add_argument("--profile", default=None, help="whose figures/tables to use (default: default)")
     p_rep.add_argument("--photos", default=None, metavar="FOLDER", help="the own-photos folder the results are of")
     p_bench = sub.add_parser("bench", help="print the README's results table from results/ (and refresh README.md)")
     p_bench.add_argument("--profile", default=None)
     p_bench.add_argument("--write", action="store_true", help="also replace the table in README.md")
-    p_pred = sub.add_parser("predict", help="name every face in a photo (or say unknown)")
-    p_pred.add_argument("photo", help="a photo file (JPEG, PNG, ...)")
+    p_pred = sub.add_parser("predict", help="name every face in photos (or say unknown); a folder gives a contact sheet")
+    p_pred.add_argument("photo", nargs="+", help="photo files (JPEG, PNG, ...) and/or folders of photos")
     p_pred.add_argument("--model", default=None,
-                        help="trained classifier (default: models/embed_svm.joblib of the profile)")
-    p_pred.add_argument("--out", default=None, help="write the photo with boxes and names to this file")
+                        help=f"trained classifier (default: models/{PREDICT_MODEL} of the profile, the best open-set "
+                             "model of notebook 05)")
+    p_pred.add_argument("--out", default=None, help="one photo: write it with boxes and names to this file")
+    p_pred.add_argument("--sheet", default=None, metavar="PNG",
+                        help="write one annotated contact sheet of all photos (PNG and PDF next to it); default "
+                             "contact_sheet.png when a folder or several photos are given")
+    p_pred.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K best candidates per face")
     p_pred.add_argument("--profile", default=None, help="whose models/ folder holds the default model")
     p_pred.add_argument("--min-prob", type=float, default=0.9, help="minimum face detection probability")
+    p_enr = sub.add_parser("enroll", help="add a person to the saved gallery model from a few photos of them")
+    p_enr.add_argument("name", help="the person's name (as it should be printed)")
+    p_enr.add_argument("photo", nargs="+", help="photos (or folders of photos) of that person, one face each")
+    p_enr.add_argument("--model", default=None, help=f"the model to extend (default: models/{PREDICT_MODEL})")
+    p_enr.add_argument("--out", default=None, help="write the extended model here (default: replace --model)")
+    p_enr.add_argument("--profile", default=None, help="whose models/ folder holds the default model")
+    p_enr.add_argument("--min-prob", type=float, default=0.9, help="minimum face detection probability")
     args = parser.parse_args(argv)
     if getattr(args, "photos", None):
         try:
@@ -139,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         run_notebooks(config.profile_name(args.profile), args.only)
     elif args.command == "predict":
         return predict_command(args)
+    elif args.command == "enroll":
+        return enroll_command(args)
     elif args.command == "bench":
         from . import results
 
@@ -157,29 +179,95 @@ def main(argv: list[str] | None = None) -> int:
         except results.DatasetMismatch as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        print("report written:", report.build_pdf(report.report_tex(cfg)))
+        for what, source in (("report", report.REPORT_TEX), ("slides", report.SLIDES_TEX)):
+            if args.only in (None, what):
+                try:
+                    print(f"{what} written:", report.build_pdf(report.report_tex(cfg, source)))
+                except report.LatexError as err:
+                    print(f"error: {err}", file=sys.stderr)
+                    return 1
     return 0
+
+
+def _model_path(args) -> Path:
+    return Path(args.model) if args.model else config.load(args.profile).paths.models / PREDICT_MODEL
 
 
 def predict_command(args) -> int:
-    """Run ``predict``: print one line per face; errors are one line on stderr and a non-zero exit code."""
-    from . import data
-    from .predict import NoFaceFound, predict_file
+    """Run ``predict``: one line per face, one line per bad photo on stderr (no tracebacks).
 
-    model = args.model or config.load(args.profile).paths.models / "embed_svm.joblib"
+    Exit code 0 when every photo gave faces, 1 when some did not (one photo: it has no face), 2 when nothing could
+    be tried (no model, no photo, one photo that cannot be read).
+    """
+    from . import classify
+    from .predict import NoFaceFound, collect_photos, contact_sheet, predict_file, predict_photos, problem_line
+
+    photos, problems = collect_photos(args.photo)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not photos:
+        if not problems:
+            print("error: no photos to look at", file=sys.stderr)
+        return 2
     try:
-        preds = predict_file(args.photo, model, args.out, args.min_prob)
-    except (FileNotFoundError, data.ImageError, ValueError) as err:
-        if isinstance(err, NoFaceFound):
-            print(f"{args.photo}: no face found (try a larger, sharper photo, or --min-prob 0.7)", file=sys.stderr)
-            return 1
+        model = classify.FaceClassifier.load(_model_path(args))
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for i, p in enumerate(preds, 1):
-        print(f"face {i}: {p.line()}")
-    if args.out:
-        print(f"annotated photo written to {args.out}")
-    return 0
+    if args.top_k < 1:
+        print("error: --top-k must be at least 1", file=sys.stderr)
+        return 2
+    many = len(photos) > 1 or any(Path(p).is_dir() for p in args.photo)
+    if not many and not args.sheet:
+        try:
+            preds = predict_file(photos[0], model, args.out, args.min_prob, args.top_k)
+        except (OSError, ValueError) as err:  # no face: 1; unreadable photo: 2 (nothing could be tried)
+            print(problem_line(photos[0], err), file=sys.stderr)
+            return 1 if isinstance(err, NoFaceFound) else 2
+        for i, p in enumerate(preds, 1):
+            print(f"face {i}: {p.line()}")
+        if args.out:
+            print(f"annotated photo written to {args.out}")
+        return 0
+    results = predict_photos(photos, model, args.min_prob, args.top_k)
+    failed = 0
+    for r in results:
+        if r.problem:
+            failed += 1
+            print(r.problem, file=sys.stderr)
+        for i, p in enumerate(r.faces, 1):
+            print(f"{r.photo}: face {i}: {p.line()}")
+    sheet = args.sheet or "contact_sheet.png"
+    written = contact_sheet(results, sheet)
+    named = sum(p.name != classify.UNKNOWN for r in results for p in r.faces)
+    faces = sum(len(r.faces) for r in results)
+    print(f"{len(results)} photos, {faces} faces ({named} named, {faces - named} unknown), {failed} without a "
+          f"usable face | contact sheet: {', '.join(map(str, written))}")
+    return 1 if failed or problems else 0
+
+
+def enroll_command(args) -> int:
+    """Run ``enroll``: add a person to the saved model; one line per photo problem, non-zero exit on failure."""
+    from . import classify
+    from .predict import EnrolError, collect_photos, enroll_photos
+
+    photos, problems = collect_photos(args.photo)
+    for line in problems:
+        print(line, file=sys.stderr)
+    path = _model_path(args)
+    try:
+        model = classify.FaceClassifier.load(path)
+        model, used, skipped = enroll_photos(model, args.name, photos, args.min_prob)
+    except (FileNotFoundError, ValueError) as err:  # EnrolError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in skipped:
+        print(line, file=sys.stderr)
+    out = Path(args.out) if args.out else path
+    model.save(out)
+    print(f"enrolled {args.name} from {len(used)} of {len(photos)} photos; the gallery has {len(model.people)} "
+          f"people; same threshold {model.threshold:.3f} ({model.score} score) | model: {out}")
+    return 1 if skipped or problems else 0
 
 
 if __name__ == "__main__":

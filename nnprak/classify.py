@@ -8,8 +8,17 @@ training split. Model choice is made to hold on small data (a class of 5-40 peop
   *less* regularised setting (larger C, fewer neighbours), see :data:`LESS_REGULARISED`;
 * the chosen setting, refit on the whole training split, is checked on the validation split: when its accuracy
   there falls far below its CV score (a degenerate refit, e.g. a linear SVM with tiny C that names one person
-  for every face), it is reported and the next setting is tried (:func:`select_model`). Open set: a face is accepted as its predicted person only when its confidence score is above a
-threshold chosen on validation faces of people outside the gallery (impostors) for a target false-accept rate.
+  for every face), it is reported and the next setting is tried (:func:`select_model`).
+
+Open set ("unknown"): the classifier *names* the person; whether the face is accepted as that person is decided by
+a score that does not depend on the classifier: how close the L2-normalised embedding lies to the predicted
+person's faces in the gallery (:func:`gallery_scores`; nearest face, mean of the 3 nearest, or the person's
+centroid, chosen on validation faces by :func:`compare_scores`). The SVM's Platt probability is a poor open-set
+score (it is spread over 62 classes and calibrated on closed-set errors): at a 1 % false-accept threshold it
+rejected 28 % of known test faces. A face is accepted when its score is above a threshold chosen on validation
+faces of people outside the gallery (impostors) for a target false-accept rate; :func:`open_set_evaluation`
+measures it on other people, with bootstrap confidence intervals. The same rule serves a person enrolled later
+(:meth:`FaceClassifier.enroll`).
 """
 from __future__ import annotations
 
@@ -176,6 +185,51 @@ def confidence(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pred, proba[np.arange(len(pred)), [column[p] for p in pred]]
 
 
+SCORE_METHODS = ("nearest", "knn3", "centroid")
+"""Open-set scores of :func:`gallery_scores`: distance to the predicted person's nearest gallery face, the mean
+distance to its 3 nearest, or the distance to the (re-normalised) mean of its gallery faces."""
+
+
+def _unit(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def gallery_scores(gallery_X, gallery_y, X, names, method: str = "nearest") -> np.ndarray:
+    """Return the open-set score of each row of X as the person ``names[i]``: ``1 - d / 2`` in [0, 1].
+
+    ``d`` is the Euclidean distance between L2-normalised embeddings (0 = the same direction, 2 = opposite) from
+    the face to the person's gallery faces: the nearest one (``"nearest"``), the mean of the 3 nearest
+    (``"knn3"``) or the person's centroid (``"centroid"``). A name not in the gallery scores 0.
+    """
+    if method not in SCORE_METHODS:
+        raise ValueError(f"unknown open-set score {method!r}; use one of {', '.join(SCORE_METHODS)}")
+    G, gy, Q = _unit(gallery_X), np.asarray(gallery_y, dtype=object), _unit(X)
+    names = np.asarray(names, dtype=object)
+    out = np.zeros(len(Q))
+    for person in np.unique(names):
+        rows, faces = np.flatnonzero(names == person), G[gy == person]
+        if len(faces) == 0:
+            continue
+        if method == "centroid":
+            d = np.linalg.norm(Q[rows] - _unit(faces.mean(axis=0, keepdims=True)), axis=1)
+        else:
+            dist = np.sqrt(np.maximum(2.0 - 2.0 * Q[rows] @ faces.T, 0.0))
+            k = 1 if method == "nearest" else min(3, len(faces))
+            d = np.sort(dist, axis=1)[:, :k].mean(axis=1)
+        out[rows] = 1.0 - d / 2.0
+    return out
+
+
+def person_scores(gallery_X, gallery_y, X, method: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
+    """Return (people, S): every gallery person and S[i, j], the :func:`gallery_scores` of face i as person j."""
+    people = np.unique(np.asarray(gallery_y, dtype=object))
+    X = np.asarray(X)
+    S = np.column_stack([gallery_scores(gallery_X, gallery_y, X, np.full(len(X), p, dtype=object), method)
+                         for p in people]) if len(X) else np.zeros((0, len(people)))
+    return people, S
+
+
 def choose_threshold(impostor_scores: np.ndarray, far: float = 0.01) -> float:
     """Return the lowest threshold t such that at most ``far`` of the impostor scores are > t."""
     scores = np.sort(np.asarray(impostor_scores, dtype=float))[::-1]
@@ -218,13 +272,38 @@ def dir_far_curve(known_true, known_pred, known_scores, impostor_scores) -> dict
 
 @dataclass
 class FaceClassifier:
-    """A trained gallery classifier with its open-set threshold: what ``python -m nnprak predict`` loads."""
+    """A trained gallery classifier with its open-set threshold: what ``python -m nnprak predict`` loads.
+
+    With a gallery (``gallery_X``, ``gallery_y``: the training embeddings) the accept/reject score is
+    :func:`gallery_scores` with ``score`` (one of :data:`SCORE_METHODS`); without one (models saved before),
+    it is the classifier's own :func:`confidence`.
+    """
 
     model: object                      # fitted sklearn Pipeline (or GridSearchCV)
     threshold: float                   # scores at or below are "unknown"
     backend: str                       # embedder that made the training embeddings
     kind: str = "svm_linear"
     info: dict = field(default_factory=dict)
+    gallery_X: np.ndarray | None = None
+    gallery_y: np.ndarray | None = None
+    score: str = "classifier"
+
+    @property
+    def people(self) -> list[str]:
+        """Return the gallery's people, sorted."""
+        est = getattr(self.model, "best_estimator_", self.model)
+        return sorted(map(str, est.classes_))
+
+    def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (the person the classifier names, the open-set score) for embeddings X."""
+        X = np.asarray(X)
+        if len(X) == 0:
+            return np.empty(0, dtype=object), np.empty(0)
+        if self.gallery_X is None or self.score == "classifier":
+            return confidence(self.model, X)
+        est = getattr(self.model, "best_estimator_", self.model)
+        names = est.predict(X)
+        return names, gallery_scores(self.gallery_X, self.gallery_y, X, names, self.score)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (names or "unknown", confidence) for embeddings X."""
@@ -233,8 +312,51 @@ class FaceClassifier:
 
     def predict_with_closest(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (names or "unknown", confidence, the gallery person ranked first) for embeddings X."""
-        closest, score = confidence(self.model, X)
+        closest, score = self.scores(X)
         return apply_threshold(closest, score, self.threshold), score, closest
+
+    def top_k(self, X: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
+        """Return, per face, up to ``k`` (person, score) candidates: the classifier's choice first, then the other
+        gallery people by open-set score (the scores are those the threshold is compared with)."""
+        X = np.asarray(X)
+        named, own = self.scores(X)
+        if self.gallery_X is None or self.score == "classifier":
+            est = getattr(self.model, "best_estimator_", self.model)
+            people = np.asarray(est.classes_, dtype=object)
+            S = est.predict_proba(X) if hasattr(est, "predict_proba") else np.zeros((len(X), len(people)))
+        else:
+            people, S = person_scores(self.gallery_X, self.gallery_y, X, self.score)
+        out = []
+        for i in range(len(X)):
+            rest = [(str(people[j]), float(S[i, j])) for j in np.argsort(-S[i]) if people[j] != named[i]]
+            out.append([(str(named[i]), float(own[i]))] + rest[:max(0, k - 1)])
+        return out
+
+    def enroll(self, name: str, X_new: np.ndarray) -> "FaceClassifier":
+        """Add (or extend) the person ``name`` with embeddings ``X_new`` and refit the classifier with its chosen
+        setting on the whole gallery. The threshold stays: the accept/reject rule is the same for everyone.
+
+        Raises:
+            ValueError: no gallery is stored (a model saved before enrolment existed), or no embeddings given.
+        """
+        from sklearn.base import clone
+
+        if self.gallery_X is None:
+            raise ValueError("this model stores no gallery faces: re-run notebooks/05_embeddings_svm_knn.ipynb "
+                             "(or `make run`) to save one that can enrol people")
+        X_new = np.asarray(X_new, dtype=np.float64).reshape(-1, np.asarray(self.gallery_X).shape[1])
+        if len(X_new) == 0:
+            raise ValueError(f"no face embeddings to enrol {name!r}")
+        self.gallery_X = np.vstack([self.gallery_X, X_new]).astype(np.float32)
+        self.gallery_y = np.concatenate([np.asarray(self.gallery_y, dtype=object),
+                                         np.full(len(X_new), name, dtype=object)])
+        est = getattr(self.model, "best_estimator_", self.model)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
+            self.model = clone(est).fit(self.gallery_X, self.gallery_y)
+        self.info = {**self.info, "classes": sorted(map(str, set(self.gallery_y))),
+                     "enrolled": sorted(set(self.info.get("enrolled", [])) | {name})}
+        return self
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the classifier with joblib (atomically) and return the path."""
@@ -279,20 +401,164 @@ def predict_with_missing(model, X: np.ndarray, missing_label: str = "no_face") -
     return pred, score
 
 
-def open_set_evaluation(model, X_val_impostors, X_test, y_test, X_test_impostors, far: float = 0.01) -> dict:
+def _finite(X) -> np.ndarray:
+    X = np.asarray(X)
+    return X[~np.isnan(X).any(axis=1)] if len(X) else X
+
+
+def compare_scores(model, gallery_X, gallery_y, X_val, y_val, X_val_impostors, far: float = 0.01,
+                   methods=("classifier",) + SCORE_METHODS) -> dict[str, dict]:
+    """Return, per open-set score, how well it separates known validation faces from validation impostors.
+
+    ``auc``: the probability that a correctly named known face scores above an impostor; ``dir``: the DIR on
+    the validation faces at the threshold that accepts ``far`` of the validation impostors. (Known validation
+    faces and impostors both stay out of the gallery, as test faces do.)
+    """
+    from sklearn.metrics import roc_auc_score
+
+    X_val, y_val = np.asarray(X_val), np.asarray(y_val, dtype=object)
+    ok = ~np.isnan(X_val).any(axis=1)
+    X_val, y_val, X_imp = X_val[ok], y_val[ok], _finite(X_val_impostors)
+    out = {}
+    for m in methods:
+        fc = FaceClassifier(model, 0.0, "", gallery_X=gallery_X, gallery_y=gallery_y, score=m)
+        pred, known = fc.scores(X_val)
+        imp = fc.scores(X_imp)[1]
+        correct = pred == y_val
+        t = choose_threshold(imp, far)
+        out[m] = {"auc": float(roc_auc_score(np.r_[np.ones(correct.sum()), np.zeros(len(imp))],
+                                             np.r_[known[correct], imp])),
+                  "dir": float(np.mean((known > t) & correct)), "threshold": t}
+    return out
+
+
+def best_score(comparison: dict[str, dict]) -> str:
+    """Return the gallery score (:data:`SCORE_METHODS`) of :func:`compare_scores` with the highest validation DIR,
+    then AUC, then the simpler one (the order of SCORE_METHODS).
+
+    The classifier's own confidence is compared but never chosen: it changes whenever the classifier is refit
+    (enrolment), and a distance to the gallery means the same for every person."""
+    methods = [m for m in SCORE_METHODS if m in comparison]
+    return max(methods, key=lambda m: (comparison[m]["dir"], comparison[m]["auc"], -methods.index(m)))
+
+
+def bootstrap_open_set(known_correct, known_scores, val_impostor_scores, test_impostor_scores, far: float,
+                       n_boot: int = 1000, seed: int = config.SEED, level: float = 0.95) -> dict:
+    """Return percentile confidence intervals ``dir_ci``, ``far_ci`` (each (low, high)) of the whole procedure.
+
+    Each of ``n_boot`` replicates resamples the validation impostors (and re-chooses the threshold for ``far``),
+    the known test faces and the test impostors, with replacement, and measures DIR and FAR again.
+    """
+    rng = np.random.default_rng(seed)
+    correct, ks = np.asarray(known_correct, bool), np.asarray(known_scores, float)
+    vi, ti = np.asarray(val_impostor_scores, float), np.asarray(test_impostor_scores, float)
+    dirs, fars = np.empty(n_boot), np.empty(n_boot)
+    for b in range(n_boot):
+        t = choose_threshold(vi[rng.integers(0, len(vi), len(vi))], far)
+        k = rng.integers(0, len(ks), len(ks))
+        dirs[b] = np.mean((ks[k] > t) & correct[k])
+        fars[b] = np.mean(ti[rng.integers(0, len(ti), len(ti))] > t)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {"dir_ci": tuple(float(v) for v in np.percentile(dirs, q)),
+            "far_ci": tuple(float(v) for v in np.percentile(fars, q)), "n_boot": int(n_boot), "level": level}
+
+
+def open_set_evaluation(model, X_val_impostors, X_test, y_test, X_test_impostors, far: float = 0.01,
+                        far_targets=None, n_boot: int = 0, seed: int = config.SEED) -> dict:
     """Return the threshold chosen on validation impostors for ``far`` and the open-set rates on the test split.
 
-    Keys: ``threshold``, ``rates`` (dir/far/frr on test, see :func:`open_set_rates`), ``curve`` (DIR vs FAR).
-    Rows with NaN embeddings (no face found) are left out of the impostor sets and count as rejected
-    known faces.
+    ``model``: a :class:`FaceClassifier` (its open-set score is used) or a fitted classifier (its
+    :func:`confidence`). Keys: ``threshold``, ``far_target``, ``rates`` (dir/far/frr on test, see
+    :func:`open_set_rates`), ``curve`` (DIR vs FAR on test) and ``at``: per target in ``far_targets``
+    (default: ``far`` only) the threshold, the rates and, with ``n_boot`` > 0, their bootstrap confidence
+    intervals (:func:`bootstrap_open_set`). Rows with NaN embeddings (no face found) are left out of the
+    impostor sets and count as rejected known faces.
     """
-    def scores(X):
-        X = np.asarray(X)
-        return confidence(model, X[~np.isnan(X).any(axis=1)])[1]
-
-    threshold = choose_threshold(scores(X_val_impostors), far)
-    pred, known_scores = predict_with_missing(model, X_test)
-    imp = scores(X_test_impostors)
-    return {"threshold": threshold, "far_target": far,
-            "rates": open_set_rates(y_test, pred, known_scores, imp, threshold),
+    fc = model if isinstance(model, FaceClassifier) else FaceClassifier(model, 0.0, "")
+    val_imp, imp = fc.scores(_finite(X_val_impostors))[1], fc.scores(_finite(X_test_impostors))[1]
+    X_test = np.asarray(X_test)
+    ok = ~np.isnan(X_test).any(axis=1)
+    pred = np.full(len(X_test), "no_face", dtype=object)
+    known_scores = np.zeros(len(X_test))
+    if ok.any():
+        pred[ok], known_scores[ok] = fc.scores(X_test[ok])
+    correct = pred == np.asarray(y_test, dtype=object)
+    at = {}
+    for target in (far_targets or (far,)):
+        t = choose_threshold(val_imp, target)
+        at[target] = {"threshold": t, "rates": open_set_rates(y_test, pred, known_scores, imp, t)}
+        if n_boot:
+            at[target]["rates"].update(bootstrap_open_set(correct, known_scores, val_imp, imp, target, n_boot, seed))
+    main = at[far] if far in at else {"threshold": choose_threshold(val_imp, far),
+                                      "rates": None}
+    if main["rates"] is None:
+        main["rates"] = open_set_rates(y_test, pred, known_scores, imp, main["threshold"])
+    return {"threshold": main["threshold"], "far_target": far, "rates": main["rates"], "at": at,
+            "score": fc.score, "pred": pred, "known_scores": known_scores, "impostor_scores": imp,
             "curve": dir_far_curve(y_test, pred, known_scores, imp)}
+
+
+def open_set_model(search, kind: str, X_train, y_train, X_val, y_val, X_val_impostors, X_test, y_test,
+                   X_test_impostors, backend: str, info: dict | None = None, score: str = "auto", far: float = 0.01,
+                   far_targets=None, n_boot: int = 0, seed: int = config.SEED) -> tuple[FaceClassifier, dict]:
+    """Return (the classifier as saved for ``predict``, its open-set evaluation) for a fitted ``search``.
+
+    The gallery is the training split; ``score="auto"`` takes the open-set score that does best on the
+    validation faces and validation impostors (:func:`compare_scores`, kept as ``evaluation["comparison"]``);
+    the threshold is the one for ``far`` on the validation impostors; :func:`open_set_evaluation` measures it.
+    """
+    est = getattr(search, "best_estimator_", search)
+    X_train, y_train = np.asarray(X_train, dtype=np.float32), np.asarray(y_train, dtype=object)
+    comparison = compare_scores(est, X_train, y_train, X_val, y_val, X_val_impostors, far)
+    score = best_score(comparison) if score == "auto" else score
+    fc = FaceClassifier(est, 0.0, backend, kind, info=dict(info or {}), gallery_X=X_train, gallery_y=y_train,
+                        score=score)
+    ev = open_set_evaluation(fc, X_val_impostors, X_test, y_test, X_test_impostors, far, far_targets, n_boot, seed)
+    fc.threshold = ev["threshold"]
+    fc.info.update(score=score, far_target=far, classes=sorted(map(str, set(y_train))))
+    ev["comparison"] = comparison
+    return fc, ev
+
+
+def open_set_summary(evaluation: dict) -> dict:
+    """Return the JSON-friendly part of an :func:`open_set_model` evaluation (for results/ and tables)."""
+    return {"score": evaluation["score"], "threshold": evaluation["threshold"],
+            "far_target": evaluation["far_target"], "rates": evaluation["rates"],
+            "at": {f"{t:g}": v for t, v in evaluation["at"].items()},
+            "comparison": evaluation.get("comparison", {}),
+            "curve": {k: [round(float(x), 6) for x in evaluation["curve"][k]] for k in ("far", "dir")}}
+
+
+def best_open_set(evaluations: dict[str, dict]) -> str:
+    """Return the name of the model with the highest test DIR at its main FAR target among those whose measured
+    test FAR is within the target's bootstrap interval (else all), ties to the lower FAR."""
+    def ok(ev):
+        r = ev["rates"]
+        return r["far"] <= max(ev["far_target"], r.get("far_ci", (0, ev["far_target"]))[0])
+    pool = [n for n, ev in evaluations.items() if ok(ev)] or list(evaluations)
+    return max(pool, key=lambda n: (evaluations[n]["rates"]["dir"], -evaluations[n]["rates"]["far"]))
+
+
+def open_set_table(evaluations: dict[str, dict]) -> "pd.DataFrame":
+    """Return one row per (model, FAR target): score, threshold, test DIR and FAR with their confidence
+    intervals, FRR and the numbers of faces (the report's open-set table)."""
+    import pandas as pd
+
+    rows = []
+    for name, ev in evaluations.items():
+        for target, at in sorted(ev["at"].items(), reverse=True):
+            r = at["rates"]
+            ci = lambda k: f"{r[k + '_ci'][0]:.1%}–{r[k + '_ci'][1]:.1%}" if k + "_ci" in r else ""
+            rows.append({"model": name, "score": ev["score"], "FAR target": target, "threshold": at["threshold"],
+                         "DIR": r["dir"], "DIR 95% CI": ci("dir"), "FAR": r["far"], "FAR 95% CI": ci("far"),
+                         "FRR": r["frr"], "known faces": r["n_known"], "impostor faces": r["n_impostors"]})
+    return pd.DataFrame(rows)
+
+
+def score_table(evaluations: dict[str, dict]) -> "pd.DataFrame":
+    """Return the validation comparison of open-set scores (:func:`compare_scores`) of every model."""
+    import pandas as pd
+
+    rows = [{"model": name, "score": m, "AUC": c["auc"], "val DIR": c["dir"], "chosen": m == ev["score"]}
+            for name, ev in evaluations.items() for m, c in ev.get("comparison", {}).items()]
+    return pd.DataFrame(rows)

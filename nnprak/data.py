@@ -395,24 +395,52 @@ def split_checks(df: pd.DataFrame) -> dict[str, bool]:
 
 def lfw_impostors(lfw_dir: str | os.PathLike, exclude: Iterable[str], n_people: int = 100,
                   images_per_person: int = 2, min_images: int = 2, max_images: int = 19,
-                  seed: int = config.SEED, progress: bool = False) -> pd.DataFrame:
+                  seed: int = config.SEED, progress: bool = False,
+                  faces_per_split: int | None = None) -> pd.DataFrame:
     """Return manifest rows of LFW people outside the gallery, for testing the open-set "unknown" decision.
 
-    ``n_people`` people with ``min_images``–``max_images`` images (none of ``exclude``) are drawn with the seed;
+    People with ``min_images``–``max_images`` images (none of ``exclude``) are drawn in a seeded random order,
     ``images_per_person`` images each. Whole people go to ``val`` (choosing the threshold) or ``test``
-    (measuring it) half and half, so test impostors are people the threshold has never seen.
+    (measuring it), so test impostors are people the threshold has never seen.
+
+    * ``faces_per_split=None``: ``n_people`` people, half to each split;
+    * ``faces_per_split=N``: people are drawn (each to the split with fewer images so far) until both splits
+      hold at least N images — a pool large enough to place a 1 % or 0.1 % false-accept threshold
+      (``n_people`` is then ignored). Raises ValueError when LFW has too few such people.
     """
     counts = lfw_counts(lfw_dir)
     pool = sorted(set(counts[(counts >= min_images) & (counts <= max_images)].index) - set(exclude))
     rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(pool, size=min(n_people, len(pool)), replace=False).tolist())
+    if faces_per_split is None:
+        chosen = sorted(rng.choice(pool, size=min(n_people, len(pool)), replace=False).tolist())
+        order = rng.permutation(len(chosen))
+        split_of = {p: ("val" if rank % 2 == 0 else "test") for p, rank in zip(chosen, order)}
+    else:
+        split_of, n = {}, {"val": 0, "test": 0}
+        for p in rng.permutation(pool).tolist():
+            if min(n.values()) >= faces_per_split:
+                break
+            s = "val" if n["val"] <= n["test"] else "test"
+            split_of[p] = s
+            n[s] += min(int(counts[p]), images_per_person)
+        if min(n.values()) < faces_per_split:
+            raise ValueError(f"LFW has only {sum(n.values())} impostor images with these settings; "
+                             f"{faces_per_split} per split were asked for")
+        chosen = sorted(split_of)
     img_dir = lfw_image_dir(lfw_dir)
     df = scan_files({p: sorted((img_dir / p).glob("*.jpg"))[:images_per_person] for p in chosen},
                     progress=progress)
-    order = rng.permutation(len(chosen))
-    split_of = {p: ("val" if rank % 2 == 0 else "test") for p, rank in zip(chosen, order)}
     df["split"] = df["person"].map(split_of)
     return df
+
+
+def impostor_pool(cfg: config.Config, exclude: Iterable[str], progress: bool = False) -> pd.DataFrame:
+    """Return the profile's open-set impostors (:func:`lfw_impostors` with ``cfg.embed``'s ``impostor_faces``
+    per split, ``impostor_min_images`` and ``impostor_images_per_person``)."""
+    e = cfg.embed
+    return lfw_impostors(config.find_lfw(), exclude=exclude, seed=cfg.seed, progress=progress,
+                         faces_per_split=e["impostor_faces"], min_images=e["impostor_min_images"],
+                         images_per_person=e["impostor_images_per_person"])
 
 
 def build_manifest(cfg: config.Config, progress: bool = True) -> pd.DataFrame:

@@ -209,6 +209,36 @@ def open_set_curve(curve: dict, far_target: float, rates: dict, title: str = "")
     return fig
 
 
+def open_set_curves(evaluations: dict[str, dict], title: str = ""):
+    """Return the DIR–FAR curves of several models (``classify.open_set_evaluation`` results) on a log FAR axis,
+    each with its operating points (thresholds chosen on validation impostors) and their confidence intervals."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    markers = "os^D"
+    for i, (name, ev) in enumerate(evaluations.items()):
+        c = ev["curve"]
+        n_imp = max(1, len(ev["impostor_scores"]))
+        ax.plot(np.maximum(c["far"], 0.5 / n_imp), c["dir"], lw=2, color=f"C{i}", label=f"{name} ({ev['score']})")
+        for j, (target, at) in enumerate(sorted(ev["at"].items(), reverse=True)):
+            r = at["rates"]
+            xerr = yerr = None
+            if "dir_ci" in r:
+                yerr = [[r["dir"] - r["dir_ci"][0]], [r["dir_ci"][1] - r["dir"]]]
+                xerr = [[max(r["far"], 0.5 / n_imp) - max(r["far_ci"][0], 0.5 / n_imp)],
+                        [max(r["far_ci"][1], 0.5 / n_imp) - max(r["far"], 0.5 / n_imp)]]
+            ax.errorbar([max(r["far"], 0.5 / n_imp)], [r["dir"]], xerr=xerr, yerr=yerr, fmt=markers[j % 4],
+                        color=f"C{i}", ms=6, capsize=3,
+                        label=f"  val FAR {target:.1%}: test DIR {r['dir']:.1%}, FAR {r['far']:.2%}")
+    ax.set_xscale("log")
+    ax.set_xlim(left=min(0.5 / max(1, len(ev["impostor_scores"])) for ev in evaluations.values()), right=1)
+    ax.set_ylim(0.5, 1.005)
+    ax.set_xlabel("false-accept rate on test impostors (log; 0 drawn at ½ impostor)")
+    ax.set_ylabel("detection & identification rate")
+    ax.set_title(title or "Open set: known test faces vs people outside the gallery")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
 def confusion_matrix(true, pred, title: str = "", labels=None, annotate: bool | None = None):
     """Return a row-normalised confusion-matrix heatmap (recall on the diagonal) of one model's test predictions."""
     import seaborn as sns

@@ -1,4 +1,5 @@
-"""``python -m nnprak predict PHOTO``: who is in this photo? Detect every face, embed it, name it or say "unknown"."""
+"""``python -m nnprak predict PHOTO|FOLDER``: who is in these photos? Detect every face, embed it, name it or say
+"unknown"; a contact sheet of many photos for a slide; ``python -m nnprak enroll NAME PHOTO...`` adds a person."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import classify, data, embed, faces
 from .utils import atomic_path
@@ -30,20 +31,24 @@ class FacePrediction:
     detection_prob: float
     closest: str = ""
     threshold: float = 0.0
+    candidates: list = None            # [(person, score), ...] with --top-k, the first is ``closest``
 
     def line(self) -> str:
         """Return the face as one printable line (for "unknown": the closest person and the threshold)."""
         box = ", ".join(f"{v:.0f}" for v in self.box)
         if self.name == classify.UNKNOWN and self.closest:
-            return (f"{self.name} (closest: {self.closest}, confidence {self.confidence:.2f} not above the "
+            text = (f"{self.name} (closest: {self.closest}, confidence {self.confidence:.2f} not above the "
                     f"threshold {self.threshold:.2f}) box=({box})")
-        return f"{self.name} (confidence {self.confidence:.2f}) box=({box})"
+        else:
+            text = f"{self.name} (confidence {self.confidence:.2f}) box=({box})"
+        if self.candidates and len(self.candidates) > 1:
+            text += " | top: " + ", ".join(f"{n} {c:.2f}" for n, c in self.candidates)
+        return text
 
 
-def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: embed.Embedder | None = None,
-                  min_prob: float = 0.9) -> list[FacePrediction]:
-    """Return a prediction for every face in ``image`` with detection probability >= ``min_prob``, left to right."""
-    embedder = embedder or embed.get_embedder(model.backend, model.info.get("variant", "plain"))
+def detect_faces(image: Image.Image, min_prob: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (boxes, probabilities, landmarks) of the faces in ``image`` with probability >= ``min_prob``, left
+    to right (raises :class:`NoFaceFound` with the reason when there is none)."""
     (boxes, probs, landmarks), _, problem = faces.detect_with_retry([image], faces.DetectorSettings(), min_prob=min_prob)[0]
     if problem:
         raise NoFaceFound(problem.split(": ", 1)[1])
@@ -52,31 +57,72 @@ def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: 
     if len(boxes) == 0:
         raise NoFaceFound("no face found")
     order = np.argsort(boxes[:, 0])
-    boxes, probs, landmarks = boxes[order], probs[order], landmarks[order]
-    names, conf, closest = model.predict_with_closest(embedder.embed_faces(image, boxes, landmarks))
-    return [FacePrediction(tuple(float(v) for v in b), str(n), float(c), float(p), str(g), float(model.threshold))
-            for b, n, c, p, g in zip(boxes, names, conf, probs, closest)]
+    return boxes[order], probs[order], landmarks[order]
+
+
+def _embedder(model: classify.FaceClassifier, embedder=None):
+    return embedder or embed.get_embedder(model.backend, model.info.get("variant", "plain"))
+
+
+def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: embed.Embedder | None = None,
+                  min_prob: float = 0.9, top_k: int = 1) -> list[FacePrediction]:
+    """Return a prediction for every face in ``image`` with detection probability >= ``min_prob``, left to right
+    (with ``top_k`` > 1, each also lists its best ``top_k`` candidates and their scores)."""
+    boxes, probs, landmarks = detect_faces(image, min_prob)
+    X = _embedder(model, embedder).embed_faces(image, boxes, landmarks)
+    names, conf, closest = model.predict_with_closest(X)
+    cands = model.top_k(X, top_k) if top_k > 1 else [None] * len(X)
+    return [FacePrediction(tuple(float(v) for v in b), str(n), float(c), float(p), str(g), float(model.threshold), k)
+            for b, n, c, p, g, k in zip(boxes, names, conf, probs, closest, cands)]
+
+
+def _draw_faces(ax, predictions: list[FacePrediction], fontsize: float = 9, lw: float = 2) -> None:
+    """Draw a box and a "name score" label (white on green = named, on red = unknown) per face on ``ax``."""
+    import matplotlib
+    from matplotlib import patheffects
+
+    for p in predictions:
+        x1, y1, x2, y2 = p.box
+        colour = "#d62728" if p.name == classify.UNKNOWN else "#2ca02c"
+        ax.add_patch(matplotlib.patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=lw))
+        ax.text((x1 + x2) / 2, y2, f"{p.name.replace('_', ' ')}\n{p.confidence:.2f}", ha="center", va="top",
+                fontsize=fontsize, color="white", fontweight="bold", clip_on=True, linespacing=1.0,
+                path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")],
+                bbox=dict(boxstyle="round,pad=0.2", fc=colour, ec="none", alpha=0.85))
 
 
 def annotate(image: Image.Image, predictions: list[FacePrediction]) -> Image.Image:
-    """Return a copy of ``image`` with a box and a name label drawn for every prediction."""
-    out = image.copy()
-    draw = ImageDraw.Draw(out)
-    width = max(2, round(max(image.size) / 250))
-    for p in predictions:
-        colour = (200, 30, 30) if p.name == classify.UNKNOWN else (30, 170, 60)
-        draw.rectangle(p.box, outline=colour, width=width)
-        label = f"{p.name.replace('_', ' ')} {p.confidence:.2f}"
-        x, y = p.box[0], max(0, p.box[1] - 12 * width)
-        tb = draw.textbbox((x, y), label)
-        draw.rectangle(tb, fill=colour)
-        draw.text((x, y), label, fill=(255, 255, 255))
-    return out
+    """Return a copy of ``image`` (same size) with a box and a name label drawn for every prediction.
+
+    Drawn with matplotlib and the fonts of :mod:`nnprak.plots`, so Chinese, Japanese and Korean names render
+    (PIL's default font has no such glyphs).
+    """
+    import matplotlib.pyplot as plt
+
+    from . import plots  # noqa: F401  (sets the fallback fonts)
+
+    dpi = 100
+    fig = plt.figure(figsize=(image.width / dpi, image.height / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    ax.imshow(image)
+    scale = max(image.size) / 250
+    _draw_faces(ax, predictions, fontsize=max(6.0, 7 * scale), lw=max(1.5, 1.5 * scale))
+    fig.canvas.draw()
+    out = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
+    plt.close(fig)
+    return out.resize(image.size) if out.size != image.size else out
 
 
-def predict_file(photo: str | os.PathLike, model_path: str | os.PathLike, out: str | os.PathLike | None = None,
-                 min_prob: float = 0.9) -> list[FacePrediction]:
+def _load_model(model) -> classify.FaceClassifier:
+    return model if isinstance(model, classify.FaceClassifier) else classify.FaceClassifier.load(model)
+
+
+def predict_file(photo: str | os.PathLike, model_path, out: str | os.PathLike | None = None,
+                 min_prob: float = 0.9, top_k: int = 1, embedder=None) -> list[FacePrediction]:
     """Return the predictions for a photo file and write the annotated image to ``out`` when given.
+
+    ``model_path``: a saved model's path or a loaded :class:`~nnprak.classify.FaceClassifier`.
 
     Raises:
         FileNotFoundError: the photo or the model is missing (the message says what to do).
@@ -86,10 +132,159 @@ def predict_file(photo: str | os.PathLike, model_path: str | os.PathLike, out: s
     photo = Path(photo)
     if not photo.exists():
         raise FileNotFoundError(f"{photo} does not exist")
-    model = classify.FaceClassifier.load(model_path)
+    model = _load_model(model_path)
     image = data.load_image(photo)
-    preds = predict_image(image, model, min_prob=min_prob)
+    preds = predict_image(image, model, embedder, min_prob=min_prob, top_k=top_k)
     if out:
         with atomic_path(out) as tmp:
             annotate(image, preds).save(tmp)
     return preds
+
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic", ".heif")
+"""What a folder given to ``predict`` is searched for (other files are listed as skipped, never silently)."""
+
+
+def collect_photos(inputs) -> tuple[list[Path], list[str]]:
+    """Return (photo files, one-line problems) for files and folders on the command line.
+
+    Folders are searched (not recursively) for :data:`PHOTO_SUFFIXES`, sorted by name; other files there are
+    reported, as are missing paths and empty folders. Files named explicitly are always tried.
+    """
+    photos, problems = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
+            ok = [p for p in found if p.suffix.lower() in PHOTO_SUFFIXES]
+            problems += [f"{p}: skipped (not a photo: {p.suffix or 'no suffix'})" for p in found if p not in ok]
+            if not ok:
+                problems.append(f"{item}: no photos in this folder ({', '.join(PHOTO_SUFFIXES[:4])}, ...)")
+            photos += ok
+        elif item.exists():
+            photos.append(item)
+        else:
+            problems.append(f"{item}: does not exist")
+    return photos, problems
+
+
+def problem_line(photo, err: Exception) -> str:
+    """Return one line saying why ``photo`` gave no prediction (no traceback)."""
+    if isinstance(err, NoFaceFound):
+        return f"{photo}: no face found ({err}; try a larger, sharper photo, or --min-prob 0.7)"
+    if isinstance(err, data.ImageError):
+        return f"{photo}: {err.status} ({err.detail}); {data.BAD_STATUSES.get(err.status, '')}".rstrip("; ")
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text if str(photo) in text else f"{photo}: {text}"
+
+
+@dataclass
+class PhotoResult:
+    """The outcome for one photo: its faces, or the one-line reason there are none."""
+
+    photo: Path
+    faces: list
+    problem: str = ""
+    image: Image.Image | None = None
+
+
+def predict_photos(photos, model, min_prob: float = 0.9, top_k: int = 1, keep_images: bool = True) -> list[PhotoResult]:
+    """Return a :class:`PhotoResult` per photo; a bad photo gets its one-line problem, never an exception."""
+    model = _load_model(model)
+    embedder = _embedder(model)
+    out = []
+    for photo in map(Path, photos):
+        try:
+            image = data.load_image(photo)
+            preds = predict_image(image, model, embedder, min_prob=min_prob, top_k=top_k)
+            out.append(PhotoResult(photo, preds, "", image if keep_images else None))
+        except (OSError, ValueError) as err:  # ImageError and NoFaceFound are ValueErrors
+            out.append(PhotoResult(photo, [], problem_line(photo, err)))
+    return out
+
+
+def contact_sheet(results: list[PhotoResult], out: str | os.PathLike, title: str = "", ncols: int | None = None,
+                  thumb: float = 2.6, formats=("png", "pdf")) -> list[Path]:
+    """Draw every photo with a box and a name on each face in one figure and save it as PNG and PDF.
+
+    ``out`` is the file name (its suffix is replaced per format). Names are drawn with matplotlib and the
+    fonts of :mod:`nnprak.plots` (Chinese, Japanese and Korean names render when a CJK font is installed);
+    known faces are green, unknown red; photos without a face say why. Returns the written files.
+    """
+    import matplotlib.pyplot as plt
+
+    from . import plots  # noqa: F401  (sets the fallback fonts)
+
+    n = max(1, len(results))
+    ncols = ncols or min(n, 5 if n > 12 else 4)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(thumb * ncols, thumb * nrows * 1.08), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, results):
+        if r.image is None:
+            ax.text(0.5, 0.5, r.problem.replace(": ", ":\n", 1), ha="center", va="center", wrap=True, fontsize=7,
+                    transform=ax.transAxes, color="#a00")
+            ax.set_title(r.photo.name, fontsize=8)
+            continue
+        ax.imshow(r.image)
+        _draw_faces(ax, r.faces, fontsize=9 * thumb / 2.6)
+        ax.set_title(r.photo.name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    written = []
+    out = Path(out)
+    for fmt in formats:
+        target = out.with_suffix(f".{fmt}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150)
+        written.append(target)
+    plt.close(fig)
+    return written
+
+
+class EnrolError(ValueError):
+    """No usable face among the photos given to enrol a person."""
+
+
+def embed_photos(photos, model, embedder=None, min_prob: float = 0.9) -> tuple[np.ndarray, list[str], list[str]]:
+    """Return (one embedding per photo that has a face: its largest, lines about the photos used, one-line
+    problems of the photos skipped), embedded as ``predict`` embeds faces (by ``embedder``, else ``model``'s)."""
+    embedder = embedder or _embedder(_load_model(model))
+    X, used, problems = [], [], []
+    for photo in map(Path, photos):
+        try:
+            if not photo.exists():
+                raise FileNotFoundError(f"{photo} does not exist")
+            image = data.load_image(photo)
+            boxes, probs, landmarks = detect_faces(image, min_prob)
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            i = int(np.argmax(area))
+            X.append(embedder.embed_faces(image, boxes[i:i + 1], landmarks[i:i + 1])[0])
+            note = f" (largest of {len(boxes)} faces)" if len(boxes) > 1 else ""
+            used.append(f"{photo}: face used{note}")
+        except (OSError, ValueError) as err:
+            problems.append(problem_line(photo, err))
+    return (np.vstack(X) if X else np.empty((0, 0))), used, problems
+
+
+def enroll_photos(model, name: str, photos, min_prob: float = 0.9) -> tuple[classify.FaceClassifier, list[str], list[str]]:
+    """Return (the model with ``name`` added, lines about each photo used, one-line problems of photos skipped).
+
+    Each photo must show the person: its largest face is used (a photo with several faces says so). The
+    classifier is refit on the gallery plus the new faces; the accept/reject threshold stays the same.
+
+    Raises:
+        EnrolError: no photo gave a face.
+    """
+    model = _load_model(model)
+    embedder = _embedder(model)
+    name = str(name).strip()
+    if not name or name == classify.UNKNOWN or "/" in name:
+        raise EnrolError(f"{name!r} cannot be a person's name")
+    X, used, problems = embed_photos(photos, model, embedder, min_prob)
+    if not len(X):
+        raise EnrolError(f"no face found in any of the {len(list(photos))} photos of {name}; nothing enrolled")
+    model.enroll(name, X)
+    return model, used, problems

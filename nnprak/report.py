@@ -43,14 +43,18 @@ from .utils import atomic_path, atomic_write_text
 REPORT_DIR = config.ROOT / "report"
 """The folder of ``report.tex``; ``figures/`` and ``tables/`` of the default profile live inside it."""
 REPORT_TEX = REPORT_DIR / "report.tex"
-"""The report's LaTeX source (the only hand-written file of the report)."""
+"""The report's LaTeX source (hand-written, like ``slides.tex`` and ``meta.tex``)."""
+SLIDES_TEX = REPORT_DIR / "slides.tex"
+"""The 16:9 Beamer deck: the same figures, tables and numbers as the report."""
+META_TEX = REPORT_DIR / "meta.tex"
+"""Title, authors and course, ``\\input`` by both report.tex and slides.tex."""
 
 REPORT_FIGURES = (
     "01_images_per_person", "01_sample_images",
     "02_detections", "02_crops", "02_detection_prob",
     "03_learning_curves", "03_ablation",
     "04_learning_curves",
-    "05_tsne", "05_distances", "05_open_set",
+    "05_tsne", "05_distances", "05_open_set", "05_demo_sheet",
     "06_confusion_best", "06_confusion_scratch", "06_per_person_accuracy", "06_misclassified",
     "06_verification_roc", "06_verification_errors", "06_crop_variants",
 )
@@ -66,6 +70,8 @@ REPORT_NUMBERS = (
     "ScratchAcc", "ScratchFone", "ScratchMinutes", "PlainAcc",           # 03 (PlainAcc: no-residual ablation)
     "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes",  # 04
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
+    "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",  # 05 (open set)
+    "OpenSetStrictTarget", "OpenSetStrictDIR", "OpenSetStrictFAR", "PlattValDIR", "ImpostorFaces",
     "LfwAcc", "LfwStd",                                                  # 05 (verification of the embedder)
     "LfwPairs", "LfwErrors", "LfwMislabelled", "RunMinutes",             # 06
 )
@@ -464,8 +470,9 @@ def missing_targets(tex_path: str | os.PathLike | None = None, figures_dir: str 
 def report_tex(cfg: config.Config | None = None, source: str | os.PathLike | None = None) -> Path:
     """Return the report.tex to build for a profile: ``report/report.tex`` itself for ``default``, else a copy.
 
-    Other profiles keep their figures and tables under ``build/<profile>/report/``; the report source (and a
-    ``references.bib`` next to it, if any) is copied there so that the same relative paths work.
+    Other profiles keep their figures and tables under ``build/<profile>/report/``; the source (and
+    ``meta.tex`` and a ``references.bib`` next to it, if any) is copied there so that the same relative paths
+    work. ``source``: :data:`REPORT_TEX` (default) or :data:`SLIDES_TEX`.
     """
     cfg = cfg or config.active()
     source = Path(source) if source else REPORT_TEX
@@ -475,7 +482,7 @@ def report_tex(cfg: config.Config | None = None, source: str | os.PathLike | Non
                          "folder for report.tex to find both")
     if target_dir.resolve() == source.parent.resolve():
         return source
-    for extra in [source] + sorted(source.parent.glob("*.bib")):
+    for extra in [source] + sorted(source.parent.glob("*.bib")) + sorted(source.parent.glob("meta.tex")):
         with atomic_path(target_dir / extra.name) as tmp:
             shutil.copyfile(extra, tmp)
     return target_dir / source.name

@@ -78,3 +78,98 @@ def test_classifier_round_trip_and_missing_model(tmp_path, gallery):
         classify.FaceClassifier.load(tmp_path / "none.joblib")
     with pytest.raises(ValueError, match="unknown classifier kind"):
         classify.make_pipeline("tree")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Open-set scores from the gallery, thresholds with confidence intervals, enrolment
+# ---------------------------------------------------------------------------------------------------------
+def test_gallery_scores_by_hand():
+    G = np.array([[1, 0, 0], [0, 1, 0], [0, 0.6, 0.8], [0, 0, 2]], dtype=float)  # un-normalised on purpose
+    gy = np.array(["a", "b", "b", "c"], dtype=object)
+    q = np.array([[0, 1, 0], [0, 1, 0], [3, 0, 0]], dtype=float)
+    names = ["b", "a", "zz"]
+    nearest = classify.gallery_scores(G, gy, q, names, "nearest")
+    assert nearest[0] == pytest.approx(1.0)                    # identical to one of b's faces
+    assert nearest[1] == pytest.approx(1 - np.sqrt(2) / 2)     # orthogonal to a's only face
+    assert nearest[2] == 0.0                                   # a name outside the gallery scores 0
+    d_far = np.linalg.norm(np.array([0, 1, 0]) - np.array([0, 0.6, 0.8]))
+    knn3 = classify.gallery_scores(G, gy, q[:1], ["b"], "knn3")  # b has 2 faces: the mean of both
+    assert knn3[0] == pytest.approx(1 - (0 + d_far) / 2 / 2)
+    c = np.array([0, 1.6, 0.8]) / np.linalg.norm([0, 1.6, 0.8])
+    centroid = classify.gallery_scores(G, gy, q[:1], ["b"], "centroid")
+    assert centroid[0] == pytest.approx(1 - np.linalg.norm(np.array([0, 1, 0]) - c) / 2)
+    with pytest.raises(ValueError, match="open-set score"):
+        classify.gallery_scores(G, gy, q, names, "median")
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    rng = np.random.default_rng(1)
+    known = rng.normal(0.8, 0.05, 400)
+    correct = rng.uniform(size=400) > 0.01
+    val_imp, test_imp = rng.normal(0.5, 0.08, 1000), rng.normal(0.5, 0.08, 1000)
+    t = classify.choose_threshold(val_imp, 0.01)
+    ci = classify.bootstrap_open_set(correct, known, val_imp, test_imp, 0.01, n_boot=300)
+    dir_, far = np.mean((known > t) & correct), np.mean(test_imp > t)
+    assert ci["dir_ci"][0] <= dir_ <= ci["dir_ci"][1] and ci["far_ci"][0] <= far <= ci["far_ci"][1]
+    assert 0 < ci["far_ci"][1] - ci["far_ci"][0] < 0.03  # 1,000 impostors place a 1 % threshold to within a few 0.1 %
+
+
+@pytest.mark.parametrize("kind", ["svm_linear", "knn"])
+def test_gallery_distance_score_works_for_every_classifier(gallery, kind):
+    """The classifier names the person, the distance to the gallery decides: strangers out, known faces in."""
+    imp = gallery["imp"]
+    val, test = (imp["split"] == "val").to_numpy(), (imp["split"] == "test").to_numpy()
+    search = classify.fit_classifier(kind, gallery["X_train"], gallery["y_train"])
+    half = len(gallery["X_test"]) // 2
+    fc, ev = classify.open_set_model(search, kind, gallery["X_train"], gallery["y_train"],
+                                     gallery["X_test"][:half], gallery["y_test"][:half], gallery["X_imp"][val],
+                                     gallery["X_test"][half:], gallery["y_test"][half:], gallery["X_imp"][test],
+                                     "dlib", far=0.0, far_targets=(0.0, 0.5), n_boot=50)
+    assert fc.score in classify.SCORE_METHODS and set(ev["comparison"]) == {"classifier", *classify.SCORE_METHODS}
+    assert fc.threshold == ev["at"][0.0]["threshold"] and ev["at"][0.5]["threshold"] <= fc.threshold
+    r = ev["rates"]
+    assert r["dir"] >= 0.8 and r["far"] <= 0.34 and r["n_impostors"] == test.sum()
+    assert r["dir_ci"][0] <= r["dir"] <= r["dir_ci"][1]
+    names, scores = fc.predict(gallery["X_imp"][val])
+    assert (names == classify.UNKNOWN).all() and (scores <= fc.threshold).all()  # at FAR 0 on its own impostors
+    summary = classify.open_set_summary(ev)
+    import json
+    json.dumps(summary)  # results/ can keep it
+    assert len(summary["curve"]["far"]) == len(summary["curve"]["dir"]) > 2
+    table = classify.open_set_table({kind: ev})
+    assert list(table["FAR target"]) == [0.5, 0.0] and table["DIR 95% CI"].str.contains("–").all()
+
+
+def test_enrolment_adds_a_person_with_the_same_rule(gallery, lfw_dir):
+    """A stranger enrolled from a few embeddings is named afterwards; the threshold does not move."""
+    search = classify.fit_classifier("svm_linear", gallery["X_train"], gallery["y_train"])
+    imp = gallery["imp"]
+    fc = classify.FaceClassifier(search.best_estimator_, 0.0, "dlib", "svm_linear", gallery_X=gallery["X_train"],
+                                 gallery_y=gallery["y_train"], score="nearest")
+    fc.threshold = classify.choose_threshold(fc.scores(gallery["X_imp"])[1], 0.0)
+    people = imp.groupby("person").filter(lambda g: len(g) == 2)["person"].unique()
+    newcomer = people[0]
+    rows = np.flatnonzero(imp["person"] == newcomer)
+    before = len(fc.people)
+    fc.enroll(newcomer, gallery["X_imp"][rows[:1]])
+    assert len(fc.people) == before + 1 and newcomer in fc.people and fc.info["enrolled"] == [newcomer]
+    names, _ = fc.predict(gallery["X_imp"][rows[1:]])  # the newcomer's other photo
+    assert list(names) == [newcomer]
+    known, _ = fc.predict(gallery["X_test"])
+    assert np.mean(known == gallery["y_test"]) >= 0.8  # the others are still named
+    with pytest.raises(ValueError, match="no gallery"):
+        classify.FaceClassifier(search.best_estimator_, 0.5, "dlib").enroll("x", gallery["X_test"][:1])
+
+
+def test_impostor_pool_is_large_split_by_person_and_outside_the_gallery(lfw_dir, lfw_images):
+    people = sorted(lfw_images)
+    imp = data.lfw_impostors(lfw_dir, exclude=people, faces_per_split=60, min_images=1, images_per_person=2)
+    counts = imp["split"].value_counts()
+    assert counts["val"] >= 60 and counts["test"] >= 60 and counts.sum() <= 124
+    assert set(imp.loc[imp["split"] == "val", "person"]).isdisjoint(imp.loc[imp["split"] == "test", "person"])
+    assert not set(imp["person"]) & set(people)
+    assert imp.groupby("person").size().max() <= 2
+    again = data.lfw_impostors(lfw_dir, exclude=people, faces_per_split=60, min_images=1, images_per_person=2)
+    assert list(again["path"]) == list(imp["path"])  # seeded
+    with pytest.raises(ValueError, match="impostor images"):
+        data.lfw_impostors(lfw_dir, exclude=people, faces_per_split=10**6)

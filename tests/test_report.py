@@ -20,14 +20,15 @@ CONTRACT_FIGURES = {
     "01_images_per_person", "01_sample_images", "02_detections", "02_crops", "02_detection_prob",
     "03_learning_curves", "03_ablation", "04_learning_curves", "05_tsne", "05_distances", "05_open_set",
     "06_confusion_best", "06_confusion_scratch", "06_per_person_accuracy", "06_misclassified",
-    "06_verification_roc", "06_verification_errors", "06_crop_variants"}
+    "06_verification_roc", "06_verification_errors", "06_crop_variants", "05_demo_sheet"}
 CONTRACT_TABLES = {"01_split", "02_detection", "03_ablation", "05_open_set", "06_comparison", "06_verification",
                    "06_crop_variants"}
 CONTRACT_NUMBERS = {
     "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest", "DetectionRate", "ScratchAcc", "ScratchFone",
     "ScratchMinutes", "PlainAcc", "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "SvmAcc",
     "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR", "LfwAcc", "LfwStd", "LfwPairs", "LfwErrors",
-    "LfwMislabelled", "RunMinutes"}
+    "LfwMislabelled", "RunMinutes", "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",
+    "OpenSetStrictTarget", "OpenSetStrictDIR", "OpenSetStrictFAR", "PlattValDIR", "ImpostorFaces"}
 
 
 def require_latexmk():
@@ -201,7 +202,7 @@ def test_report_tex_cites_only_contract_files():
     targets = report.tex_targets(report.REPORT_TEX)
     assert targets["graphicspath"] == ["figures/"]
     assert set(targets["graphics"]) == CONTRACT_FIGURES, "report.tex includes figures outside the contract"
-    assert set(targets["inputs"]) == {"tables/numbers.tex"} | {f"tables/{t}.tex" for t in CONTRACT_TABLES}
+    assert set(targets["inputs"]) == {"tables/numbers.tex", "meta.tex"} | {f"tables/{t}.tex" for t in CONTRACT_TABLES}
     assert set(report.REPORT_FIGURES) == CONTRACT_FIGURES and set(report.REPORT_TABLES) == CONTRACT_TABLES
 
 
@@ -218,7 +219,7 @@ def test_report_prose_has_no_hand_typed_results():
     body = body.split("\\begin{thebibliography}", 1)[0]
     typed = set(re.findall(r"\d+(?:\.\d+)?(?:\\,)?\\%", body))
     literature = {"99.63\\,\\%", "99.13\\,\\%", "99.38\\,\\%"}       # FaceNet and dlib as published
-    assert typed <= {"70\\,\\%", "15\\,\\%", "100\\,\\%"} | literature, typed
+    assert typed <= {"70\\,\\%", "15\\,\\%", "100\\,\\%", "95\\,\\%"} | literature, typed
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -272,3 +273,59 @@ def test_real_report_compiles_with_placeholder_outputs(tmp_path):
     pdf = report.build_pdf(tex)
     assert pdf.read_bytes().startswith(b"%PDF")
     assert "undefined references" not in (base / "report.log").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The slides: same generated files as the report, title and authors from meta.tex
+# ---------------------------------------------------------------------------------------------------------
+def test_slides_cite_only_generated_files():
+    """slides.tex includes only contract figures/tables/numbers (what the notebooks write) and meta.tex."""
+    targets = report.tex_targets(report.SLIDES_TEX)
+    assert targets["graphicspath"] == ["figures/"]
+    assert targets["graphics"] and set(targets["graphics"]) <= CONTRACT_FIGURES, (
+        sorted(set(targets["graphics"]) - CONTRACT_FIGURES))
+    tables = {t for t in targets["inputs"] if t.startswith("tables/")} - {"tables/numbers.tex"}
+    assert tables and tables <= {f"tables/{t}.tex" for t in CONTRACT_TABLES}
+    assert set(targets["inputs"]) - tables == {"tables/numbers.tex", "meta.tex"}
+    used = set(report.number_macros(report.SLIDES_TEX))
+    assert used and used <= CONTRACT_NUMBERS, f"slides use numbers nobody writes: {sorted(used - CONTRACT_NUMBERS)}"
+    assert "05_demo_sheet" in targets["graphics"] and "05_open_set" in targets["graphics"]
+    body = report.strip_comments(report.SLIDES_TEX.read_text()).split("\\begin{document}", 1)[1]
+    typed = set(re.findall(r"\d+(?:\.\d+)?(?:\\,)?\s*\\%", body))
+    assert typed <= {"95\\,\\%"}, f"hand-typed results on the slides: {typed}"
+
+
+def test_report_and_slides_share_title_and_authors():
+    for tex in (report.REPORT_TEX, report.SLIDES_TEX):
+        body = report.strip_comments(tex.read_text())
+        assert "\\input{meta}" in body and "\\author{\\metaauthors}" in body and "\\metatitle" in body
+        assert "Student One" not in body  # names only in meta.tex
+    assert "\\newcommand{\\metaauthors}" in report.META_TEX.read_text()
+
+
+@pytest.mark.slow
+def test_slides_compile_to_a_16_9_deck_of_10_to_14_pages(tmp_path):
+    require_latexmk()
+    cfg = config.active()
+    base = tmp_path / "report"
+    paths = dataclasses.replace(cfg.paths, figures=base / "figures", tables=base / "tables")
+    tex = report.report_tex(dataclasses.replace(cfg, paths=paths), report.SLIDES_TEX)
+    assert tex == base / "slides.tex" and (base / "meta.tex").exists()
+    paths.figures.mkdir(parents=True)
+    for stem in CONTRACT_FIGURES:
+        Image.new("RGB", (160, 90), "steelblue").save(paths.figures / f"{stem}.png")
+    table = pd.DataFrame({"model": ["a_b", "c"], "accuracy": [0.5, 0.75], "n": [10, 20]})
+    for stem in CONTRACT_TABLES:
+        report.save_table(stem, table, folder=paths.tables)
+    report.write_numbers({name: "1.0\\%" for name in CONTRACT_NUMBERS}, folder=paths.tables)
+    assert report.missing_targets(tex, paths.figures, paths.tables) == []
+    pdf = report.build_pdf(tex)
+    log = (base / "slides.log").read_text()
+    pages = int(re.search(r"Output written on slides.pdf \((\d+) pages", log).group(1))
+    assert 10 <= pages <= 14
+    import subprocess
+
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout  # poppler-utils (setup-tex)
+    size = re.search(r"Page size:\s+([\d.]+) x ([\d.]+) pts", info)
+    assert size and abs(float(size.group(1)) / float(size.group(2)) - 16 / 9) < 0.01, info
+    assert "Overfull \\hbox" not in log, "something on a slide is wider than the slide"
