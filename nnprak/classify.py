@@ -230,13 +230,26 @@ def person_scores(gallery_X, gallery_y, X, method: str = "nearest") -> tuple[np.
     return people, S
 
 
-def choose_threshold(impostor_scores: np.ndarray, far: float = 0.01) -> float:
-    """Return the lowest threshold t such that at most ``far`` of the impostor scores are > t."""
+def choose_threshold(impostor_scores: np.ndarray, far: float = 0.01, confidence: float | None = None) -> float:
+    """Return the lowest threshold t such that at most ``far`` of the impostor scores are > t.
+
+    With ``confidence`` (e.g. 0.95), the lowest threshold whose *one-sided Clopper-Pearson upper bound* of the
+    false-accept rate, estimated from these impostors, is at most ``far``: the validation impostors are a sample,
+    and a threshold placed at exactly ``far`` on them lets through more than ``far`` of new strangers about half
+    the time. On 1,100 impostors and ``far`` = 1 % it accepts at most 5 of them (0.45 %); when even accepting
+    none cannot give that confidence (small pools), none is accepted.
+    """
     scores = np.sort(np.asarray(impostor_scores, dtype=float))[::-1]
-    if len(scores) == 0:
+    n = len(scores)
+    if n == 0:
         raise ValueError("no impostor scores: cannot choose an open-set threshold")
-    k = int(np.floor(far * len(scores)))  # impostors we may accept
-    return float(scores[min(k, len(scores) - 1)])
+    k = int(np.floor(far * n))  # impostors we may accept
+    if confidence is not None:
+        from scipy.stats import beta
+
+        upper = beta.ppf(confidence, np.arange(k + 1) + 1, n - np.arange(k + 1))  # bound after accepting 0..k
+        k = int(np.flatnonzero(upper <= far).max()) if (upper <= far).any() else 0
+    return float(scores[min(k, n - 1)])
 
 
 def apply_threshold(pred, scores, threshold: float) -> np.ndarray:
@@ -443,7 +456,8 @@ def best_score(comparison: dict[str, dict]) -> str:
 
 
 def bootstrap_open_set(known_correct, known_scores, val_impostor_scores, test_impostor_scores, far: float,
-                       n_boot: int = 1000, seed: int = config.SEED, level: float = 0.95) -> dict:
+                       n_boot: int = 1000, seed: int = config.SEED, level: float = 0.95,
+                       confidence: float | None = None) -> dict:
     """Return percentile confidence intervals ``dir_ci``, ``far_ci`` (each (low, high)) of the whole procedure.
 
     Each of ``n_boot`` replicates resamples the validation impostors (and re-chooses the threshold for ``far``),
@@ -454,7 +468,7 @@ def bootstrap_open_set(known_correct, known_scores, val_impostor_scores, test_im
     vi, ti = np.asarray(val_impostor_scores, float), np.asarray(test_impostor_scores, float)
     dirs, fars = np.empty(n_boot), np.empty(n_boot)
     for b in range(n_boot):
-        t = choose_threshold(vi[rng.integers(0, len(vi), len(vi))], far)
+        t = choose_threshold(vi[rng.integers(0, len(vi), len(vi))], far, confidence)
         k = rng.integers(0, len(ks), len(ks))
         dirs[b] = np.mean((ks[k] > t) & correct[k])
         fars[b] = np.mean(ti[rng.integers(0, len(ti), len(ti))] > t)
@@ -464,15 +478,17 @@ def bootstrap_open_set(known_correct, known_scores, val_impostor_scores, test_im
 
 
 def open_set_evaluation(model, X_val_impostors, X_test, y_test, X_test_impostors, far: float = 0.01,
-                        far_targets=None, n_boot: int = 0, seed: int = config.SEED) -> dict:
+                        far_targets=None, n_boot: int = 0, seed: int = config.SEED,
+                        confidence: float | None = None) -> dict:
     """Return the threshold chosen on validation impostors for ``far`` and the open-set rates on the test split.
 
     ``model``: a :class:`FaceClassifier` (its open-set score is used) or a fitted classifier (its
     :func:`confidence`). Keys: ``threshold``, ``far_target``, ``rates`` (dir/far/frr on test, see
     :func:`open_set_rates`), ``curve`` (DIR vs FAR on test) and ``at``: per target in ``far_targets``
     (default: ``far`` only) the threshold, the rates and, with ``n_boot`` > 0, their bootstrap confidence
-    intervals (:func:`bootstrap_open_set`). Rows with NaN embeddings (no face found) are left out of the
-    impostor sets and count as rejected known faces.
+    intervals (:func:`bootstrap_open_set`). The main threshold (for ``far``) is chosen with ``confidence``
+    (see :func:`choose_threshold`); the ``at`` rows place the threshold at exactly each target. Rows with NaN
+    embeddings (no face found) are left out of the impostor sets and count as rejected known faces.
     """
     fc = model if isinstance(model, FaceClassifier) else FaceClassifier(model, 0.0, "")
     val_imp, imp = fc.scores(_finite(X_val_impostors))[1], fc.scores(_finite(X_test_impostors))[1]
@@ -489,10 +505,14 @@ def open_set_evaluation(model, X_val_impostors, X_test, y_test, X_test_impostors
         at[target] = {"threshold": t, "rates": open_set_rates(y_test, pred, known_scores, imp, t)}
         if n_boot:
             at[target]["rates"].update(bootstrap_open_set(correct, known_scores, val_imp, imp, target, n_boot, seed))
-    main = at[far] if far in at else {"threshold": choose_threshold(val_imp, far),
-                                      "rates": None}
-    if main["rates"] is None:
-        main["rates"] = open_set_rates(y_test, pred, known_scores, imp, main["threshold"])
+    if far in at and confidence is None:
+        main = at[far]
+    else:
+        t = choose_threshold(val_imp, far, confidence)
+        main = {"threshold": t, "rates": open_set_rates(y_test, pred, known_scores, imp, t)}
+        if n_boot:
+            main["rates"].update(bootstrap_open_set(correct, known_scores, val_imp, imp, far, n_boot, seed,
+                                                    confidence=confidence))
     return {"threshold": main["threshold"], "far_target": far, "rates": main["rates"], "at": at,
             "score": fc.score, "pred": pred, "known_scores": known_scores, "impostor_scores": imp,
             "curve": dir_far_curve(y_test, pred, known_scores, imp)}
@@ -500,12 +520,14 @@ def open_set_evaluation(model, X_val_impostors, X_test, y_test, X_test_impostors
 
 def open_set_model(search, kind: str, X_train, y_train, X_val, y_val, X_val_impostors, X_test, y_test,
                    X_test_impostors, backend: str, info: dict | None = None, score: str = "auto", far: float = 0.01,
-                   far_targets=None, n_boot: int = 0, seed: int = config.SEED) -> tuple[FaceClassifier, dict]:
+                   far_targets=None, n_boot: int = 0, seed: int = config.SEED,
+                   confidence: float | None = None) -> tuple[FaceClassifier, dict]:
     """Return (the classifier as saved for ``predict``, its open-set evaluation) for a fitted ``search``.
 
     The gallery is the training split; ``score="auto"`` takes the open-set score that does best on the
     validation faces and validation impostors (:func:`compare_scores`, kept as ``evaluation["comparison"]``);
-    the threshold is the one for ``far`` on the validation impostors; :func:`open_set_evaluation` measures it.
+    the threshold is the one for ``far`` (with ``confidence``) on the validation impostors;
+    :func:`open_set_evaluation` measures it.
     """
     est = getattr(search, "best_estimator_", search)
     X_train, y_train = np.asarray(X_train, dtype=np.float32), np.asarray(y_train, dtype=object)
@@ -513,9 +535,10 @@ def open_set_model(search, kind: str, X_train, y_train, X_val, y_val, X_val_impo
     score = best_score(comparison) if score == "auto" else score
     fc = FaceClassifier(est, 0.0, backend, kind, info=dict(info or {}), gallery_X=X_train, gallery_y=y_train,
                         score=score)
-    ev = open_set_evaluation(fc, X_val_impostors, X_test, y_test, X_test_impostors, far, far_targets, n_boot, seed)
+    ev = open_set_evaluation(fc, X_val_impostors, X_test, y_test, X_test_impostors, far, far_targets, n_boot, seed,
+                             confidence)
     fc.threshold = ev["threshold"]
-    fc.info.update(score=score, far_target=far, classes=sorted(map(str, set(y_train))))
+    fc.info.update(score=score, far_target=far, far_confidence=confidence, classes=sorted(map(str, set(y_train))))
     ev["comparison"] = comparison
     return fc, ev
 

@@ -173,3 +173,18 @@ def test_impostor_pool_is_large_split_by_person_and_outside_the_gallery(lfw_dir,
     assert list(again["path"]) == list(imp["path"])  # seeded
     with pytest.raises(ValueError, match="impostor images"):
         data.lfw_impostors(lfw_dir, exclude=people, faces_per_split=10**6)
+
+
+def test_choose_threshold_with_confidence_keeps_the_upper_bound_within_the_budget():
+    from scipy.stats import beta
+
+    rng = np.random.default_rng(1)
+    for n, far in ((1100, 0.01), (5000, 0.001), (300, 0.05)):
+        imp = rng.uniform(size=n)
+        t = classify.choose_threshold(imp, far, confidence=0.95)
+        k = int(np.sum(imp > t))
+        assert k <= np.floor(far * n)
+        assert beta.ppf(0.95, k + 1, n - k) <= far          # the bound of what was accepted is within budget ...
+        assert beta.ppf(0.95, k + 2, n - k - 1) > far       # ... and accepting one more impostor would break it
+    assert classify.choose_threshold(np.arange(20.0), 0.1, confidence=0.95) == 19.0   # too few: accept none
+    assert classify.choose_threshold(np.arange(1100.0), 0.01, confidence=0.95) == 1094.0  # 5 accepted (0.45 %)
