@@ -32,11 +32,14 @@ def parse(argv=None) -> argparse.Namespace:
                     "(default: the profile's)")
     ap.add_argument("--epochs", type=int, default=None, help="override the schedule (screening only)")
     ap.add_argument("--residual-only", action="store_true", help="skip the plain twins")
+    ap.add_argument("--plain-only", action="store_true", help="skip the residual networks")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a cfg.scratch setting (Python literal), e.g. --set zero_init_residual=False")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default: <results>/bench_scratch_seeds.json)")
     ap.add_argument("--eigenfaces", action="store_true", help="also fit the eigenfaces + SVM baseline on the same splits")
+    ap.add_argument("--checkpoint-dir", type=Path, default=None,
+                    help="keep each run's checkpoint here (scratch_<network>_s<seed>.pt) and resume from it")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -74,10 +77,15 @@ def main(argv=None) -> dict:
               f"({baseline_row['components']} components, C {baseline_row['C']:g}, {baseline_row['seconds']:.0f} s)",
               flush=True)
     for blocks in depths:
-        for residual in ((True,) if args.residual_only else (True, False)):
+        for residual in ((True,) if args.residual_only else (False,) if args.plain_only else (True, False)):
             for seed in args.seeds:
+                ckpt = None
+                if args.checkpoint_dir is not None:
+                    name = ablation.network_name(residual, blocks).replace(" ", "_")
+                    ckpt = args.checkpoint_dir / f"scratch_{name}_s{seed}.pt"
                 run = ablation.train_variant(cached, settings, residual=residual, blocks=blocks, seed=seed,
-                                             epochs=args.epochs, progress=not args.no_progress, threads=threads)
+                                             epochs=args.epochs, progress=not args.no_progress, threads=threads,
+                                             checkpoint_path=ckpt, resume=ckpt is not None)
                 rows.append(run["row"])
                 r = run["row"]
                 print(f"{r['network']:>16} seed {seed}: test accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
