@@ -96,14 +96,16 @@ def row_key(row: dict) -> tuple:
 
 def shortcut_ablation(cached: dict, settings: dict, *, depths: Sequence[Sequence[int]] | None = None,
                       seeds: Sequence[int] = (config.SEED,), epochs: int | None = None, known: dict | None = None,
-                      progress: bool = True, checkpoint_dir=None, histories: dict | None = None) -> pd.DataFrame:
+                      progress: bool = True, checkpoint_dir=None, resume: bool = False,
+                      histories: dict | None = None) -> pd.DataFrame:
     """Return one row per (depth, residual or plain, seed): the shortcut ablation, optionally over seeds.
 
     ``depths`` are blocks per stage (default: the settings' ``ablation_depths``, else its depth); each depth is trained with and
     without shortcuts, same recipe. ``known`` maps ``(residual, blocks tuple, seed)`` to a row already
     trained (e.g. notebook 03's main model: ``{(True, (1, 1, 1, 1), 42): run["row"]}``), which is reused.
     ``histories``, when given a dict, is filled with ``network (seed) -> history`` for learning curves.
-    ``checkpoint_dir`` keeps one checkpoint per run (``scratch_<network>_s<seed>.pt``) and resumes from it.
+    ``checkpoint_dir`` keeps one checkpoint per run (``scratch_<network>_s<seed>.pt``); ``resume=True`` continues
+    from those (a finished run returns at once: only after an interruption, never after changing the settings).
     """
     from pathlib import Path
 
@@ -122,7 +124,7 @@ def shortcut_ablation(cached: dict, settings: dict, *, depths: Sequence[Sequence
                     name = network_name(residual, blocks).replace(" ", "_")
                     ckpt = Path(checkpoint_dir) / f"scratch_{name}_s{seed}.pt"
                 run = train_variant(cached, settings, residual=residual, blocks=blocks, seed=seed, epochs=epochs,
-                                    checkpoint_path=ckpt, resume=ckpt is not None, progress=progress)
+                                    checkpoint_path=ckpt, resume=resume and ckpt is not None, progress=progress)
                 rows.append(run["row"])
                 if histories is not None:
                     histories[f"{run['row']['network']} (seed {seed})"] = run["history"]
