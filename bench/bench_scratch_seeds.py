@@ -60,7 +60,10 @@ def main(argv=None) -> dict:
     settings = dict(cfg.scratch)
     for item in args.set:
         key, _, value = item.partition("=")
-        settings[key] = ast.literal_eval(value)
+        try:
+            settings[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):   # a bare word: a string setting, e.g. shortcut=avgpool
+            settings[key] = value
     n_train = int((ok["split"] == "train").sum())
     settings = config.scratch_for_data(settings, n_train, len(classes))
     t0 = time.perf_counter()

@@ -222,7 +222,7 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
 _SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
                         batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle",
                         balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=None,
-                        min_steps=900, shortcut="conv", zero_init_residual=False, stem_stride=2, dropout=0.2,
+                        min_steps=900, shortcut="avgpool", zero_init_residual=False, stem_stride=2, dropout=0.2,
                         ablation_depths=((1, 1, 1, 1), (2, 2, 2, 2)))
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=4.0)

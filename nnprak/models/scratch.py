@@ -113,7 +113,8 @@ class ScratchResNet(nn.Module):
             after eight, so every 3x3 convolution of the network stays nearly silent (and nearly untrained:
             its gradients are scaled by that same number) for the first quarter of training. Measured on LFW-62
             (64 px, 30 epochs, MTCNN crops, ``bench/bench_scratch_seeds.py``): test accuracy 88.2 % with it
-            (seed 42), 92.2 % and 92.9 % without it (seeds 42, 43), plain twin 92.7 % and 93.8 %.
+            (seed 42), 92.2 % and 92.9 % without it (seeds 42, 43), plain twin 92.7 % and 93.8 %; without it
+            and with ``shortcut="avgpool"`` (the default of ``cfg.scratch``) 93.8 % (seed 42).
         shortcut: projection of the blocks that halve the size, ``"conv"`` (strided 1x1) or ``"avgpool"``
             (ResNet-D); see :class:`BasicBlock`. The plain network has none either way.
 
