@@ -47,6 +47,11 @@ def parse(argv=None) -> argparse.Namespace:
                     help="class-balanced sampling power: 1 = balanced, 0 = plain shuffle, 0.5 = square root")
     ap.add_argument("--dropout", type=float, default=s.get("dropout", 0.2))
     ap.add_argument("--plain", action="store_true", help="no shortcuts (the ablation's plain CNN)")
+    ap.add_argument("--shortcut", default=s.get("shortcut", "conv"), choices=["conv", "avgpool"],
+                    help="projection shortcut of the downsampling blocks (default: %(default)s)")
+    ap.add_argument("--zero-init", action=argparse.BooleanOptionalAction, default=s.get("zero_init_residual", True),
+                    help="start every residual block's last batch-norm scale at 0 (default: %(default)s)")
+    ap.add_argument("--stem-stride", type=int, default=s.get("stem_stride", 2))
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--threads", type=int, default=cfg.threads)
     ap.add_argument("--seed", type=int, default=cfg.seed)
@@ -61,7 +66,7 @@ def main(argv=None) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     from nnprak import config, data, train
-    from nnprak.models.scratch import ScratchResNet, count_parameters
+    from nnprak.models.scratch import count_parameters, from_settings
 
     config.set_threads(args.threads)
     config.seed_everything(args.seed)
@@ -90,17 +95,19 @@ def main(argv=None) -> dict:
 
     widths = tuple(int(w) for w in args.widths.split(","))
     blocks = tuple(int(b) for b in args.blocks.split(","))
-    model = ScratchResNet(len(classes), widths, blocks, in_size=args.size, residual=not args.plain,
-                          dropout=args.dropout)
     settings = dict(cfg.scratch, image_size=args.size, widths=widths, blocks=blocks, epochs=args.epochs,
+                    shortcut=args.shortcut, zero_init_residual=args.zero_init, stem_stride=args.stem_stride,
+                    dropout=args.dropout,
                     batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                     schedule=args.schedule, balanced=args.balanced, label_smoothing=args.label_smoothing,
                     patience=args.patience, max_minutes=args.max_minutes, channels_last=args.channels_last)
+    model = from_settings(len(classes), settings, residual=not args.plain)
     print(f"{len(classes)} people; train/val/test {len(train_ds)}/{len(val_ds)}/{len(test_ds)} images "
           f"({'crops ' + str(args.crops) if args.crops else 'stand-in crops'}, centre crop {cached['train'].crop}) "
           f"-> {args.size} px, "
           f"decoded in {t_data:.1f} s; model {widths} x {blocks}, {count_parameters(model):,} parameters, "
-          f"{'plain' if args.plain else 'residual'}; {args.threads} threads", flush=True)
+          f"{'plain' if args.plain else f'residual ({args.shortcut} shortcut, zero init {args.zero_init})'}, "
+          f"stem stride {args.stem_stride}; {args.threads} threads", flush=True)
 
     cpu0, t0 = time.process_time(), time.perf_counter()
     hist = train.fit_from_settings(

@@ -15,6 +15,7 @@ Usage in a notebook::
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -170,11 +171,59 @@ def cv_folds(class_counts, max_folds: int = 5) -> int:
     return max(2, min(int(max_folds), smallest))
 
 
-# ablation_epochs (notebook 03): None = the plain CNN gets the main model's full schedule and is compared with it;
-# a number = both variants are trained that many epochs (quicker, but short schedules favour the plain CNN).
+SMALL_DATA_IMAGES_PER_PERSON = 15
+"""Below this many training images per person :func:`scratch_for_data` switches to the small-data recipe."""
+SMALL_DATA_AUGMENT = dict(scale=(0.6, 1.0), ratio=(0.85, 1.15), rotation=15.0, jitter=0.4)
+"""Stronger augmentation for 5-15 training photos per person (a larger crop range, more rotation and jitter)."""
+
+
+def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
+    """Return scratch-CNN settings fitted to a training set of ``n_train`` images of ``n_people`` people.
+
+    Rules (the settings' ``epochs`` stay a lower bound; LFW-62, 2,121 images, keeps them unchanged):
+
+    * **batch size**: the settings' batch size, smaller for small sets (a power of two near an eighth of the
+      images, at least 16), so an epoch still has about 8 optimiser steps;
+    * **schedule in optimiser steps**: at least ``min_steps`` steps (``epochs`` grows to
+      ``ceil(min_steps / steps per epoch)``); a few hundred images otherwise get a few dozen steps;
+      ``patience`` grows by the same factor (it counts epochs);
+    * **small data** (< :data:`SMALL_DATA_IMAGES_PER_PERSON` images per person): the stronger
+      :data:`SMALL_DATA_AUGMENT` and no class-balanced sampling (the classes are about equal anyway).
+
+    Adds ``steps_per_epoch``, ``steps`` and ``images_per_person``; ``small_data`` says which recipe was used.
+    """
+    s = dict(settings)
+    n_train, n_people = int(n_train), max(1, int(n_people))
+    if n_train < 2:
+        raise ValueError(f"a training set of {n_train} image(s) is too small to train a network")
+    per_person = n_train / n_people
+    batch = int(s["batch_size"])
+    if n_train < 8 * batch:
+        batch = max(16, 2 ** int(math.floor(math.log2(max(1, n_train // 8)))))
+        batch = min(batch, int(s["batch_size"]), n_train)
+    steps_per_epoch = max(1, n_train // batch if n_train > batch else 1)
+    epochs = max(int(s["epochs"]), math.ceil(int(s.get("min_steps", 0)) / steps_per_epoch))
+    if s.get("patience") is not None:
+        s["patience"] = int(math.ceil(int(s["patience"]) * epochs / max(1, int(s["epochs"]))))
+    small = per_person < SMALL_DATA_IMAGES_PER_PERSON
+    if small:
+        s["augment"] = dict(SMALL_DATA_AUGMENT, **s.get("augment", {}))
+        s["balanced"] = 0.0
+    s.update(batch_size=batch, epochs=epochs, steps_per_epoch=steps_per_epoch, steps=epochs * steps_per_epoch,
+             images_per_person=round(per_person, 2), small_data=small)
+    return s
+
+
+# ablation_epochs (notebook 03): None = every variant gets the main model's full schedule (the main model is reused
+# as the first ResNet); a number = all variants are trained that many epochs (quicker, screening only).
+# ablation_depths: blocks per stage of the shortcut ablation's pairs (ResNet and its plain twin for each).
+# min_steps: optimiser steps a schedule has at least (see scratch_for_data; LFW-62's 30 epochs are 990 steps).
+# shortcut / zero_init_residual / stem_stride / dropout: the ScratchResNet design (models.scratch.from_settings).
 _SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
                         batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle",
-                        balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=None)
+                        balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=None,
+                        min_steps=900, shortcut="avgpool", zero_init_residual=False, stem_stride=2, dropout=0.2,
+                        ablation_depths=((1, 1, 1, 1), (2, 2, 2, 2)))
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=4.0)
 # Open set: impostors = LFW people outside the gallery (1-19 images, at most 2 each), drawn until the validation
@@ -193,7 +242,7 @@ _EMBED_DEFAULT = dict(backend="auto", far_target=0.01, far_confidence=0.95, far_
 PROFILE_SETTINGS: dict[str, dict] = {
     "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=2, verification_pairs_per_fold=20,
                   scratch=dict(_SCRATCH_DEFAULT, image_size=48, widths=(8, 16, 32, 64), epochs=6, batch_size=16,
-                               patience=3, max_minutes=1.0, ablation_epochs=None),
+                               patience=3, max_minutes=1.0, ablation_epochs=None, min_steps=0),
                   transfer=dict(_TRANSFER_DEFAULT, image_size=64, head_epochs=2, finetune_epochs=1,
                                 max_minutes=1.0),
                   embed=dict(_EMBED_DEFAULT, impostor_faces=20, far_target=0.1, far_targets=(0.1,), bootstrap=200)),

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from nnprak.models.scratch import BasicBlock, ScratchResNet, count_parameters, summary_table
+from nnprak import config
+from nnprak.models.scratch import BasicBlock, ScratchResNet, count_parameters, from_settings, summary_table
 
 
 def _randomise(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -121,7 +122,7 @@ def test_forward_features_and_default_size():
 
 
 def test_zero_init_makes_residual_blocks_start_as_identity():
-    model = ScratchResNet(5, widths=(8, 16), blocks=(2, 1), in_size=32)
+    model = ScratchResNet(5, widths=(8, 16), blocks=(2, 1), in_size=32, zero_init_residual=True)
     block = model.layer1[1]  # identity shortcut: relu(0 + x) == x for the non-negative input it receives
     x = torch.rand(2, 8, 16, 16)
     with torch.no_grad():
@@ -142,3 +143,34 @@ def test_summary_table_parameter_total(depth):
         shapes = dict(zip(table["layer"], table["output shape"]))
         assert shapes["layer1.0"] == "32x32x32" and shapes["layer4.0"] == "256x4x4"
     assert model.training  # the summary's forward pass leaves the mode alone
+
+
+def test_avgpool_shortcut_sees_every_pixel_and_costs_no_parameters():
+    conv = BasicBlock(8, 16, stride=2, shortcut="conv")
+    avg = BasicBlock(8, 16, stride=2, shortcut="avgpool")
+    assert isinstance(avg.downsample[0], nn.AvgPool2d) and count_parameters(avg) == count_parameters(conv)
+    _randomise(avg, seed=3).eval()
+    x = torch.randn(2, 8, 7, 7, requires_grad=True)                 # odd size: both shortcuts give 4 x 4
+    ref = avg.downsample[2](avg.downsample[1](nn.functional.avg_pool2d(x, 2, 2, ceil_mode=True,
+                                                                        count_include_pad=False)))
+    assert torch.allclose(avg.downsample(x), ref, atol=1e-6)
+    assert avg(x).shape == conv.eval()(x).shape == (2, 16, 4, 4)
+    for block, seen in ((avg, 49), (conv, 16)):                      # input pixels that reach the shortcut
+        x.grad = None
+        block.downsample(x).sum().backward()
+        assert int((x.grad[0, 0] != 0).sum()) == seen
+    with pytest.raises(ValueError, match="shortcut"):
+        BasicBlock(8, 16, stride=2, shortcut="maxpool")
+    identity = BasicBlock(8, 8, stride=1, shortcut="avgpool")     # no shape change: still the identity
+    assert identity.downsample is None
+
+
+def test_from_settings_builds_the_configured_twins():
+    s = config.load("default").scratch
+    res, plain = from_settings(62, s), from_settings(62, s, residual=False)
+    assert (res.widths, res.blocks, res.in_size) == (tuple(s["widths"]), tuple(s["blocks"]), s["image_size"])
+    assert res.shortcut == s["shortcut"] and res.zero_init_residual == s["zero_init_residual"]
+    assert not plain.residual and not plain.zero_init_residual
+    assert count_parameters(res) > count_parameters(plain)
+    deeper = from_settings(62, s, blocks=(2, 2, 2, 2))
+    assert deeper.blocks == (2, 2, 2, 2) and count_parameters(deeper) > count_parameters(res)

@@ -1,0 +1,112 @@
+"""Train the scratch CNN and its plain twin for several seeds (optionally deeper pairs) and write mean ± std.
+
+    python bench/bench_scratch_seeds.py                                  # 1-1-1-1 pair, seeds 42 43 44, 2 threads
+    python bench/bench_scratch_seeds.py --depths 1,1,1,1 2,2,2,2 --seeds 42
+    python bench/bench_scratch_seeds.py --crops /tmp/pgm/processed/crops.csv --out results/x.json  # other data
+
+Data: notebook 02's MTCNN crops of the profile (``crop_plain`` of ``crops.csv``), else ``--crops``. Settings:
+``cfg.scratch`` fitted to the training set by :func:`nnprak.config.scratch_for_data` (a no-op on LFW-62).
+Writes ``results/bench_scratch_seeds.json`` (default): per network the seeds, and mean, std (ddof=1) and values
+of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default=os.environ.get("NNPRAK_PROFILE") or "default")
+    ap.add_argument("--crops", type=Path, help="crops CSV (default: the profile's crops.csv)")
+    ap.add_argument("--path-column", default="crop_plain")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    ap.add_argument("--depths", nargs="+", default=None, help="blocks per stage, e.g. 1,1,1,1 2,2,2,2 "
+                    "(default: the profile's)")
+    ap.add_argument("--epochs", type=int, default=None, help="override the schedule (screening only)")
+    ap.add_argument("--residual-only", action="store_true", help="skip the plain twins")
+    ap.add_argument("--plain-only", action="store_true", help="skip the residual networks")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a cfg.scratch setting (Python literal), e.g. --set zero_init_residual=False")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="JSON file (default: <results>/bench_scratch_seeds.json)")
+    ap.add_argument("--eigenfaces", action="store_true", help="also fit the eigenfaces + SVM baseline on the same splits")
+    ap.add_argument("--checkpoint-dir", type=Path, default=None,
+                    help="keep each run's checkpoint here (scratch_<network>_s<seed>.pt) and resume from it")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    import ast
+
+    args = parse(argv)
+    from nnprak import ablation, config, faces, train
+    from nnprak.utils import write_json
+
+    cfg = config.load(args.profile)
+    threads = args.threads or cfg.threads
+    config.set_threads(threads)
+    table = faces.load_crops(args.crops or cfg.paths.crops)
+    ok = table[(table["face_status"] == "ok") & (table[args.path_column].astype(str) != "")]
+    classes = sorted(ok["person"].unique())
+    settings = dict(cfg.scratch)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            settings[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):   # a bare word: a string setting, e.g. shortcut=avgpool
+            settings[key] = value
+    n_train = int((ok["split"] == "train").sum())
+    settings = config.scratch_for_data(settings, n_train, len(classes))
+    t0 = time.perf_counter()
+    cached = train.cached_splits(table, int(settings["image_size"]), path_column=args.path_column, classes=classes)
+    print(f"{len(classes)} people, {n_train} training images; decoded in {time.perf_counter() - t0:.1f} s; "
+          f"settings {settings}", flush=True)
+    depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
+    rows, baseline_row = [], None
+    if args.eigenfaces:
+        from nnprak import baseline
+
+        baseline_row = baseline.eigenfaces_baseline(cached, max_cv_folds=cfg.max_cv_folds)["row"]
+        print(f"eigenfaces + SVM: test accuracy {baseline_row['accuracy']:.4f}, macro-F1 {baseline_row['macro_f1']:.4f} "
+              f"({baseline_row['components']} components, C {baseline_row['C']:g}, {baseline_row['seconds']:.0f} s)",
+              flush=True)
+    for blocks in depths:
+        for residual in ((True,) if args.residual_only else (False,) if args.plain_only else (True, False)):
+            for seed in args.seeds:
+                ckpt = None
+                if args.checkpoint_dir is not None:
+                    name = ablation.network_name(residual, blocks).replace(" ", "_")
+                    ckpt = args.checkpoint_dir / f"scratch_{name}_s{seed}.pt"
+                run = ablation.train_variant(cached, settings, residual=residual, blocks=blocks, seed=seed,
+                                             epochs=args.epochs, progress=not args.no_progress, threads=threads,
+                                             checkpoint_path=ckpt, resume=ckpt is not None)
+                rows.append(run["row"])
+                r = run["row"]
+                print(f"{r['network']:>16} seed {seed}: test accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
+                      f"best val {r['best val accuracy']:.4f}, {r['epochs']} epochs / {r['steps']} steps, "
+                      f"{r['minutes']:.2f} min wall, {r['cpu_minutes_per_thread']:.2f} CPU min / thread", flush=True)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    out = args.out or (cfg.paths.results / "bench_scratch_seeds.json")
+    res = {"data": str(args.crops or cfg.paths.crops), "people": len(classes), "train_images": n_train,
+           "threads": threads, "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
+           "epochs_override": args.epochs, "summary": ablation.summary_json(frame),
+           "runs": json.loads(frame.to_json(orient="records")), "eigenfaces": baseline_row}
+    write_json(out, res)
+    print("written:", out)
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

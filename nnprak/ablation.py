@@ -1,0 +1,158 @@
+"""Stage 03's experiments: train one scratch-CNN variant, the shortcut ablation and the seed loop.
+
+Notebook 03 and ``bench/bench_scratch_seeds.py`` call these instead of writing their own loops::
+
+    from nnprak import ablation
+    cached = train.cached_splits(table, 64, path_column="crop_plain", classes=classes)
+    run = ablation.train_variant(cached, cfg.scratch, residual=True, seed=cfg.seed)   # one model
+    table = ablation.shortcut_ablation(cached, cfg.scratch, depths=((1, 1, 1, 1), (2, 2, 2, 2)), seeds=(42,))
+    ablation.seed_summary(table)        # mean and std per network over the seeds
+
+Every variant gets the same data, augmentation, optimiser and schedule (:func:`nnprak.train.fit_from_settings`);
+only ``residual`` (shortcuts or not) and ``blocks`` (depth) change. A row of the tables holds the network's
+name, depth, seed, epochs, best validation accuracy, test accuracy, macro-F1, balanced accuracy, parameters,
+wall minutes and CPU minutes per thread (process CPU time / threads: the wall time of an otherwise idle machine).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from . import config, train
+from .models.scratch import count_parameters, from_settings
+
+METRIC_COLUMNS = ["best val accuracy", "accuracy", "macro_f1", "balanced_accuracy"]
+
+
+def network_name(residual: bool, blocks: Sequence[int]) -> str:
+    """Return the table name of a variant, e.g. ``"ResNet 1-1-1-1"`` or ``"plain 2-2-2-2"``."""
+    return f"{'ResNet' if residual else 'plain'} {'-'.join(str(int(b)) for b in blocks)}"
+
+
+def variant_loaders(cached: dict, settings: dict, seed: int = config.SEED):
+    """Return ``(train, val, test)`` loaders over cached splits with the settings' size, augmentation and sampling."""
+    size = int(settings["image_size"])
+    train_tf = train.train_transforms(size, **settings.get("augment", {}))
+    eval_tf = train.eval_transforms(size)
+    return train.make_loaders(cached["train"].with_transform(train_tf), cached["val"].with_transform(eval_tf),
+                              cached["test"].with_transform(eval_tf), batch_size=int(settings["batch_size"]),
+                              balanced=settings.get("balanced", 0.5), seed=seed)
+
+
+def train_variant(cached: dict, settings: dict, *, residual: bool = True, blocks: Sequence[int] | None = None,
+                  seed: int = config.SEED, epochs: int | None = None, checkpoint_path=None, resume: bool = False,
+                  progress: bool = True, threads: int | None = None,
+                  on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train one scratch-CNN variant from ``settings`` (``cfg.scratch``) and return its row, history and model.
+
+    ``cached`` is :func:`nnprak.train.cached_splits` at ``settings["image_size"]``; ``blocks`` overrides the
+    settings' depth; ``epochs`` the settings' schedule. Returns ``{"row": dict, "history": DataFrame,
+    "model": the trained network (best epoch), "y_true", "y_pred", "probs"}``; ``row`` has the columns of the
+    module text.
+    """
+    blocks = tuple(int(b) for b in (blocks if blocks is not None else settings["blocks"]))
+    threads = int(threads if threads is not None else torch.get_num_threads())
+    config.seed_everything(seed)
+    loaders = variant_loaders(cached, settings, seed)
+    model = from_settings(len(cached["train"].classes), settings, residual=residual, blocks=blocks)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    history = train.fit_from_settings(model, loaders, settings, epochs=epochs, checkpoint_path=checkpoint_path,
+                                      resume=resume, max_minutes=settings.get("max_minutes"), seed=seed,
+                                      progress=progress, on_epoch=on_epoch)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    run = result_row(model, history, loaders, seed=seed, cpu_minutes_per_thread=cpu / 60 / max(threads, 1))
+    return dict(run, history=history, model=model)
+
+
+def result_row(model, history: pd.DataFrame, loaders, *, seed: int = config.SEED,
+               cpu_minutes_per_thread: float | None = None) -> dict:
+    """Return ``{"row", "y_true", "y_pred", "probs"}`` of a trained scratch CNN on the test loader ``loaders[2]``.
+
+    Used by :func:`train_variant` and by notebook 03 for its main model (trained with its own checkpoint),
+    so that the main model's row can go into :func:`shortcut_ablation` via ``known`` (see :func:`row_key`).
+    """
+    from .results import classification_metrics
+
+    y_true, y_pred, probs = train.predict(model, loaders[2])
+    metrics = classification_metrics(y_true, y_pred)
+    blocks = tuple(int(b) for b in model.blocks)
+    row = {"network": network_name(model.residual, blocks), "residual": bool(model.residual),
+           "blocks": "-".join(map(str, blocks)), "seed": int(seed), "epochs": len(history),
+           "steps": len(history) * len(loaders[0]), "parameters": count_parameters(model),
+           "best val accuracy": float(history["val_acc"].max()),
+           **{k: metrics[k] for k in ("accuracy", "macro_f1", "balanced_accuracy")},
+           "minutes": float(history["seconds"].sum()) / 60,
+           "cpu_minutes_per_thread": float("nan") if cpu_minutes_per_thread is None else float(cpu_minutes_per_thread)}
+    return {"row": row, "y_true": y_true, "y_pred": y_pred, "probs": probs}
+
+
+def row_key(row: dict) -> tuple:
+    """Return the ``known`` key of a result row for :func:`shortcut_ablation`: ``(residual, blocks, seed)``."""
+    return bool(row["residual"]), tuple(int(b) for b in str(row["blocks"]).split("-")), int(row["seed"])
+
+
+def shortcut_ablation(cached: dict, settings: dict, *, depths: Sequence[Sequence[int]] | None = None,
+                      seeds: Sequence[int] = (config.SEED,), epochs: int | None = None, known: dict | None = None,
+                      progress: bool = True, checkpoint_dir=None, resume: bool = False,
+                      histories: dict | None = None) -> pd.DataFrame:
+    """Return one row per (depth, residual or plain, seed): the shortcut ablation, optionally over seeds.
+
+    ``depths`` are blocks per stage (default: the settings' ``ablation_depths``, else its depth); each depth is trained with and
+    without shortcuts, same recipe. ``known`` maps ``(residual, blocks tuple, seed)`` to a row already
+    trained (e.g. notebook 03's main model: ``{(True, (1, 1, 1, 1), 42): run["row"]}``), which is reused.
+    ``histories``, when given a dict, is filled with ``network (seed) -> history`` for learning curves.
+    ``checkpoint_dir`` keeps one checkpoint per run (``scratch_<network>_s<seed>.pt``); ``resume=True`` continues
+    from those (a finished run returns at once: only after an interruption, never after changing the settings).
+    """
+    from pathlib import Path
+
+    depths = [tuple(int(b) for b in d) for d in (depths or settings.get("ablation_depths") or [settings["blocks"]])]
+    known = dict(known or {})
+    rows = []
+    for blocks in depths:
+        for residual in (True, False):
+            for seed in seeds:
+                key = (bool(residual), blocks, int(seed))
+                if key in known:
+                    rows.append(dict(known[key]))
+                    continue
+                ckpt = None
+                if checkpoint_dir is not None:
+                    name = network_name(residual, blocks).replace(" ", "_")
+                    ckpt = Path(checkpoint_dir) / f"scratch_{name}_s{seed}.pt"
+                run = train_variant(cached, settings, residual=residual, blocks=blocks, seed=seed, epochs=epochs,
+                                    checkpoint_path=ckpt, resume=resume and ckpt is not None, progress=progress)
+                rows.append(run["row"])
+                if histories is not None:
+                    histories[f"{run['row']['network']} (seed {seed})"] = run["history"]
+    return pd.DataFrame(rows)
+
+
+def seed_summary(table: pd.DataFrame, columns: Sequence[str] = ("accuracy", "macro_f1", "best val accuracy",
+                                                                 "cpu_minutes_per_thread")) -> pd.DataFrame:
+    """Return mean, std (ddof=1; 0 for one seed) and the number of seeds per network of an ablation table."""
+    columns = [c for c in columns if c in table.columns]
+    g = table.groupby("network", sort=False)
+    out = g[columns].mean().add_suffix(" mean").join(g[columns].std(ddof=1).fillna(0.0).add_suffix(" std"))
+    out["seeds"] = g.size()
+    order = [f"{c} {s}" for c in columns for s in ("mean", "std")] + ["seeds"]
+    return out[order].reset_index()
+
+
+def summary_json(table: pd.DataFrame) -> dict:
+    """Return ``{network: {metric: {"mean", "std", "values"}}, ...}`` of an ablation table (for a results file)."""
+    out = {}
+    for name, g in table.groupby("network", sort=False):
+        entry = {"seeds": [int(s) for s in g["seed"]], "blocks": str(g["blocks"].iloc[0]),
+                 "residual": bool(g["residual"].iloc[0]), "parameters": int(g["parameters"].iloc[0])}
+        for col in ("accuracy", "macro_f1", "balanced_accuracy", "best val accuracy", "epochs",
+                    "minutes", "cpu_minutes_per_thread"):
+            if col in g:
+                vals = [float(v) for v in g[col]]
+                std = float(g[col].std(ddof=1)) if len(vals) > 1 else 0.0
+                entry[col.replace(" ", "_")] = {"mean": float(sum(vals) / len(vals)), "std": std, "values": vals}
+        out[name] = entry
+    return out
