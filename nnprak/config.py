@@ -216,14 +216,16 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
 
 # ablation_epochs (notebook 03): None = every variant gets the main model's full schedule (the main model is reused
 # as the first ResNet); a number = all variants are trained that many epochs (quicker, screening only).
-# ablation_depths: blocks per stage of the shortcut ablation's pairs (ResNet and its plain twin for each).
+# ablation_depths: blocks per stage of the shortcut ablation's pairs (ResNet and its plain twin for each); the
+# default profile trains the 1-1-1-1 pair only (the 20-minute budget), the full profile adds 2-2-2-2
+# (bench/bench_scratch_seeds.py --depths ... measures deeper pairs without the notebook).
 # min_steps: optimiser steps a schedule has at least (see scratch_for_data; LFW-62's 30 epochs are 990 steps).
 # shortcut / zero_init_residual / stem_stride / dropout: the ScratchResNet design (models.scratch.from_settings).
 _SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
                         batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle",
                         balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=None,
                         min_steps=900, shortcut="avgpool", zero_init_residual=False, stem_stride=2, dropout=0.2,
-                        ablation_depths=((1, 1, 1, 1), (2, 2, 2, 2)))
+                        ablation_depths=((1, 1, 1, 1),))
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=4.0)
 # Open set: impostors = LFW people outside the gallery (1-19 images, at most 2 each), drawn until the validation
@@ -251,7 +253,8 @@ PROFILE_SETTINGS: dict[str, dict] = {
     "default": dict(verification_pairs_per_fold=200, scratch=dict(_SCRATCH_DEFAULT), transfer=dict(_TRANSFER_DEFAULT),
                     embed=dict(_EMBED_DEFAULT)),
     "full": dict(min_images_per_person=10,
-                 scratch=dict(_SCRATCH_DEFAULT, image_size=160, epochs=80, patience=15, max_minutes=None),
+                 scratch=dict(_SCRATCH_DEFAULT, image_size=160, epochs=80, patience=15, max_minutes=None,
+                              ablation_depths=((1, 1, 1, 1), (2, 2, 2, 2))),
                  transfer=dict(_TRANSFER_DEFAULT, finetune_epochs=15, max_minutes=None),
                  embed=dict(_EMBED_DEFAULT)),
 }
