@@ -252,23 +252,29 @@ def test_build_pdf_names_make_setup_tex_when_latexmk_is_missing(tmp_path, monkey
         report.build_pdf(tex)
 
 
-@pytest.mark.slow
-def test_real_report_compiles_with_placeholder_outputs(tmp_path):
-    """report.tex compiles once every contract file exists (placeholders here; the smoke run makes real ones)."""
-    require_latexmk()
+def placeholder_outputs(tmp_path, source, size):
+    """Return (tex, base, paths): ``source`` copied into ``tmp_path/report`` with a placeholder for every contract
+    figure (``size`` px), table and number, as the notebooks would write them."""
     cfg = config.active()
     base = tmp_path / "report"
     paths = dataclasses.replace(cfg.paths, figures=base / "figures", tables=base / "tables")
-    tex = report.report_tex(dataclasses.replace(cfg, paths=paths))
-    assert tex == base / "report.tex" and tex.read_text() == report.REPORT_TEX.read_text()
+    tex = report.report_tex(dataclasses.replace(cfg, paths=paths), source)
     paths.figures.mkdir(parents=True)
-    Image.new("RGB", (60, 40), "steelblue").save(paths.figures / "placeholder.png")
     for stem in CONTRACT_FIGURES:
-        shutil.copy(paths.figures / "placeholder.png", paths.figures / f"{stem}.png")
+        Image.new("RGB", size, "steelblue").save(paths.figures / f"{stem}.png")
     table = pd.DataFrame({"model": ["a_b", "c"], "accuracy": [0.5, 0.75], "n": [10, 20]})
     for stem in CONTRACT_TABLES:
         report.save_table(stem, table, folder=paths.tables)
     report.write_numbers({name: "1.0\\%" for name in CONTRACT_NUMBERS}, folder=paths.tables)
+    return tex, base, paths
+
+
+@pytest.mark.slow
+def test_real_report_compiles_with_placeholder_outputs(tmp_path):
+    """report.tex compiles once every contract file exists (placeholders here; the smoke run makes real ones)."""
+    require_latexmk()
+    tex, base, paths = placeholder_outputs(tmp_path, report.REPORT_TEX, (60, 40))
+    assert tex == base / "report.tex" and tex.read_text() == report.REPORT_TEX.read_text()
     assert report.missing_targets(tex, paths.figures, paths.tables) == []
     pdf = report.build_pdf(tex)
     assert pdf.read_bytes().startswith(b"%PDF")
@@ -306,18 +312,8 @@ def test_report_and_slides_share_title_and_authors():
 @pytest.mark.slow
 def test_slides_compile_to_a_16_9_deck_of_10_to_14_pages(tmp_path):
     require_latexmk()
-    cfg = config.active()
-    base = tmp_path / "report"
-    paths = dataclasses.replace(cfg.paths, figures=base / "figures", tables=base / "tables")
-    tex = report.report_tex(dataclasses.replace(cfg, paths=paths), report.SLIDES_TEX)
+    tex, base, paths = placeholder_outputs(tmp_path, report.SLIDES_TEX, (160, 90))
     assert tex == base / "slides.tex" and (base / "meta.tex").exists()
-    paths.figures.mkdir(parents=True)
-    for stem in CONTRACT_FIGURES:
-        Image.new("RGB", (160, 90), "steelblue").save(paths.figures / f"{stem}.png")
-    table = pd.DataFrame({"model": ["a_b", "c"], "accuracy": [0.5, 0.75], "n": [10, 20]})
-    for stem in CONTRACT_TABLES:
-        report.save_table(stem, table, folder=paths.tables)
-    report.write_numbers({name: "1.0\\%" for name in CONTRACT_NUMBERS}, folder=paths.tables)
     assert report.missing_targets(tex, paths.figures, paths.tables) == []
     pdf = report.build_pdf(tex)
     log = (base / "slides.log").read_text()
