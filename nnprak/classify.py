@@ -168,6 +168,11 @@ def best_of(searches: dict, kinds) -> str:
     return max(kinds, key=key)
 
 
+def estimator(model):
+    """Return the fitted estimator of ``model``: a GridSearchCV's ``best_estimator_``, else ``model`` itself."""
+    return getattr(model, "best_estimator_", model)
+
+
 def confidence(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (predicted labels, confidence in [0, 1]) for every row.
 
@@ -175,7 +180,7 @@ def confidence(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     embedding to its nearest gallery face (the face_recognition way: near the gallery means known).
     """
     X = np.asarray(X)
-    est = getattr(model, "best_estimator_", model)
+    est = estimator(model)
     if isinstance(est[-1], KNeighborsClassifier):
         dist, _ = est[-1].kneighbors(est[:-1].transform(X), n_neighbors=1)
         return est.predict(X), 1.0 - dist[:, 0] / 2.0
@@ -304,8 +309,7 @@ class FaceClassifier:
     @property
     def people(self) -> list[str]:
         """Return the gallery's people, sorted."""
-        est = getattr(self.model, "best_estimator_", self.model)
-        return sorted(map(str, est.classes_))
+        return sorted(map(str, estimator(self.model).classes_))
 
     def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (the person the classifier names, the open-set score) for embeddings X."""
@@ -314,8 +318,7 @@ class FaceClassifier:
             return np.empty(0, dtype=object), np.empty(0)
         if self.gallery_X is None or self.score == "classifier":
             return confidence(self.model, X)
-        est = getattr(self.model, "best_estimator_", self.model)
-        names = est.predict(X)
+        names = estimator(self.model).predict(X)
         return names, gallery_scores(self.gallery_X, self.gallery_y, X, names, self.score)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -334,7 +337,7 @@ class FaceClassifier:
         X = np.asarray(X)
         named, own = self.scores(X)
         if self.gallery_X is None or self.score == "classifier":
-            est = getattr(self.model, "best_estimator_", self.model)
+            est = estimator(self.model)
             people = np.asarray(est.classes_, dtype=object)
             S = est.predict_proba(X) if hasattr(est, "predict_proba") else np.zeros((len(X), len(people)))
         else:
@@ -363,7 +366,7 @@ class FaceClassifier:
         self.gallery_X = np.vstack([self.gallery_X, X_new]).astype(np.float32)
         self.gallery_y = np.concatenate([np.asarray(self.gallery_y, dtype=object),
                                          np.full(len(X_new), name, dtype=object)])
-        est = getattr(self.model, "best_estimator_", self.model)
+        est = estimator(self.model)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
             self.model = clone(est).fit(self.gallery_X, self.gallery_y)
@@ -403,6 +406,7 @@ class FaceClassifier:
 def predict_with_missing(model, X: np.ndarray, missing_label: str = "no_face") -> tuple[np.ndarray, np.ndarray]:
     """Return (predictions, scores) for embeddings with NaN rows (no face found): those get ``missing_label``, 0.
 
+    ``model``: a :class:`FaceClassifier` (its open-set score) or a fitted classifier (its :func:`confidence`).
     Faces the detector missed count as errors in every metric, never silently dropped.
     """
     X = np.asarray(X)
@@ -410,7 +414,7 @@ def predict_with_missing(model, X: np.ndarray, missing_label: str = "no_face") -
     pred = np.full(len(X), missing_label, dtype=object)
     score = np.zeros(len(X))
     if ok.any():
-        pred[ok], score[ok] = confidence(model, X[ok])
+        pred[ok], score[ok] = model.scores(X[ok]) if isinstance(model, FaceClassifier) else confidence(model, X[ok])
     return pred, score
 
 
@@ -492,12 +496,7 @@ def open_set_evaluation(model, X_val_impostors, X_test, y_test, X_test_impostors
     """
     fc = model if isinstance(model, FaceClassifier) else FaceClassifier(model, 0.0, "")
     val_imp, imp = fc.scores(_finite(X_val_impostors))[1], fc.scores(_finite(X_test_impostors))[1]
-    X_test = np.asarray(X_test)
-    ok = ~np.isnan(X_test).any(axis=1)
-    pred = np.full(len(X_test), "no_face", dtype=object)
-    known_scores = np.zeros(len(X_test))
-    if ok.any():
-        pred[ok], known_scores[ok] = fc.scores(X_test[ok])
+    pred, known_scores = predict_with_missing(fc, X_test)
     correct = pred == np.asarray(y_test, dtype=object)
     at = {}
     for target in (far_targets or (far,)):
@@ -529,7 +528,7 @@ def open_set_model(search, kind: str, X_train, y_train, X_val, y_val, X_val_impo
     the threshold is the one for ``far`` (with ``confidence``) on the validation impostors;
     :func:`open_set_evaluation` measures it.
     """
-    est = getattr(search, "best_estimator_", search)
+    est = estimator(search)
     X_train, y_train = np.asarray(X_train, dtype=np.float32), np.asarray(y_train, dtype=object)
     comparison = compare_scores(est, X_train, y_train, X_val, y_val, X_val_impostors, far)
     score = best_score(comparison) if score == "auto" else score

@@ -230,32 +230,32 @@ def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings
             retry.append(i)
         else:
             first.append(i)
-    if first:
-        errors: dict = {}
-        mtcnn = make_detector(settings.min_face_size, settings.thresholds, settings.factor)
-        for k, det in enumerate(detect([images[i] for i in first], mtcnn, batch_size, settings.max_side, stats, errors)):
-            out[first[k]] = (det, settings.min_face_size, f"detector_error: {errors[k]}" if k in errors else "")
-        retry += [i for i in first if not (out[i][0][1] >= min_prob).any()]
-    low = settings.retry_min_face_size
+    for i, result in zip(first, _detect_at(images, first, settings.min_face_size, settings, batch_size, stats)):
+        out[i] = result
+    retry += [i for i in first if not (out[i][0][1] >= min_prob).any()]
     by_size: dict[int, list[int]] = {}
     for i in retry:
-        side = detection_side(images[i].size, settings.max_side)
-        size = int(min(low if low else settings.min_face_size, side))
-        if low is None and out[i] is not None:
+        if out[i] is not None and settings.retry_min_face_size is None:
             continue  # no retry configured: keep the first result
-        by_size.setdefault(size, []).append(i)
+        low = settings.retry_min_face_size or settings.min_face_size
+        by_size.setdefault(int(min(low, detection_side(images[i].size, settings.max_side))), []).append(i)
     for size, idx in by_size.items():
-        errors = {}
-        mtcnn = make_detector(size, settings.thresholds, settings.factor)
         if stats is not None:
             stats["retried"] = stats.get("retried", 0) + len(idx)
-        for k, det in enumerate(detect([images[i] for i in idx], mtcnn, batch_size, settings.max_side, stats, errors)):
-            before = out[idx[k]]
-            if before is not None and not before[2] and (k in errors or not (
-                    (det[1] >= min_prob).any() or len(before[0][0]) == 0)):
-                continue  # the retry failed or found nothing better: keep the first pass's result
-            out[idx[k]] = (det, size, f"detector_error: {errors[k]}" if k in errors else "")
+        for i, new in zip(idx, _detect_at(images, idx, size, settings, batch_size, stats)):
+            old = out[i]
+            if old is None or old[2] or (not new[2] and ((new[0][1] >= min_prob).any() or len(old[0][0]) == 0)):
+                out[i] = new  # else the retry failed or found nothing better: keep the first pass's result
     return out
+
+
+def _detect_at(images, idx: list[int], size: int, settings: "DetectorSettings", batch_size: int,
+               stats: dict | None) -> list[tuple[Detection, int, str]]:
+    """Return ``(detection, size, problem)`` for ``images[i]``, i in ``idx``, detected with minimum face ``size``."""
+    errors: dict = {}
+    mtcnn = make_detector(size, settings.thresholds, settings.factor)
+    dets = detect([images[i] for i in idx], mtcnn, batch_size, settings.max_side, stats, errors)
+    return [(det, size, f"detector_error: {errors[k]}" if k in errors else "") for k, det in enumerate(dets)]
 
 
 def select_face(boxes: np.ndarray, probs: np.ndarray, image_size: tuple[int, int], rule: str = "central",

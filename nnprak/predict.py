@@ -141,25 +141,20 @@ def predict_file(photo: str | os.PathLike, model_path, out: str | os.PathLike | 
     return preds
 
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic", ".heif")
-"""What a folder given to ``predict`` is searched for (other files are listed as skipped, never silently)."""
-
-
 def collect_photos(inputs) -> tuple[list[Path], list[str]]:
     """Return (photo files, one-line problems) for files and folders on the command line.
 
-    Folders are searched (not recursively) for :data:`PHOTO_SUFFIXES`, sorted by name; other files there are
-    reported, as are missing paths and empty folders. Files named explicitly are always tried.
+    A folder contributes every file in it (not recursively, hidden files skipped), sorted by name, whatever its
+    extension: photos come as .jpg, .pgm or without an extension at all, and a file that is not an image gets its
+    one-line reason when it is read (:func:`problem_line`). Missing paths and empty folders are problems here.
     """
     photos, problems = [], []
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
-            ok = [p for p in found if p.suffix.lower() in PHOTO_SUFFIXES]
-            problems += [f"{p}: skipped (not a photo: {p.suffix or 'no suffix'})" for p in found if p not in ok]
-            if not ok:
-                problems.append(f"{item}: no photos in this folder ({', '.join(PHOTO_SUFFIXES[:4])}, ...)")
-            photos += ok
+            if not found:
+                problems.append(f"{item}: no files in this folder")
+            photos += found
         elif item.exists():
             photos.append(item)
         else:
