@@ -562,18 +562,23 @@ def best_open_set(evaluations: dict[str, dict]) -> str:
 
 
 def open_set_table(evaluations: dict[str, dict]) -> "pd.DataFrame":
-    """Return one row per (model, FAR target): score, threshold, test DIR and FAR with their confidence
+    """Return one row per (model, threshold rule): first the main rule (the threshold whose 95 % upper bound of
+    the validation FAR is at the target: what ``predict`` uses), then one row per plain FAR target (the FAR
+    measured on validation equals the target); score, threshold, test DIR and FAR with their confidence
     intervals, FRR and the numbers of faces (the report's open-set table)."""
     import pandas as pd
 
     rows = []
     for name, ev in evaluations.items():
-        for target, at in sorted(ev["at"].items(), reverse=True):
-            r = at["rates"]
+        rules = [(ev["far_target"], "95 % bound", ev["threshold"], ev["rates"])]
+        rules += [(float(t), "estimate", at["threshold"], at["rates"])
+                  for t, at in sorted(ev["at"].items(), key=lambda kv: -float(kv[0]))]
+        for target, rule, threshold, r in rules:
             ci = lambda k: f"{r[k + '_ci'][0]:.1%}–{r[k + '_ci'][1]:.1%}" if k + "_ci" in r else ""
-            rows.append({"model": name, "score": ev["score"], "FAR target": target, "threshold": at["threshold"],
-                         "DIR": r["dir"], "DIR 95% CI": ci("dir"), "FAR": r["far"], "FAR 95% CI": ci("far"),
-                         "FRR": r["frr"], "known faces": r["n_known"], "impostor faces": r["n_impostors"]})
+            rows.append({"model": name, "score": ev["score"], "FAR target": target, "rule": rule,
+                         "threshold": threshold, "DIR": r["dir"], "DIR 95% CI": ci("dir"), "FAR": r["far"],
+                         "FAR 95% CI": ci("far"), "FRR": r["frr"], "known faces": r["n_known"],
+                         "impostor faces": r["n_impostors"]})
     return pd.DataFrame(rows)
 
 

@@ -76,6 +76,20 @@ def save_fig(name: str, fig=None, folder: str | os.PathLike | None = None, forma
     return written
 
 
+def short_name(name: str, width: int = 15) -> str:
+    """Return a person's name that fits ``width`` characters (for captions and labels in small figure cells):
+    underscores as spaces; if too long, the first name as an initial, then only the last name, then its end
+    cut with "…"."""
+    name = str(name).replace("_", " ").strip()
+    parts = name.split()
+    if len(name) > width and len(parts) > 1:
+        for shorter in (f"{parts[0][0]}. {' '.join(parts[1:])}", f"{parts[0][0]}. {parts[-1]}", parts[-1]):
+            name = shorter
+            if len(name) <= width:
+                break
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
 def images_per_person(manifest: pd.DataFrame, top: int | None = None):
     """Return a bar chart of usable images per person, coloured by split."""
     import seaborn as sns

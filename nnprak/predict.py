@@ -12,6 +12,11 @@ from PIL import Image
 from . import classify, data, embed, faces
 from .utils import atomic_path
 
+LABEL_PT = 8.0
+"""Type size of the name labels on a contact sheet (readable on a slide at the sheet's own size)."""
+CAPTION_PT = 8.0
+"""Type size of a contact sheet's file names and problem lines (Beamer's \\scriptsize, the smallest on a slide)."""
+
 
 class NoFaceFound(ValueError):
     """The photo holds no face MTCNN can find."""
@@ -76,8 +81,11 @@ def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: 
             for b, n, c, p, g, k in zip(boxes, names, conf, probs, closest, cands)]
 
 
-def _draw_faces(ax, predictions: list[FacePrediction], fontsize: float = 9, lw: float = 2) -> None:
-    """Draw a box and a "name score" label (white on green = named, on red = unknown) per face on ``ax``."""
+def _draw_faces(ax, predictions: list[FacePrediction], fontsize: float = 9, lw: float = 2, width: int = 0) -> None:
+    """Draw a box and a "name score" label (white on green = named, on red = unknown) per face on ``ax``; names
+    longer than ``width`` characters (0: no limit) are shortened (:func:`nnprak.plots.short_name`)."""
+    from . import plots
+
     import matplotlib
     from matplotlib import patheffects
 
@@ -85,7 +93,8 @@ def _draw_faces(ax, predictions: list[FacePrediction], fontsize: float = 9, lw: 
         x1, y1, x2, y2 = p.box
         colour = "#d62728" if p.name == classify.UNKNOWN else "#2ca02c"
         ax.add_patch(matplotlib.patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=lw))
-        ax.text((x1 + x2) / 2, y2, f"{p.name.replace('_', ' ')}\n{p.confidence:.2f}", ha="center", va="top",
+        name = plots.short_name(p.name, width) if width else p.name.replace("_", " ")
+        ax.text((x1 + x2) / 2, y2, f"{name}\n{p.confidence:.2f}", ha="center", va="bottom",
                 fontsize=fontsize, color="white", fontweight="bold", clip_on=True, linespacing=1.0,
                 path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")],
                 bbox=dict(boxstyle="round,pad=0.2", fc=colour, ec="none", alpha=0.85))
@@ -198,42 +207,49 @@ def predict_photos(photos, model, min_prob: float = 0.9, top_k: int = 1, keep_im
 
 
 def contact_sheet(results: list[PhotoResult], out: str | os.PathLike, title: str = "", ncols: int | None = None,
-                  thumb: float = 2.6, formats=("png", "pdf")) -> list[Path]:
+                  thumb: float = 1.05, formats=("png", "pdf")) -> list[Path]:
     """Draw every photo with a box and a name on each face in one figure and save it as PNG and PDF.
 
-    ``out`` is the file name (its suffix is replaced per format). Names are drawn with matplotlib and the
-    fonts of :mod:`nnprak.plots` (Chinese, Japanese and Korean names render when a CJK font is installed);
-    known faces are green, unknown red; photos without a face say why. Returns the written files.
+    ``out`` is the file name (its suffix is replaced per format). Each photo is ``thumb`` inches wide and the type
+    has a fixed size (names :data:`LABEL_PT`, file names and problems :data:`CAPTION_PT`), so the sheet can go on a
+    slide at its own size: 4 columns of the default ``thumb`` fit a 16:9 slide's text width and two rows its
+    height; names and file names are shortened to fit a photo's width. Names are drawn with matplotlib and the
+    fonts of :mod:`nnprak.plots` (Chinese, Japanese and Korean names render when a CJK font is installed); known
+    faces are green, unknown red; photos without a face say why. Returns the written files.
     """
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    from . import plots  # noqa: F401  (sets the fallback fonts)
+    from . import plots
 
     n = max(1, len(results))
     ncols = ncols or min(n, 5 if n > 12 else 4)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(thumb * ncols, thumb * nrows * 1.08), squeeze=False)
+    fits = max(6, int(thumb * 72 / (0.6 * CAPTION_PT)))        # characters of a caption that fit a photo's width
+    fig, axes = plt.subplots(nrows, ncols, figsize=(thumb * ncols, (thumb + 0.25) * nrows + (0.25 if title else 0)),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, r in zip(axes.flat, results):
+        name = r.photo.name if len(r.photo.name) <= fits else r.photo.name[:fits - 9] + "…" + r.photo.name[-8:]
+        ax.set_title(name, fontsize=CAPTION_PT, pad=2)
         if r.image is None:
-            ax.text(0.5, 0.5, r.problem.replace(": ", ":\n", 1), ha="center", va="center", wrap=True, fontsize=7,
-                    transform=ax.transAxes, color="#a00")
-            ax.set_title(r.photo.name, fontsize=8)
+            ax.text(0.5, 0.5, textwrap.fill(r.problem.split(": ", 1)[-1], fits), ha="center", va="center",
+                    fontsize=CAPTION_PT, transform=ax.transAxes, color="#a00")
             continue
         ax.imshow(r.image)
-        _draw_faces(ax, r.faces, fontsize=9 * thumb / 2.6)
-        ax.set_title(r.photo.name, fontsize=8)
+        _draw_faces(ax, r.faces, fontsize=LABEL_PT, width=int(thumb * 72 / (0.62 * LABEL_PT)))
     if title:
-        fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=LABEL_PT + 2)
+    fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.3)
     written = []
     out = Path(out)
     for fmt in formats:
         target = out.with_suffix(f".{fmt}")
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150)
+            fig.savefig(tmp, format=fmt, dpi=200)
         written.append(target)
     plt.close(fig)
     return written

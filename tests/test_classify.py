@@ -137,7 +137,9 @@ def test_gallery_distance_score_works_for_every_classifier(gallery, kind):
     json.dumps(summary)  # results/ can keep it
     assert len(summary["curve"]["far"]) == len(summary["curve"]["dir"]) > 2
     table = classify.open_set_table({kind: ev})
-    assert list(table["FAR target"]) == [0.5, 0.0] and table["DIR 95% CI"].str.contains("–").all()
+    assert list(table["FAR target"]) == [0.0, 0.5, 0.0] and table["DIR 95% CI"].str.contains("–").all()
+    assert list(table["rule"]) == ["95 % bound", "estimate", "estimate"]   # the main rule first: what predict uses
+    assert table["threshold"].iloc[0] == fc.threshold and table["DIR"].iloc[0] == r["dir"]
 
 
 def test_enrolment_adds_a_person_with_the_same_rule(gallery, lfw_dir):

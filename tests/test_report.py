@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nnprak import config, report
+from nnprak import config, report, slides
 
 CONTRACT_FIGURES = {
     "01_images_per_person", "01_sample_images", "02_detections", "02_crops", "02_detection_prob",
@@ -23,6 +23,9 @@ CONTRACT_FIGURES = {
     "06_verification_roc", "06_verification_errors", "06_crop_variants", "05_demo_sheet"}
 CONTRACT_TABLES = {"01_split", "02_detection", "03_ablation", "05_open_set", "06_comparison", "06_verification",
                    "06_crop_variants"}
+CONTRACT_SLIDE_FIGURES = {"06_slide_faces", "06_slide_learning", "06_slide_roc", "06_slide_open_set",
+                          "06_slide_misclassified"}   # notebook 06 draws them for slides.tex (nnprak.slides)
+CONTRACT_SLIDE_TABLES = {"06_slide_comparison", "06_slide_open_set"}
 CONTRACT_NUMBERS = {
     "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest", "DetectionRate", "ScratchAcc", "ScratchFone",
     "ScratchMinutes", "PlainAcc", "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "SvmAcc",
@@ -260,10 +263,10 @@ def placeholder_outputs(tmp_path, source, size):
     paths = dataclasses.replace(cfg.paths, figures=base / "figures", tables=base / "tables")
     tex = report.report_tex(dataclasses.replace(cfg, paths=paths), source)
     paths.figures.mkdir(parents=True)
-    for stem in CONTRACT_FIGURES:
+    for stem in CONTRACT_FIGURES | CONTRACT_SLIDE_FIGURES:
         Image.new("RGB", size, "steelblue").save(paths.figures / f"{stem}.png")
     table = pd.DataFrame({"model": ["a_b", "c"], "accuracy": [0.5, 0.75], "n": [10, 20]})
-    for stem in CONTRACT_TABLES:
+    for stem in CONTRACT_TABLES | CONTRACT_SLIDE_TABLES:
         report.save_table(stem, table, folder=paths.tables)
     report.write_numbers({name: "1.0\\%" for name in CONTRACT_NUMBERS}, folder=paths.tables)
     return tex, base, paths
@@ -288,14 +291,16 @@ def test_slides_cite_only_generated_files():
     """slides.tex includes only contract figures/tables/numbers (what the notebooks write) and meta.tex."""
     targets = report.tex_targets(report.SLIDES_TEX)
     assert targets["graphicspath"] == ["figures/"]
-    assert targets["graphics"] and set(targets["graphics"]) <= CONTRACT_FIGURES, (
-        sorted(set(targets["graphics"]) - CONTRACT_FIGURES))
+    figures = CONTRACT_FIGURES | CONTRACT_SLIDE_FIGURES
+    assert targets["graphics"] and set(targets["graphics"]) <= figures, sorted(set(targets["graphics"]) - figures)
+    assert CONTRACT_SLIDE_FIGURES == set(slides.FIGURES) and CONTRACT_SLIDE_TABLES == set(slides.TABLES)
+    assert CONTRACT_SLIDE_FIGURES <= set(targets["graphics"]), "a slide figure notebook 06 draws is not shown"
     tables = {t for t in targets["inputs"] if t.startswith("tables/")} - {"tables/numbers.tex"}
-    assert tables and tables <= {f"tables/{t}.tex" for t in CONTRACT_TABLES}
+    assert tables and tables <= {f"tables/{t}.tex" for t in CONTRACT_TABLES | CONTRACT_SLIDE_TABLES}
     assert set(targets["inputs"]) - tables == {"tables/numbers.tex", "meta.tex"}
     used = set(report.number_macros(report.SLIDES_TEX))
     assert used and used <= CONTRACT_NUMBERS, f"slides use numbers nobody writes: {sorted(used - CONTRACT_NUMBERS)}"
-    assert "05_demo_sheet" in targets["graphics"] and "05_open_set" in targets["graphics"]
+    assert "05_demo_sheet" in targets["graphics"] and "06_slide_open_set" in targets["graphics"]
     body = report.strip_comments(report.SLIDES_TEX.read_text()).split("\\begin{document}", 1)[1]
     typed = set(re.findall(r"\d+(?:\.\d+)?(?:\\,)?\s*\\%", body))
     assert typed <= {"95\\,\\%"}, f"hand-typed results on the slides: {typed}"
