@@ -182,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         for what, source in (("report", report.REPORT_TEX), ("slides", report.SLIDES_TEX)):
             if args.only in (None, what):
                 try:
-                    print(f"{what} written:", report.build_pdf(report.report_tex(cfg, source)))
+                    pdf = report.build_pdf(report.report_tex(cfg, source))
+                    print(f"{what} written:", pdf)
+                    for line in report.layout_problems(pdf):
+                        print(f"  warning: {pdf.name} {line}", file=sys.stderr)
                 except report.LatexError as err:
                     print(f"error: {err}", file=sys.stderr)
                     return 1

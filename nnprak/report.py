@@ -529,3 +529,37 @@ def build_pdf(tex_path: str | os.PathLike | None = None, force: bool = False, ti
         raise LatexError(f"{tex_path} did not compile (latexmk exit code {proc.returncode}):\n{errors}"
                          + (f"\nFiles/numbers the report needs that are missing: {hint}" if hint else ""))
     return pdf
+
+
+def layout_problems(pdf: str | os.PathLike, max_blank: float = 0.3, dpi: int = 20) -> list[str]:
+    """Return one line per layout problem of a built PDF; ``[]`` when there is none.
+
+    A document (pages taller than wide): every page but the last whose empty gaps (runs of blank rows taller than
+    a paragraph break, between the top and bottom margins of pages rendered by ``pdftoppm`` of poppler-utils) add
+    up to more than ``max_blank`` of it: what a half-empty float page or a \\clearpage leaves. Slides (pages wider than tall): every page with type under
+    :data:`nnprak.slides.MIN_TEXT_PT`, measured by :func:`nnprak.slides.small_text`.
+    """
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["pdftoppm", "-r", str(dpi), "-gray", "-png", str(pdf), f"{tmp}/p"], check=True,
+                       capture_output=True)
+        pages = [np.asarray(Image.open(png).convert("L")) < 200 for png in sorted(Path(tmp).glob("p-*.png"))]
+    if pages and pages[0].shape[1] > pages[0].shape[0]:
+        from . import slides
+
+        return [f"page {r.page}: type of {r.size:.1f} pt, under {slides.MIN_TEXT_PT:g} pt ({r.text})"
+                for r in slides.small_text(pdf).itertuples()]
+    for number, ink in enumerate(pages[:-1], start=1):
+        body = ink[int(0.08 * len(ink)):int(0.92 * len(ink))].any(axis=1)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], (~body).astype(int), [0]])))
+        runs = edges[1::2] - edges[::2]                       # lengths of the runs of blank rows
+        empty = runs[runs > 0.03 * len(body)].sum() / len(body)  # gaps taller than a paragraph break
+        if empty > max_blank:
+            problems.append(f"page {number}: {empty:.0%} of it is empty (floats placed after a \\clearpage, or "
+                            "too large to share a page with text)")
+    return problems

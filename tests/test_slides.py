@@ -96,3 +96,20 @@ def test_slides_with_the_slide_figures_have_no_small_type_and_nothing_overflows(
         float(x) for x in re.findall(r"Overfull \\[hv]box \((\d+\.\d+)pt", log)) < 1.0, log.split("Overfull")[1][:300]
     small = slides.small_text(pdf)
     assert small.empty, small.to_string()
+
+
+@pytest.mark.slow
+def test_layout_problems_finds_half_empty_pages_and_small_type_on_slides(tmp_path):
+    require_latexmk()
+    block = lambda h: f"\\noindent\\rule{{\\linewidth}}{{{h}\\textheight}}\n\\clearpage\n"   # ink of a known height
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\\begin{document}\n" + block(0.95) + block(0.3) + block(0.95) + block(0.2)
+                   + "\\end{document}\n")   # pages 1 and 3 full, page 2 mostly empty, page 4 the last (not checked)
+    problems = report.layout_problems(report.build_pdf(doc))
+    assert len(problems) == 1 and problems[0].startswith("page 2:"), problems   # full pages 1 and 3 are fine
+    deck = tmp_path / "deck.tex"
+    deck.write_text("\\documentclass[aspectratio=169,11pt]{beamer}\\begin{document}\n"
+                    "\\begin{frame}{Readable}Body text\\end{frame}\n"
+                    "\\begin{frame}{Too small}{\\tiny a table nobody can read}\\end{frame}\n\\end{document}\n")
+    problems = report.layout_problems(report.build_pdf(deck))
+    assert len(problems) == 1 and problems[0].startswith("page 2: type of") and "nobody" in problems[0]
