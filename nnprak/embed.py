@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from . import data, weights
-from .utils import atomic_path, show_progress
+from .utils import ProgressBar, atomic_path
 
 BACKENDS = ("facenet-vggface2", "facenet-casia", "dlib")
 _FACENET_WEIGHTS = {"facenet-vggface2": "inception_resnet_v1.vggface2",
@@ -100,13 +100,10 @@ class DlibBackend(Embedder):
 
     def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
         """Return N×128 dlib descriptors for a crops table (NaN where MTCNN found no face)."""
-        from tqdm.auto import tqdm
-
         out = np.full((len(table), self.dim), np.nan, np.float32)
         rows = np.flatnonzero(_has_face(table))
         bs = self.embedder.batch_size
-        with tqdm(total=len(rows), desc="dlib embeddings", unit="face",
-                  disable=not show_progress(progress)) as bar:
+        with ProgressBar(total=len(rows), desc="dlib embeddings", unit="faces", progress=progress) as bar:
             for start in range(0, len(rows), bs):
                 idx = rows[start:start + bs]
                 sub = table.iloc[idx]
@@ -153,15 +150,14 @@ class FacenetBackend(Embedder):
 
     def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
         """Return N×512 FaceNet embeddings for a crops table (NaN where there is no crop)."""
-        from tqdm.auto import tqdm
-
         column = f"crop_{self.variant}"
         out = np.full((len(table), self.dim), np.nan, np.float32)
         rows = np.flatnonzero(_has_face(table) & (table[column].astype(str) != "").to_numpy())
-        for start in tqdm(range(0, len(rows), self.batch_size), desc=f"{self.name} embeddings",
-                          disable=not show_progress(progress)):
-            idx = rows[start:start + self.batch_size]
-            out[idx] = self.embed_images([data.load_image(data.abs_path(p)) for p in table[column].iloc[idx]])
+        with ProgressBar(total=len(rows), desc=f"{self.name} embeddings", unit="faces", progress=progress) as bar:
+            for start in range(0, len(rows), self.batch_size):
+                idx = rows[start:start + self.batch_size]
+                out[idx] = self.embed_images([data.load_image(data.abs_path(p)) for p in table[column].iloc[idx]])
+                bar.update(len(idx))
         return out
 
 

@@ -59,7 +59,7 @@ import pandas as pd
 from PIL import Image
 
 from . import data
-from .utils import atomic_path, show_progress, write_json
+from .utils import ProgressBar, atomic_path, write_json
 
 FACE_STATUSES = ("ok", "no_face", "low_confidence", "too_small", "detector_error", "unreadable", "skipped")
 SELECT_RULES = ("central", "largest", "probable")
@@ -472,7 +472,6 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     Images whose crops and sidecar are newer than the image are not detected or cropped again.
     """
     import torch
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     df = data.load_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else manifest
@@ -502,7 +501,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
                             for c in ("width", "height")})
     todo.sort(key=lambda i: (size_of.at[i, "width"], size_of.at[i, "height"]))
 
-    bar = tqdm(total=len(todo), desc="faces", unit="img", disable=not show_progress(progress))
+    bar = ProgressBar(total=len(todo), desc="face detection", unit="images", progress=progress)
     done = 0
     batch = max(1, int(cfg.detect_batch_size))
     for k in range(0, len(todo), batch):
