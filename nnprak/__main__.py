@@ -139,6 +139,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
         from . import report
 
         write_json(cfg.paths.results / "run_times.json", {"profile": profile, "seconds": times, "threads": cfg.threads,
+                                                          "device": str(cfg.torch_device),
                                                           "data": cfg.describe_source()})
         report.write_numbers({"RunMinutes": report.num(times["total"] / 60)}, folder=cfg.paths.tables)
         if profile == "default" and cfg.is_lfw:  # the README's table is LFW-62's

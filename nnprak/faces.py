@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import data
+from . import config, data
 from .utils import ProgressBar, atomic_path, write_json
 
 FACE_STATUSES = ("ok", "no_face", "low_confidence", "too_small", "detector_error", "unreadable", "skipped")
@@ -117,14 +117,18 @@ _DETECTORS: dict = {}
 
 
 def make_detector(min_face_size: int = DEFAULT_MIN_FACE_SIZE, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                  factor: float = DEFAULT_FACTOR):
-    """Return a CPU facenet-pytorch ``MTCNN`` (weights ship with the package), cached per settings."""
-    key = (int(min_face_size), tuple(float(t) for t in thresholds), float(factor))
+                  factor: float = DEFAULT_FACTOR, device=None):
+    """Return a facenet-pytorch ``MTCNN`` (weights ship with the package) on ``device``, cached per settings.
+
+    ``device``: a ``device`` setting or ``torch.device``; None = the active profile's (:func:`config.resolve_device`).
+    """
+    device = config.resolve_device(device) if device is None or isinstance(device, str) else device
+    key = (int(min_face_size), tuple(float(t) for t in thresholds), float(factor), str(device))
     if key not in _DETECTORS:
         from facenet_pytorch import MTCNN
 
         _DETECTORS[key] = MTCNN(min_face_size=key[0], thresholds=list(key[1]), factor=key[2], keep_all=True,
-                                device="cpu").eval()
+                                device=device).eval()
     return _DETECTORS[key]
 
 
@@ -210,14 +214,15 @@ def detection_side(size: tuple[int, int], max_side: int | None = DEFAULT_MAX_SID
 
 
 def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings", batch_size: int = 32,
-                      stats: dict | None = None, min_prob: float = 0.0) -> list[tuple[Detection, int, str]]:
+                      stats: dict | None = None, min_prob: float = 0.0,
+                      device=None) -> list[tuple[Detection, int, str]]:
     """Return ``(detection, min_face_size used, problem)`` per image: detected at ``settings.min_face_size``, and
     where no face with probability >= ``min_prob`` was found, again at ``settings.retry_min_face_size``.
 
     The retry's detection replaces the first one when it has a face reaching ``min_prob`` (or the first had
     none at all). Images whose shorter side is below the minimum face size are detected at the retry size (or
     at their own side when that is smaller still); ``problem`` is "" or the reason no detection could be made
-    (``"too_small: ..."``, ``"detector_error: ..."``), with an empty detection.
+    (``"too_small: ..."``, ``"detector_error: ..."``), with an empty detection. ``device``: see :func:`make_detector`.
     """
     out: list = [None] * len(images)
     first, retry = [], []
@@ -230,7 +235,8 @@ def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings
             retry.append(i)
         else:
             first.append(i)
-    for i, result in zip(first, _detect_at(images, first, settings.min_face_size, settings, batch_size, stats)):
+    for i, result in zip(first, _detect_at(images, first, settings.min_face_size, settings, batch_size, stats,
+                                                device)):
         out[i] = result
     retry += [i for i in first if not (out[i][0][1] >= min_prob).any()]
     by_size: dict[int, list[int]] = {}
@@ -242,7 +248,7 @@ def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings
     for size, idx in by_size.items():
         if stats is not None:
             stats["retried"] = stats.get("retried", 0) + len(idx)
-        for i, new in zip(idx, _detect_at(images, idx, size, settings, batch_size, stats)):
+        for i, new in zip(idx, _detect_at(images, idx, size, settings, batch_size, stats, device)):
             old = out[i]
             if old is None or old[2] or (not new[2] and ((new[0][1] >= min_prob).any() or len(old[0][0]) == 0)):
                 out[i] = new  # else the retry failed or found nothing better: keep the first pass's result
@@ -250,10 +256,10 @@ def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings
 
 
 def _detect_at(images, idx: list[int], size: int, settings: "DetectorSettings", batch_size: int,
-               stats: dict | None) -> list[tuple[Detection, int, str]]:
+               stats: dict | None, device=None) -> list[tuple[Detection, int, str]]:
     """Return ``(detection, size, problem)`` for ``images[i]``, i in ``idx``, detected with minimum face ``size``."""
     errors: dict = {}
-    mtcnn = make_detector(size, settings.thresholds, settings.factor)
+    mtcnn = make_detector(size, settings.thresholds, settings.factor, device)
     dets = detect([images[i] for i in idx], mtcnn, batch_size, settings.max_side, stats, errors)
     return [(det, size, f"detector_error: {errors[k]}" if k in errors else "") for k, det in enumerate(dets)]
 
@@ -483,6 +489,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     if rule not in SELECT_RULES:
         raise ValueError(f"cfg.face_select={rule!r}; use one of {', '.join(SELECT_RULES)}")
     torch.set_num_threads(int(cfg.threads))
+    device = config.resolve_device(getattr(cfg, "device", "auto"))
     stats = stats if stats is not None else {}
     stats.update(rows=len(df), detected=0, reused=0, retried=0, cropped=0, skipped=0, unreadable=0, detector_calls=0,
                  batch_fallbacks=0)
@@ -532,7 +539,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
                 stats["unreadable"] += 1
         if images:
             for i, (det, size_used, problem) in zip(images, detect_with_retry(list(images.values()), settings, batch,
-                                                                               stats, min_prob)):
+                                                                               stats, min_prob, device)):
                 dets[i], sizes[i], used[i], problems[i] = det, images[i].size, size_used, problem
                 stats["detected"] += 1
         for i in dets:
@@ -581,6 +588,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     table = pd.concat([df.drop(columns=[c for c in FACE_COLUMNS if c in df]), face[FACE_COLUMNS]], axis=1)
     stats["ok"] = int((table["face_status"] == "ok").sum())
     stats["seconds"] = time.perf_counter() - t0
+    stats["device"] = str(device)
     table.attrs["stats"] = stats
     if out is not False:
         data.save_manifest(table, out if out is not None else cfg.paths.crops)

@@ -3,7 +3,8 @@
 ``fit`` trains any classifier (the scratch ResNet of notebook 03, a pretrained ResNet-50 with per-group
 learning rates in notebook 04) and gives:
 
-* a tqdm progress bar (one bar over the epochs, its text updated every batch with loss and accuracy),
+* a tqdm progress bar (one bar over the epochs, its text updated every batch with loss and accuracy); under
+  ``nnprak run`` the same text goes to the terminal instead (:class:`nnprak.utils.ProgressBar`),
 * early stopping on validation accuracy (``patience`` epochs without improvement) and a time budget
   (``max_minutes``: training stops after the epoch that passes it),
 * a checkpoint written atomically after every epoch: the last state (model, optimiser, scheduler, epoch,
@@ -436,8 +437,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, whi
 # The loop
 # ----------------------------------------------------------------------------------------------------------
 def default_device() -> torch.device:
-    """Return ``cuda`` when a GPU is available, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Return the active profile's device (:func:`nnprak.config.resolve_device`: ``auto`` = CUDA when available)."""
+    return config.resolve_device()
 
 
 def seed_epoch(seed: int, epoch: int, loader: DataLoader | None = None) -> int:
@@ -504,7 +505,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             training stops after the epoch that passes it.
         progress: show a tqdm bar (the terminal of ``nnprak run`` gets the status either way).
         seed: reseeds every epoch (see the module text) for reproducible runs.
-        device: default: CUDA when available, else CPU.
+        device: default: the profile's ``device`` setting (:func:`default_device`; ``auto``: CUDA when available).
         channels_last: use the NHWC memory layout (faster for some CNNs on some CPUs).
         grad_clip: clip the gradient norm to this value (None: no clipping).
         extra: stored in the checkpoint under ``"extra"`` (e.g. classes and model settings).

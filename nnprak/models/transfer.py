@@ -276,12 +276,17 @@ def _split_batch(batch):
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, loader, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def extract_features(backbone: nn.Module, loader, device: str | torch.device | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(features float32 (N, D), labels int64 (N,))`` of every batch of ``loader`` (eval mode, no grad).
 
     Batches are ``(images, labels, ...)`` tuples or dicts with ``image``/``label`` keys; the backbone's
-    training mode is restored afterwards.
+    training mode is restored afterwards. ``device``: None = the profile's (:func:`nnprak.config.resolve_device`);
+    the backbone stays there afterwards.
     """
+    from nnprak import config
+
+    device = config.resolve_device(device) if device is None or isinstance(device, str) else device
     was_training = backbone.training
     backbone.eval().to(device)
     feats, labels = [], []
@@ -308,7 +313,7 @@ def feature_cache_key(**parts) -> str:
 
 
 def cached_features(backbone: nn.Module, loader, path: str | os.PathLike, key: str,
-                    device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                    device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(features, labels)`` from the ``.npz`` cache at ``path`` when it holds ``key``, else extract and save.
 
     The key (see :func:`feature_cache_key`) is stored in the file; a file with another key is recomputed
