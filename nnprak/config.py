@@ -122,6 +122,7 @@ class Config:
     face_select: str = "central"             # "central" | "largest" | "probable"
     min_face_prob: float = 0.90
     detect_batch_size: int = 32
+    detect_workers: int | None = None        # batches detected at once (None: cfg.threads on the CPU, 1 on a GPU)
     min_face_size: int = 60                  # px; LFW subjects are >= 62 px wide (half the CPU time of 20 px)
     retry_min_face_size: int = 20            # px; an image without a face at min_face_size is detected again at
                                              # this size (MTCNN's own default) before it is called no_face
