@@ -296,9 +296,10 @@ def load(profile: str | None = None, **overrides) -> Config:
     cfg = Config(profile=name, paths=_paths_for(name), **PROFILE_SETTINGS[name])
     if "source" not in overrides and os.environ.get(PHOTOS_ENV):
         overrides["source"] = os.environ[PHOTOS_ENV]
-    if "device" not in overrides and os.environ.get(DEVICE_ENV):
+    from_env = "device" not in overrides and bool(os.environ.get(DEVICE_ENV))
+    if from_env:
         overrides["device"] = os.environ[DEVICE_ENV]
-    check_device(overrides.get("device", cfg.device), DEVICE_ENV if os.environ.get(DEVICE_ENV) else "device")
+    check_device(overrides.get("device", cfg.device), DEVICE_ENV if from_env else "device")
     _ACTIVE = replace(cfg, **overrides) if overrides else cfg
     return _ACTIVE
 
