@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .utils import atomic_path, write_json
+from .utils import PROGRESS_ENV, atomic_path, write_json
 
 PREDICT_MODEL = "predict.joblib"
 """The model ``predict`` and ``enroll`` use by default (in the profile's models/): notebook 05's best open-set model."""
@@ -58,6 +58,17 @@ def use_photos(folder: str | os.PathLike) -> Path:
     return root
 
 
+def kernel_config():
+    """Return the traitlets config papermill's kernel manager gets: IPC transport (Unix sockets) instead of TCP.
+
+    Over TCP, ipykernel >= 7 warns twice per notebook that the "Kernel is running over TCP without encryption";
+    IPC sockets are files only this user can open, which is the transport that warning recommends.
+    """
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc"}})
+
+
 def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool = False) -> dict:
     """Execute the notebooks with papermill (``PROFILE`` parameter) and return seconds per notebook.
 
@@ -67,41 +78,68 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
     carry the outputs of the default run) and go to ``build/<profile>/notebooks/`` otherwise. Each is
     written atomically: a failed run leaves the previous notebook in place and keeps the failed one
     next to it as ``<name>.failed.ipynb`` for inspection.
+
+    The terminal shows the running notebook and cell, the elapsed time, an estimate from the previous run's
+    ``run_times.json`` and the kernel's loop progress (:class:`nnprak.monitor.RunMonitor`); the executed notebooks
+    hold no progress bars (``$TQDM_DISABLE``). The kernel talks to papermill over local IPC sockets
+    (:func:`kernel_config`), not TCP.
     """
+    import tempfile
+
     import papermill as pm
+
+    from .monitor import RunMonitor, code_cells, fmt_seconds, previous_times
 
     cfg = config.load(profile)
     out_dir = cfg.paths.make().notebooks_out
     print(f"[{profile}] data: {cfg.describe_source()}", flush=True)
     # Progress bars are for people watching; in executed notebooks they would be frozen widgets at 0 %.
+    # The terminal gets the loops' progress through the progress file instead ($NNPRAK_PROGRESS, read by the monitor).
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ["NNPRAK_PROFILE"] = profile
+    selected = notebooks(only)
+    previous = previous_times(cfg.paths.results / "run_times.json")
     times = {}
     start = time.perf_counter()
-    for nb in notebooks(only):
-        target = out_dir / nb.name
-        print(f"[{profile}] {nb.name} ...", flush=True)
-        t0 = time.perf_counter()
-        with atomic_path(target) as tmp:
-            try:
-                # The profile reaches the kernel through the environment, not as an injected parameters cell:
-                # an injected `PROFILE = "default"` would stay in the committed notebooks and override the
-                # smoke profile when nbval runs them in CI.
-                pm.execute_notebook(str(nb), str(tmp), parameters={}, cwd=str(NOTEBOOK_DIR),
-                                    log_output=log_output, progress_bar=False, kernel_name="python3")
-                _strip_machine_paths(tmp, nb.name)
-            except Exception:
-                failed = out_dir / f"{nb.stem}.failed.ipynb"
-                os.replace(tmp, failed)
-                print(f"{nb.name} failed; its executed copy is {failed}", file=sys.stderr)
-                raise
-        times[nb.stem] = round(time.perf_counter() - t0, 1)
-        print(f"[{profile}] {nb.name} done in {times[nb.stem]:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="nnprak-run-") as tmp_dir:
+        progress_file = Path(tmp_dir) / "progress.txt"
+        os.environ[PROGRESS_ENV] = str(progress_file)
+        monitor = RunMonitor(profile, [nb.stem for nb in selected], previous, progress_file)
+        try:
+            with monitor:
+                for nb in selected:
+                    target = out_dir / nb.name
+                    before = f", {fmt_seconds(previous[nb.stem])} in the previous run" if nb.stem in previous else ""
+                    n_cells = code_cells(nb)
+                    monitor.print(f"[{profile}] {nb.name}: {n_cells} cells{before} ...")
+                    t0 = time.perf_counter()
+                    monitor.start_notebook(nb.stem, n_cells)
+                    with atomic_path(target) as tmp:
+                        try:
+                            # The profile reaches the kernel through the environment, not as an injected parameters
+                            # cell: an injected `PROFILE = "default"` would stay in the committed notebooks and
+                            # override the smoke profile when nbval runs them in CI.
+                            pm.execute_notebook(str(nb), str(tmp), parameters={}, cwd=str(NOTEBOOK_DIR),
+                                                log_output=log_output, progress_bar=False, kernel_name="python3",
+                                                on_cell_execute=monitor.cell_hook, config=kernel_config())
+                            _strip_machine_paths(tmp, nb.name)
+                        except Exception:
+                            failed = out_dir / f"{nb.stem}.failed.ipynb"
+                            os.replace(tmp, failed)
+                            print(f"{nb.name} failed; its executed copy is {failed}", file=sys.stderr)
+                            raise
+                        finally:
+                            monitor.end_notebook()
+                    times[nb.stem] = round(time.perf_counter() - t0, 1)
+                    monitor.print(f"[{profile}] {nb.name} done in {times[nb.stem]:.0f} s")
+        finally:
+            os.environ.pop(PROGRESS_ENV, None)
     times["total"] = round(time.perf_counter() - start, 1)
     if not only:
         from . import report
 
         write_json(cfg.paths.results / "run_times.json", {"profile": profile, "seconds": times, "threads": cfg.threads,
+                                                          "device": str(cfg.torch_device),
                                                           "data": cfg.describe_source()})
         report.write_numbers({"RunMinutes": report.num(times["total"] / 60)}, folder=cfg.paths.tables)
         if profile == "default" and cfg.is_lfw:  # the README's table is LFW-62's

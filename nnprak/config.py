@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 42
 PROFILES = ("smoke", "default", "full")
 PHOTOS_ENV = "NNPRAK_PHOTOS"
+DEVICE_ENV = "NNPRAK_DEVICE"
+"""Environment variable that overrides the profile's ``device`` setting (e.g. ``NNPRAK_DEVICE=cpu make run``)."""
+DEVICES = ("auto", "cpu", "cuda", "cuda:<n>")
+"""Values of the ``device`` setting: ``auto`` = CUDA when PyTorch sees a GPU, else the CPU."""
 """Environment variable naming a folder of own photos (``make run PHOTOS=...`` / ``nnprak run --photos`` set it)."""
 
 RAW_DIR = ROOT / "data" / "raw"
@@ -118,6 +122,7 @@ class Config:
     face_select: str = "central"             # "central" | "largest" | "probable"
     min_face_prob: float = 0.90
     detect_batch_size: int = 32
+    detect_workers: int | None = None        # batches detected at once (None: cfg.threads on the CPU, 1 on a GPU)
     min_face_size: int = 60                  # px; LFW subjects are >= 62 px wide (half the CPU time of 20 px)
     retry_min_face_size: int = 20            # px; an image without a face at min_face_size is detected again at
                                              # this size (MTCNN's own default) before it is called no_face
@@ -131,6 +136,7 @@ class Config:
     verification_folds: int = 10             # LFW View 2 folds used (10 = the official protocol)
     verification_pairs_per_fold: int | None = None  # None: all 600 pairs of a fold (the official protocol)
     threads: int = 2
+    device: str = "auto"                     # MTCNN, embedders, training: see DEVICES / resolve_device; $NNPRAK_DEVICE
     max_cv_folds: int = 5                    # grid-search folds: at most this, at most the smallest class (cv_folds)
 
     @property
@@ -149,6 +155,11 @@ class Config:
         if self.is_lfw:
             return None
         return RAW_DIR if self.source == "raw" else Path(os.path.abspath(os.path.expanduser(str(self.source))))
+
+    @property
+    def torch_device(self):
+        """Return the ``torch.device`` of this profile's ``device`` setting (:func:`resolve_device`)."""
+        return resolve_device(self.device)
 
     def describe_source(self) -> str:
         """Return one line naming the data set: LFW with its filter, or the own-photos folder."""
@@ -285,6 +296,10 @@ def load(profile: str | None = None, **overrides) -> Config:
     cfg = Config(profile=name, paths=_paths_for(name), **PROFILE_SETTINGS[name])
     if "source" not in overrides and os.environ.get(PHOTOS_ENV):
         overrides["source"] = os.environ[PHOTOS_ENV]
+    from_env = "device" not in overrides and bool(os.environ.get(DEVICE_ENV))
+    if from_env:
+        overrides["device"] = os.environ[DEVICE_ENV]
+    check_device(overrides.get("device", cfg.device), DEVICE_ENV if from_env else "device")
     _ACTIVE = replace(cfg, **overrides) if overrides else cfg
     return _ACTIVE
 
@@ -292,6 +307,37 @@ def load(profile: str | None = None, **overrides) -> Config:
 def active() -> Config:
     """Return the config most recently returned by :func:`load` (loading the environment's profile if none)."""
     return _ACTIVE if _ACTIVE is not None else load()
+
+
+def check_device(setting: str, source: str = "device") -> str:
+    """Return ``setting`` normalised (lower case) when it is a valid ``device`` value (:data:`DEVICES`).
+
+    Raises:
+        ValueError: naming ``source`` (the setting or the environment variable) and the allowed values.
+    """
+    name = str(setting).strip().lower()
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise ValueError(f"invalid {source} setting {setting!r}: use one of {', '.join(DEVICES)}")
+
+
+def resolve_device(setting: str | None = None):
+    """Return the ``torch.device`` of a ``device`` setting: ``auto`` is CUDA when available, else the CPU.
+
+    ``None`` means the active profile's setting (:func:`active`; ``$NNPRAK_DEVICE`` overrides it there). The one
+    place that turns the setting into a device: MTCNN, the embedders and training all ask here.
+
+    Raises:
+        ValueError: an invalid setting (see :func:`check_device`), or CUDA asked for on a machine without it.
+    """
+    import torch
+
+    name = check_device(active().device if setting is None else setting)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device setting {name!r}: PyTorch sees no CUDA GPU on this machine; use auto or cpu")
+    return torch.device(name)
 
 
 def seed_everything(seed: int = SEED) -> int:

@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from . import config
-from .utils import atomic_path, sha1_file, show_progress
+from .utils import atomic_path, progress_iter, sha1_file
 
 STATUS_OK = "ok"
 BAD_STATUSES = {
@@ -251,13 +251,11 @@ def scan_files(people: dict[str, Iterable[Path]], min_side: int = 64, progress: 
     Videos (:data:`nnprak.video.VIDEO_SUFFIXES`) become rows of sampled frames written under ``frames_dir``
     (listed as ``not_image`` when ``frames_dir`` is None); broken links get ``broken_link``.
     """
-    from tqdm.auto import tqdm
-
     from .video import is_video
 
     items = [(person, Path(f)) for person, files in people.items() for f in files]
     rows = []
-    for person, f in tqdm(items, desc="validating images", unit="img", disable=not show_progress(progress)):
+    for person, f in progress_iter(items, desc="validating images", unit="img", progress=progress):
         if f.is_symlink() and not f.exists():
             rows.append(_problem_row(f, person, "broken_link", f"link to {os.readlink(f)}"))
         elif is_video(f) and frames_dir is not None:

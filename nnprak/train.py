@@ -3,7 +3,8 @@
 ``fit`` trains any classifier (the scratch ResNet of notebook 03, a pretrained ResNet-50 with per-group
 learning rates in notebook 04) and gives:
 
-* a tqdm progress bar (one bar over the epochs, its text updated every batch with loss and accuracy),
+* a tqdm progress bar (one bar over the epochs, its text updated every batch with loss and accuracy); under
+  ``nnprak run`` the same text goes to the terminal instead (:class:`nnprak.utils.ProgressBar`),
 * early stopping on validation accuracy (``patience`` epochs without improvement) and a time budget
   (``max_minutes``: training stops after the epoch that passes it),
 * a checkpoint written atomically after every epoch: the last state (model, optimiser, scheduler, epoch,
@@ -56,7 +57,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from . import config
-from .utils import atomic_path, show_progress
+from .utils import ProgressBar, atomic_path, progress_iter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -201,7 +202,6 @@ class CachedDataset(Dataset):
     def __init__(self, dataset: Dataset, size: int, crop: int | float | None = None,
                  transform: Callable | None = None, progress: bool = False):
         from PIL import Image
-        from tqdm.auto import tqdm
 
         self.size, self.crop, self.transform = int(size), crop, transform
         self.classes = list(getattr(dataset, "classes", []))
@@ -214,8 +214,7 @@ class CachedDataset(Dataset):
             n = len(dataset)
             self.images = torch.empty((n, 3, self.size, self.size), dtype=torch.uint8)
             targets = []
-            for i in tqdm(range(n), desc="decoding images", unit="img", disable=not show_progress(progress),
-                          leave=False):
+            for i in progress_iter(range(n), desc="decoding images", unit="images", progress=progress, leave=False):
                 img, label = dataset[i]
                 if torch.is_tensor(img):
                     from torchvision.transforms.v2 import functional as F
@@ -438,8 +437,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, whi
 # The loop
 # ----------------------------------------------------------------------------------------------------------
 def default_device() -> torch.device:
-    """Return ``cuda`` when a GPU is available, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Return the active profile's device (:func:`nnprak.config.resolve_device`: ``auto`` = CUDA when available)."""
+    return config.resolve_device()
 
 
 def seed_epoch(seed: int, epoch: int, loader: DataLoader | None = None) -> int:
@@ -504,9 +503,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             at once with its history. ``resume=False`` starts afresh and overwrites the file.
         max_minutes: time budget for the whole training (epochs of earlier, resumed runs included);
             training stops after the epoch that passes it.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (the terminal of ``nnprak run`` gets the status either way).
         seed: reseeds every epoch (see the module text) for reproducible runs.
-        device: default: CUDA when available, else CPU.
+        device: default: the profile's ``device`` setting (:func:`default_device`; ``auto``: CUDA when available).
         channels_last: use the NHWC memory layout (faster for some CNNs on some CPUs).
         grad_clip: clip the gradient norm to this value (None: no clipping).
         extra: stored in the checkpoint under ``"extra"`` (e.g. classes and model settings).
@@ -521,8 +520,6 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         ``history.attrs`` holds ``best_epoch``, ``best_val_acc`` and ``stopped`` (why training ended:
         ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``).
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
     if channels_last:
@@ -550,8 +547,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
 
     spent = sum(row["seconds"] for row in history)
     stopped = "epochs"
-    bar = tqdm(total=epochs, initial=min(start_epoch, epochs), desc="training", unit="epoch",
-               disable=not show_progress(progress), dynamic_ncols=True)
+    bar = ProgressBar(total=epochs, initial=min(start_epoch, epochs), desc="training", unit="epochs",
+                      progress=progress, dynamic_ncols=True)
     try:
         for epoch in range(start_epoch, epochs):
             if patience is not None and val_loader is not None and bad_epochs >= patience:
@@ -564,7 +561,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             t0 = time.perf_counter()
             model.train()
             total_loss, correct, n, shown = 0.0, 0, 0, t0
-            for x, y in train_loader:
+            for b, (x, y) in enumerate(train_loader, start=1):
                 x, y = _to(x, device, channels_last), y.to(device)
                 logits = model(x)
                 loss = loss_fn(logits, y)
@@ -579,9 +576,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                 total_loss += float(loss.detach()) * len(y)
                 correct += int((logits.detach().argmax(1) == y).sum())
                 n += len(y)
-                if progress and time.perf_counter() - shown > 0.5:
+                if time.perf_counter() - shown > 0.5:
                     shown = time.perf_counter()
-                    bar.set_postfix_str(f"epoch {epoch + 1}: loss {total_loss / n:.3f} acc {correct / n:.3f}")
+                    bar.set_postfix_str(f"epoch {epoch + 1} batch {b}/{len(train_loader)}: loss {total_loss / n:.3f} "
+                                        f"acc {correct / n:.3f}")
             if n == 0:
                 raise ValueError("the training loader gave no batches (dataset smaller than one batch?)")
             row = dict(epoch=epoch + 1, train_loss=total_loss / n, train_acc=correct / n)
@@ -617,9 +615,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                     "extra": extra or {}})
             if on_epoch is not None:
                 on_epoch(dict(row))
-            bar.update(1)
             bar.set_postfix_str(f"loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | val acc "
                                 f"{row['val_acc']:.3f} (best {best['acc']:.3f} @ {best['epoch']})")
+            bar.update(1)
     finally:
         bar.close()
 

@@ -5,9 +5,16 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+PROGRESS_ENV = "NNPRAK_PROGRESS"
+"""Environment variable naming the progress file: ``nnprak run`` sets it, the package's long loops write their
+latest status line there (:func:`report_progress`) and the terminal shows it (executed notebooks stay bar-free)."""
+PROGRESS_INTERVAL = 1.0
+"""Seconds between two writes of the progress file (the last status of a loop is always written)."""
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -32,6 +39,92 @@ def show_progress(progress: bool = True) -> bool:
     itself ignores the variable when ``disable=`` is passed explicitly, hence this helper.
     """
     return bool(progress) and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
+_last_report = [0.0]
+
+
+def report_progress(line: str, force: bool = False) -> bool:
+    """Write ``line`` as the latest status to the file named by ``$NNPRAK_PROGRESS``; return whether it was written.
+
+    Nothing happens without the variable (a notebook opened by hand, the tests). Writes are atomic (a reader never
+    sees half a line) and at most one per :data:`PROGRESS_INTERVAL` seconds unless ``force``.
+    """
+    path = os.environ.get(PROGRESS_ENV)
+    now = time.monotonic()
+    if not path or (not force and now - _last_report[0] < PROGRESS_INTERVAL):
+        return False
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(" ".join(str(line).split()))  # one line
+        os.replace(tmp, path)
+    except OSError:  # the terminal's status is a nicety: never fail a computation over it
+        return False
+    _last_report[0] = now
+    return True
+
+
+def read_progress(path: str | os.PathLike) -> str:
+    """Return the status line last written by :func:`report_progress` to ``path`` ("" when there is none)."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+class ProgressBar:
+    """A tqdm bar (shown when :func:`show_progress` allows) that also reports ``"desc i/n unit: postfix"`` to the
+    progress file of :func:`report_progress`, so ``nnprak run`` can show loop progress in the terminal while the
+    executed notebooks hold no bar. Use like tqdm: ``update(n)``, ``set_postfix_str(s)``, ``close()`` or ``with``.
+    """
+
+    def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", progress: bool = True,
+                 initial: int = 0, **tqdm_kwargs):
+        from tqdm.auto import tqdm
+
+        self.total, self.desc, self.unit, self.n, self.postfix = total, desc, unit, int(initial), ""
+        self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not show_progress(progress),
+                         **tqdm_kwargs)
+        report_progress(self.line(), force=True)
+
+    def line(self) -> str:
+        """Return the status line: ``"desc i/n unit"`` plus ``": postfix"`` when one is set."""
+        total = f"/{self.total}" if self.total else ""
+        return f"{self.desc} {self.n}{total} {self.unit}" + (f": {self.postfix}" if self.postfix else "")
+
+    def update(self, n: int = 1) -> None:
+        """Advance by ``n`` (returns None)."""
+        self.n += int(n)
+        self._bar.update(n)
+        report_progress(self.line(), force=self.total is not None and self.n >= self.total)
+
+    def set_postfix_str(self, s: str = "", force: bool = False) -> None:
+        """Set the text after the count (loss, accuracy, ...); ``force`` reports it at once (returns None)."""
+        self.postfix = str(s)
+        self._bar.set_postfix_str(s)
+        report_progress(self.line(), force=force)
+
+    def close(self) -> None:
+        """Close the bar, reporting the final status (returns None)."""
+        report_progress(self.line(), force=True)
+        self._bar.close()
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress_iter(iterable: Iterable, total: int | None = None, desc: str = "", unit: str = "it",
+                  progress: bool = True, **tqdm_kwargs) -> Iterator:
+    """Yield the items of ``iterable`` while a :class:`ProgressBar` counts them."""
+    total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+    with ProgressBar(total, desc, unit, progress, **tqdm_kwargs) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from .utils import atomic_path, show_progress
+from .utils import ProgressBar, atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v")
 """File suffixes (lower case) treated as videos."""
@@ -240,15 +240,13 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, setting
             (opens, but no frame decodes), naming the file and what to do.
         FileNotFoundError: ``video`` does not exist.
     """
-    from tqdm.auto import tqdm
-
     video, out_dir = Path(video), Path(out_dir)
     with _quiet_opencv():
         cap, fps, count = _open(video)
     rows, thumbs = [], {}
     try:
-        with _quiet_opencv(), tqdm(total=count or None, desc=f"reading {video.name}", unit="frame",
-                  disable=not show_progress(progress)) as bar:
+        with _quiet_opencv(), ProgressBar(total=count or None, desc=f"reading {video.name}", unit="frames",
+                                              progress=progress) as bar:
             for index, frame in _sampled_frames(cap, fps, settings.every_seconds, bar):
                 row = dict(frame=index, time_s=index / fps, path="", kept=False, reason="", sharpness=math.nan)
                 if frame is None:

@@ -316,6 +316,36 @@ class Interrupt(RuntimeError):
     pass
 
 
+def test_parallel_detection_equals_one_batch_at_a_time(tmp_path):
+    """Two batches detected at once (one torch thread each) give the same table and crop files as one at a time."""
+    people = lfw_files()
+    manifest = manifest_of(people)
+    one_cfg = make_cfg(tmp_path / "one", detect_batch_size=2, detect_workers=1)
+    two_cfg = make_cfg(tmp_path / "two", detect_batch_size=2, detect_workers=2)
+    assert faces.detection_workers(make_cfg(tmp_path, threads=2), "cpu") == 2
+    assert faces.detection_workers(make_cfg(tmp_path, threads=2), "cuda") == 1
+    seen = []
+    one = faces.crop_manifest(manifest, one_cfg, progress=False)
+    two = faces.crop_manifest(manifest, two_cfg, progress=False, on_batch=seen.append)
+    assert two.attrs["stats"]["workers"] == 2 and seen == list(range(2, len(manifest), 2)) + [len(manifest)]
+    assert two.attrs["stats"]["detected"] == len(manifest) and two.attrs["stats"]["detector_calls"] >= 4
+    pd.testing.assert_frame_equal(_normalised(two, two_cfg.paths.faces), _normalised(one, one_cfg.paths.faces))
+    for rel in one["crop_aligned"]:
+        a = data.abs_path(rel)
+        b = two_cfg.paths.faces / a.relative_to(one_cfg.paths.faces)
+        assert a.read_bytes() == b.read_bytes()
+    import torch
+    assert torch.get_num_threads() == one_cfg.threads   # the notebook continues with the profile's threads
+
+    def stop(done):
+        raise Interrupt(done)
+
+    with pytest.raises(Interrupt):   # an interrupt lets the batches already running finish, starts no other
+        faces.crop_manifest(manifest, replace(two_cfg, paths=replace(two_cfg.paths, interim=tmp_path / "cut")),
+                            progress=False, on_batch=stop)
+    assert len(list((tmp_path / "cut" / "faces" / "plain").rglob("*.png"))) in (2, 4)
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_and_equals_a_full_run(tmp_path):
     photos = tmp_path / "photos"  # own copies, so the test can make a source newer than its crops
@@ -330,7 +360,7 @@ def test_interrupted_run_resumes_and_equals_a_full_run(tmp_path):
     full = faces.crop_manifest(manifest, full_cfg, progress=False)
     assert full.attrs["stats"]["detected"] == n
 
-    cfg = make_cfg(tmp_path / "resumed", detect_batch_size=3)
+    cfg = make_cfg(tmp_path / "resumed", detect_batch_size=3, detect_workers=1)   # one batch at a time
 
     def stop_after_first_batch(done):
         raise Interrupt(done)

@@ -699,10 +699,13 @@ class DlibEmbedder:
     """
 
     def __init__(self, dat_path: str | os.PathLike | None = None, batch_size: int = 32, upsample: int = 1,
-                 device: str | torch.device = "cpu", model: DlibFaceResNet | None = None, fuse: bool = True):
+                 device: str | torch.device | None = None, model: DlibFaceResNet | None = None, fuse: bool = True):
+        from nnprak import config
+
+        device = config.resolve_device(device) if device is None or isinstance(device, str) else torch.device(device)
         self.model = (model if model is not None else load_dlib_resnet(dat_path)).to(device).eval()
         self._fast = self.model.fused() if fuse else self.model
-        self.device = torch.device(device)
+        self.device = device
         self.batch_size = batch_size
         self.upsample = upsample
         self._detector = None
@@ -748,7 +751,7 @@ class DlibEmbedder:
 
         if self._mtcnn is None:
             from facenet_pytorch import MTCNN
-            self._mtcnn = MTCNN(keep_all=True, device="cpu")
+            self._mtcnn = MTCNN(keep_all=True, device=self.device)
         img = _as_rgb_array(image)
         boxes, _, points = self._mtcnn.detect(Image.fromarray(img), landmarks=True)
         if boxes is None or len(boxes) == 0:

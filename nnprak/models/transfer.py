@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from nnprak import weights as W
-from nnprak.utils import atomic_path, display_path
+from nnprak.utils import ProgressBar, atomic_path, display_path, report_progress
 
 RANDOM_INIT = "random-init"
 
@@ -276,21 +276,29 @@ def _split_batch(batch):
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, loader, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def extract_features(backbone: nn.Module, loader, device: str | torch.device | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(features float32 (N, D), labels int64 (N,))`` of every batch of ``loader`` (eval mode, no grad).
 
     Batches are ``(images, labels, ...)`` tuples or dicts with ``image``/``label`` keys; the backbone's
-    training mode is restored afterwards.
+    training mode is restored afterwards. ``device``: None = the profile's (:func:`nnprak.config.resolve_device`);
+    the backbone stays there afterwards.
     """
+    from nnprak import config
+
+    device = config.resolve_device(device) if device is None or isinstance(device, str) else device
     was_training = backbone.training
     backbone.eval().to(device)
     feats, labels = [], []
-    try:
-        for batch in loader:
-            x, y = _split_batch(batch)
-            f = backbone(x.to(device))
-            feats.append(f.flatten(1).float().cpu().numpy() if f.dim() > 2 else f.float().cpu().numpy())
-            labels.append(np.asarray(y.cpu() if torch.is_tensor(y) else y, dtype=np.int64).reshape(-1))
+    total = len(loader) if hasattr(loader, "__len__") else None
+    try:  # no bar in the notebook; ``nnprak run`` shows the count in the terminal
+        with ProgressBar(total, desc="extracting features", unit="batches", progress=False) as bar:
+            for batch in loader:
+                x, y = _split_batch(batch)
+                f = backbone(x.to(device))
+                feats.append(f.flatten(1).float().cpu().numpy() if f.dim() > 2 else f.float().cpu().numpy())
+                labels.append(np.asarray(y.cpu() if torch.is_tensor(y) else y, dtype=np.int64).reshape(-1))
+                bar.update(1)
     finally:
         backbone.train(was_training)
     if not feats:
@@ -305,7 +313,7 @@ def feature_cache_key(**parts) -> str:
 
 
 def cached_features(backbone: nn.Module, loader, path: str | os.PathLike, key: str,
-                    device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                    device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(features, labels)`` from the ``.npz`` cache at ``path`` when it holds ``key``, else extract and save.
 
     The key (see :func:`feature_cache_key`) is stored in the file; a file with another key is recomputed
@@ -400,6 +408,8 @@ def _train_head(features, labels, val_features, val_labels, num_classes, epochs,
         va_loss, va_acc = _evaluate(head, Xv, yv, eval_fn, 1024) if has_val else (float("nan"), float("nan"))
         rows.append(dict(epoch=epoch, train_loss=tr_loss, train_acc=tr_acc, val_loss=va_loss, val_acc=va_acc,
                          lr=current_lr, seconds=time.perf_counter() - t0))
+        report_progress(f"head training {epoch}/{epochs} epochs: loss {tr_loss:.3f} acc {tr_acc:.3f} | val acc "
+                        f"{va_acc:.3f}", force=epoch == epochs)
         if has_val and (best is None or (va_acc, -va_loss) > best):
             best, best_state, best_epoch = (va_acc, -va_loss), copy.deepcopy(head.state_dict()), epoch
         if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
