@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import struct
 import sys
 import zlib
@@ -33,7 +32,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nnprak import config, data  # noqa: E402
+from nnprak import config, data, evaluate  # noqa: E402
 
 KINDS = ("web", "gif", "pgm", "bad")
 
@@ -46,20 +45,9 @@ def pick_people(n: int, min_images: int, max_images: int, seed: int) -> list[str
     return sorted(rng.choice(pool, size=n, replace=False).tolist())
 
 
-def lfw_mislabelled() -> set[str]:
-    """Return the stems of LFW images that LFW's errata file says show someone else (e.g. Recep_Tayyip_Erdogan_0004).
-
-    A student's own folders are labelled by the student; these known label errors are left out of the sets.
-    """
-    errata = config.find_lfw() / "ERRATA_from_lfw_website_index_html.txt"
-    if not errata.exists():
-        return set()
-    return set(re.findall(r"([A-Z][\w\-]+_\d{4})\s+is incorrect", errata.read_text(errors="replace")))
-
-
 def lfw_images(person: str, n: int) -> list[Path]:
     """Return the first ``n`` LFW images of ``person`` (images listed as mislabelled in LFW's errata skipped)."""
-    bad = lfw_mislabelled()
+    bad = evaluate.lfw_mislabelled_images()
     files = sorted((data.lfw_image_dir(config.find_lfw()) / person).glob("*.jpg"))
     return [f for f in files if f.stem not in bad][:n]
 
