@@ -252,7 +252,9 @@ _EMBED_DEFAULT = dict(backend="auto", dlib_align="both", far_target=0.01, far_co
                       open_set_score="auto", bootstrap=1000)
 
 PROFILE_SETTINGS: dict[str, dict] = {
-    "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=2, verification_pairs_per_fold=20,
+    # smoke: 3 folds (cohort normalisation needs a third fold: the cohort of the threshold's pairs leaves out their
+    # own fold and the test fold) × 20 pairs
+    "smoke": dict(max_people=5, detect_batch_size=16, verification_folds=3, verification_pairs_per_fold=20,
                   scratch=dict(_SCRATCH_DEFAULT, image_size=48, widths=(8, 16, 32, 64), epochs=6, batch_size=16,
                                patience=3, max_minutes=1.0, ablation_epochs=None, min_steps=0),
                   transfer=dict(_TRANSFER_DEFAULT, image_size=64, head_epochs=2, finetune_epochs=1,

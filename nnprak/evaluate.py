@@ -403,6 +403,9 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
         fold_ids = fold_ids[:folds]
     if len(fold_ids) < 2:
         raise ValueError(f"need at least 2 folds for cross-validated thresholds, got {len(fold_ids)}")
+    if norm == "cohort" and len(fold_ids) < 3:
+        raise ValueError(f"cohort normalisation needs at least 3 folds (the cohort of the threshold's pairs leaves "
+                         f"out their own fold and the test fold), got {len(fold_ids)}")
     df = df[df["fold"].isin(fold_ids)].reset_index(drop=True)
 
     images = list(dict.fromkeys(df["path1"].tolist() + df["path2"].tolist()))
