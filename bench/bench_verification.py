@@ -68,7 +68,7 @@ def cache_dirs(cfg: config.Config) -> dict:
 
 def run(cfg: config.Config, backend: str = "dlib", align: str | None = None, flip: bool = True,
         norms=("none", "cohort"), progress: bool = False) -> dict:
-    """Return ``{norm: VerificationResult}`` of the notebooks' path with these settings (crops → embedder → protocol)."""
+    """Return ``{norm: VerificationResult}`` of the notebooks' path with these settings (crops, embedder, protocol)."""
     dirs = cache_dirs(cfg)
     table = evaluate.verification_crops(cfg, progress=progress, faces_dir=dirs["faces_dir"], out=dirs["out"])
     align = align or cfg.embed.get("dlib_align", "mtcnn")

@@ -73,7 +73,8 @@ class DlibBackend(Embedder):
 
     ``align`` (``cfg.embed["dlib_align"]``) says how the chip is aligned:
 
-    * ``"mtcnn"``: MTCNN's 5 landmarks (column ``landmarks``) mapped onto :data:`~nnprak.models.dlib_resnet.MTCNN_TEMPLATE`;
+    * ``"mtcnn"``: MTCNN's 5 landmarks (column ``landmarks``) mapped onto
+      :data:`~nnprak.models.dlib_resnet.MTCNN_TEMPLATE`;
     * ``"dlib5"``: dlib's own 5-point shape predictor run inside MTCNN's box (column ``box``), then dlib's
       ``get_face_chip`` -- the alignment dlib's network was trained with;
     * ``"both"``: the mean of the two descriptors (two slightly different alignments of the same face, like a

@@ -346,7 +346,8 @@ class VerificationResult:
         errors = int((self.predicted != self.same).sum()) if self.predicted is not None else None
         return (f"LFW verification ({len(self.fold_accuracies)} folds, {self.n_pairs} pairs, {score}): "
                 f"{100 * self.accuracy:.2f}% ± {100 * self.std:.2f}% (sem {100 * self.sem:.2f}%), "
-                + ("" if errors is None else f"{errors} errors, ") + f"AUC {self.auc:.4f}, {self.n_failed} failed pairs ({self.n_failed_images} images without a face), "
+                + ("" if errors is None else f"{errors} errors, ")
+                + f"AUC {self.auc:.4f}, {self.n_failed} failed pairs ({self.n_failed_images} images without a face), "
                 f"{self.seconds:.0f} s")
 
     def to_dict(self) -> dict:
