@@ -248,7 +248,8 @@ _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batc
 # normalisation 99.22 % / 99.02 % / 99.37 %). "both" costs twice the embedding time (7,701 images: 260 s instead
 # of 117 s here, about 1.5 min more for notebook 05's ~7,800 images), which the default run's 12 minutes do not
 # have: the default profile keeps "mtcnn", the full profile (the README's all-pairs number) and smoke use "both".
-_EMBED_DEFAULT = dict(backend="auto", dlib_align="mtcnn", far_target=0.01, far_confidence=0.95, far_targets=(0.01, 0.005, 0.001),
+_EMBED_DEFAULT = dict(backend="auto", dlib_align="mtcnn", far_target=0.01, far_confidence=0.95,
+                      far_targets=(0.01, 0.005, 0.001),
                       batch_size=32,
                       impostor_faces=1100, impostor_min_images=1, impostor_images_per_person=2,
                       open_set_score="auto", bootstrap=1000)

@@ -184,6 +184,11 @@ def test_both_alignments_average_the_mtcnn_and_the_shape_predictor_chips(crops):
     np.testing.assert_allclose(Xb, (X["mtcnn"] + X["dlib5"]) / 2, atol=1e-5)
     assert not np.allclose(X["mtcnn"], X["dlib5"], atol=1e-3)          # two different alignments
     assert (np.linalg.norm(X["mtcnn"] - X["dlib5"], axis=1) < 0.3).all()   # of the same face
+    # predict's path (embed_faces with the detector's arrays) gives the table's descriptor
+    row = rows.iloc[0]
+    img = data.load_image(data.abs_path(row["path"]))
+    box, lm = faces.parse_box(row["box"]), faces.parse_landmarks(row["landmarks"])
+    np.testing.assert_allclose(both.embed_faces(img, box[None], lm[None])[0], Xb[0], atol=1e-5)
     # a saved model's variant brings its alignment back (predict); unknown variants take the config's
     assert embed.get_embedder("dlib", "dlib-2chip-flip").align == "both"
     assert embed.get_embedder("dlib", "dlib-sp-chip").align == "dlib5"
