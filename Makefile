@@ -63,7 +63,7 @@ test: setup setup-tex setup-fonts  ## pytest for the package + nbval on the note
 bench: setup  ## crop/embedding throughput, LFW verification on all 6,000 pairs, then refresh the README's table
 	$(PY) bench/bench_crop.py --json results/bench_crop.json
 	$(PY) bench/bench_embed.py --out results/bench_embed.json
-	$(PY) bench/bench_verification.py --landmarks mtcnn --fallback dlib --flip --errors 12 --out results/bench_verification.json
+	$(PY) bench/bench_verification.py --errors 12 --out results/bench_verification.json
 	$(PY) -m nnprak bench --profile default --write
 
 clean-smoke:  ## remove the smoke profile's scratch outputs

@@ -14,10 +14,11 @@ LFW's "unrestricted, labeled outside data" setting. Methods:
 * ``logistic``: logistic regression on the squared coordinate differences of same/different training pairs
   (a learned diagonal metric).
 
-Descriptors: MTCNN landmarks (dlib's detector where MTCNN finds no face), dlib's network, mean with the mirror
-image -- ``bench_verification.py --landmarks mtcnn --fallback dlib --flip``. The first run detects and embeds all
-13,233 LFW images (8.5 minutes here after bench_verification.py has detected the images of the pairs, roughly
-twice that from an empty cache; landmarks and descriptors are cached), later runs take about 25 seconds.
+Descriptors: the notebooks' path with the full profile's settings (notebook 02's MTCNN detection, the dlib
+backend with the profile's alignment, mean with the mirror image), as ``bench_verification.py``, but for all
+13,233 LFW images (the first run detects and embeds them all, several minutes on 2 cores; crops and descriptors
+are cached), later runs take about 25 seconds. ``evaluate.lfw_verification(..., norm="cohort")`` is the cohort
+normalisation the notebooks use (its cohort: the other folds' pairs, not all their people's images).
 
     .venv/bin/python bench/bench_learned_metrics.py
 """
@@ -36,28 +37,29 @@ import torch  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_verification import make_embed_fn  # noqa: E402
-from nnprak import config  # noqa: E402
+from nnprak import config, data, embed, faces  # noqa: E402
 from nnprak import evaluate as E  # noqa: E402
-from nnprak.models import dlib_resnet as D  # noqa: E402
-from nnprak.utils import atomic_path, user_cache_dir  # noqa: E402
 
 
-def all_descriptors(root: Path, paths: list[str]) -> np.ndarray:
-    """Return (and cache) the mirror-averaged dlib descriptors of these LFW images (NaN rows: no face)."""
-    file = user_cache_dir() / "lfw_embeddings" / "all_mtcnn_dlib-fallback_flip1.npz"
-    keys = [str(Path(p).relative_to(root)) for p in paths]
-    if file.is_file():
-        with np.load(file) as z:
-            if z["paths"].tolist() == keys:
-                return z["vectors"].astype(np.float64)
-    args = argparse.Namespace(flip=True, jitter=0, no_cache=False)
-    vectors = make_embed_fn(D.DlibEmbedder(), "mtcnn", "dlib", args, root, {})(paths)
-    with atomic_path(file) as tmp:
-        np.savez(tmp, paths=np.array(keys), vectors=vectors)
-    return vectors.astype(np.float64)
+def all_descriptors(paths: list[str]) -> np.ndarray:
+    """Return the profile's dlib descriptors of these LFW images through the notebooks' path (NaN rows: no face).
+
+    Detection by :func:`nnprak.faces.crop_manifest` with the full profile's settings (crops and sidecars in
+    ``build/full/data/interim/bench/all_lfw/``), descriptors by :class:`nnprak.embed.DlibBackend` with the
+    profile's alignment, cached like notebook 05's.
+    """
+    cfg = config.load("full")
+    folder = cfg.paths.interim / "bench" / "all_lfw"
+    people: dict[str, list[Path]] = {}
+    for p in paths:
+        people.setdefault(Path(p).parent.name, []).append(Path(p))
+    table = faces.crop_manifest(data.scan_files(people, progress=False), cfg, progress=True,
+                                faces_dir=folder / "faces", out=folder / "crops.csv")
+    embedder = embed.DlibBackend(align=cfg.embed["dlib_align"])
+    X = embed.cached_embeddings(embedder, table, folder / "embeddings")
+    index = {str(data.abs_path(p)): i for i, p in enumerate(table["path"])}
+    return X[[index[str(Path(p))] for p in paths]].astype(np.float64)
 
 
 def person_means(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     set_of = dict(zip(people["name"], people["fold"]))
     paths = sorted(str(p) for p in root.glob("*/*.jpg"))
     t0 = time.perf_counter()
-    V = all_descriptors(root, paths)
+    V = all_descriptors(paths)
     print(f"{len(paths)} images, {int((~np.isfinite(V).all(1)).sum())} without a face "
           f"({time.perf_counter() - t0:.0f} s)")
     name = np.array([Path(p).parent.name for p in paths])

@@ -1,31 +1,29 @@
-"""LFW 10-fold verification (View 2, pairs.txt) with dlib's face ResNet ported to PyTorch.
+"""LFW 10-fold verification (View 2, pairs.txt) through the notebooks' own path, plain and score-normalised.
 
-Detection and alignment (the face nearest the image centre; 150×150 chip, padding 0.25, dlib's resampling):
+The same functions as notebooks 02 and 05, nothing else: :func:`nnprak.evaluate.verification_crops` (notebook
+02's MTCNN detection of the pairs' images with the profile's settings: batched, ``min_face_size``, retry,
+``face_select``), the profile's embedder (:func:`nnprak.embed.get_embedder` with ``embed["dlib_align"]``) and
+:func:`nnprak.evaluate.profile_verification` (cached embeddings, 10-fold protocol, optional cohort
+normalisation). The options select *settings* of that path (config overrides):
 
-* ``--landmarks dlib``:  dlib's HOG face detector (``--upsample``, default 1) + dlib's 5-point shape
-  predictor + dlib's template -- dlib's own pipeline (``get_face_chip``);
-* ``--landmarks mtcnn``: MTCNN's 5 points (facenet-pytorch) mapped onto dlib's template (``MTCNN_TEMPLATE``);
-* ``--fallback mtcnn|dlib``: where the first detector finds no face, use the other one's landmarks (e.g.
-  ``--landmarks mtcnn --fallback dlib``: MTCNN misses one LFW image of the pairs, Marilyn_Monroe_0001).
+* ``--profile full`` (default): all 6,000 pairs; ``--folds N`` / ``--pairs-per-fold N`` / ``--quick`` fewer;
+* ``--min-face-size``, ``--select``: MTCNN settings (other than the profile's: crops, detections and
+  embeddings go to ``<interim>/bench/<settings>/``, so the notebooks' caches stay as they are);
+* ``--align mtcnn|dlib5|both``, ``--no-flip``: the dlib chips (see :class:`nnprak.embed.DlibBackend`);
+* ``--norm none cohort`` (default both, side by side), ``--cohort-k``: the score normalisation.
 
-Descriptors: plain (dlib's 99.13 % setting), ``--flip`` (mean with the mirrored chip) or ``--jitter N`` (mean
-over N jittered chips, dlib's ``num_jitters``; dlib reports 99.38 % with 100).
+With the profile's settings the bench reuses (and fills) the notebooks' caches, so it prints the number that
+notebook 05 saves and notebook 06 shows. Prints mean ± std over the folds, the errors (and how many LFW's
+errata list as mislabelled), AUC and the run time; ``--out`` writes one record per normalisation (read by
+``python -m nnprak bench --write`` for the README).
 
-Landmarks are cached per image in ``<nnprak cache>/lfw_landmarks/`` (detection is the slow part), so
-re-runs with other descriptor options only cost the embedding; jittered descriptors are cached too
-(``lfw_embeddings/``), so an interrupted ``--jitter`` run resumes where it stopped. Prints mean ± std over
-the folds, AUC, failed pairs (an image without a face: counted as wrong), the run time (detection +
-embedding + protocol) and how many of the misclassified pairs LFW's errata list as mislabelled (``--errors N``
-also prints the N most confident errors).
-
-    .venv/bin/python bench/bench_verification.py                      # all 6000 pairs, dlib landmarks
-    .venv/bin/python bench/bench_verification.py --landmarks mtcnn --fallback dlib --flip --errors 20
-    .venv/bin/python bench/bench_verification.py --quick              # 2 folds × 40 pairs (smoke run)
+    .venv/bin/python bench/bench_verification.py --errors 12 --out results/bench_verification.json
+    .venv/bin/python bench/bench_verification.py --min-face-size 20 --align mtcnn --norm none
+    .venv/bin/python bench/bench_verification.py --quick              # 3 folds × 20 pairs (smoke run)
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,154 +33,115 @@ from pathlib import Path
 # (spinning) OpenMP barrier makes 2 PyTorch threads ~4x slower than 1 (must be set before torch is imported).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nnprak import config  # noqa: E402
-from nnprak import evaluate as E  # noqa: E402
-from nnprak.models import dlib_resnet as D  # noqa: E402
-from nnprak.utils import atomic_path, atomic_write_text, user_cache_dir  # noqa: E402
+from nnprak import config, embed, evaluate  # noqa: E402
+from nnprak.utils import write_json  # noqa: E402
+
+DETECTION_OVERRIDES = ("min_face_size", "face_select")
+"""Config fields of the bench's options that change the detection (and so need their own cache folders)."""
 
 
-def landmarks(paths: list[str], kind: str, emb: D.DlibEmbedder, root: Path, cache: bool = True) -> dict:
-    """Return {path: 5×2 points or None} of the central face, from/into the landmark cache of ``kind``."""
-    name = f"{kind}_up{emb.upsample}" if kind == "dlib" else kind
-    file = user_cache_dir() / "lfw_landmarks" / f"{name}.json"
-    known = json.loads(file.read_text()) if cache and file.is_file() else {}
-    todo = [p for p in paths if str(Path(p).relative_to(root)) not in known]
-    t0 = time.perf_counter()
-    for i, p in enumerate(todo):
-        with Image.open(p) as im:
-            img = np.asarray(im.convert("RGB"))
-        if kind == "dlib":
-            shape = emb.detect_shape(img)
-            pts = None if shape is None else D.shape_points(shape)
-        else:
-            pts = emb.mtcnn_points(img)
-        known[str(Path(p).relative_to(root))] = None if pts is None else np.round(pts, 3).tolist()
-        if (i + 1) % 250 == 0 or i + 1 == len(todo):
-            if cache:
-                atomic_write_text(file, json.dumps(known))
-            print(f"  {kind} landmarks: {i + 1}/{len(todo)} images ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return {p: None if known[str(Path(p).relative_to(root))] is None
-            else np.array(known[str(Path(p).relative_to(root))]) for p in paths}
+def bench_config(profile: str = "full", folds: int | None = None, pairs_per_fold: int | None = None,
+                 **overrides) -> config.Config:
+    """Return the profile's config with the bench's overrides (None = the profile's value)."""
+    cfg = config.load(profile)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if folds is not None:
+        changes["verification_folds"] = folds
+    if pairs_per_fold is not None:
+        changes["verification_pairs_per_fold"] = pairs_per_fold or None    # 0: all pairs of a fold
+    return config.load(profile, **changes) if changes else cfg
 
 
-def make_embed_fn(emb: D.DlibEmbedder, kind: str, fallback: str | None, args, root: Path, stats: dict):
-    """Return an ``embed_fn(paths)`` for lfw_verification: landmarks → chips → descriptors (NaN: no face)."""
-    templates = {"dlib": D.DLIB_TEMPLATE, "mtcnn": D.MTCNN_TEMPLATE}
+def cache_dirs(cfg: config.Config) -> dict:
+    """Return where the crops table, crops and embeddings go: the notebooks' folders, or a bench folder when the
+    detection settings differ from the profile's."""
+    base = config.Config(profile=cfg.profile, paths=cfg.paths, **config.PROFILE_SETTINGS[cfg.profile])
+    changed = [f"{k}{getattr(cfg, k)}" for k in DETECTION_OVERRIDES if getattr(cfg, k) != getattr(base, k)]
+    if not changed:
+        return dict(faces_dir=None, out=None, embeddings_dir=None)
+    folder = cfg.paths.interim / "bench" / "_".join(changed)
+    return dict(faces_dir=folder / "faces", out=folder / evaluate.VERIFICATION_CROPS,
+                embeddings_dir=folder / "embeddings")
 
-    def embed_fn(paths):
-        t0 = time.perf_counter()
-        pts = landmarks(paths, kind, emb, root, cache=not args.no_cache)
-        stats["detect_s"] = time.perf_counter() - t0
-        missing = [p for p in paths if pts[p] is None]
-        source = {p: kind for p in paths if pts[p] is not None}
-        if fallback and missing:
-            extra = landmarks(missing, fallback, emb, root, cache=not args.no_cache)
-            for p in missing:
-                if extra[p] is not None:
-                    pts[p] = extra[p]
-                    source[p] = fallback
-        stats["n_fallback"] = sum(1 for s in source.values() if s != kind)
-        t0 = time.perf_counter()
-        out = np.full((len(paths), D.EMBEDDING_DIM), np.nan, dtype=np.float32)
-        rows = [i for i, p in enumerate(paths) if pts[p] is not None]
-        # slow settings (jitter) keep their descriptors in the cache, so that an interrupted run resumes
-        cache_file = (user_cache_dir() / "lfw_embeddings" / f"{kind}_up{emb.upsample}_{fallback or 'nofb'}_"
-                      f"flip{int(args.flip)}_j{args.jitter}.npz")
-        key = {i: str(Path(paths[i]).relative_to(root)) for i in rows}
-        done = {}
-        if args.jitter > 1 and not args.no_cache and cache_file.is_file():
-            with np.load(cache_file) as z:
-                done = dict(zip(z["paths"].tolist(), z["vectors"]))
-        for i in rows:
-            if key[i] in done:
-                out[i] = done[key[i]]
-        rows = [i for i in rows if key[i] not in done]
-        for start in range(0, len(rows), 256):
-            chunk = rows[start:start + 256]
-            chips = []
-            for i in chunk:
-                with Image.open(paths[i]) as im:
-                    img = np.asarray(im.convert("RGB"))
-                chips.append(D.chip_from_points(img, pts[paths[i]], templates[source[paths[i]]]))
-            out[chunk] = emb.embed_chips(np.stack(chips), flip=args.flip, jitter=args.jitter, seed=chunk[0])
-            if args.jitter > 1:
-                done.update((key[i], out[i]) for i in chunk)
-                if not args.no_cache:
-                    with atomic_path(cache_file) as tmp:
-                        np.savez(tmp, paths=np.array(list(done)), vectors=np.stack(list(done.values())))
-                print(f"  embedded {start + len(chunk)}/{len(rows)} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        stats["embed_s"] = time.perf_counter() - t0
-        return out
 
-    return embed_fn
+def run(cfg: config.Config, backend: str = "dlib", align: str | None = None, flip: bool = True,
+        norms=("none", "cohort"), progress: bool = False) -> dict:
+    """Return ``{norm: VerificationResult}`` of the notebooks' path with these settings (crops, embedder, protocol)."""
+    dirs = cache_dirs(cfg)
+    table = evaluate.verification_crops(cfg, progress=progress, faces_dir=dirs["faces_dir"], out=dirs["out"])
+    align = align or cfg.embed.get("dlib_align", "mtcnn")
+    if backend == "dlib":
+        embedder = embed.DlibBackend(flip=flip, align=align)
+    else:
+        embedder = embed.get_embedder(backend, dlib_align=align)
+    return {norm: evaluate.profile_verification(cfg, embedder, table, norm=norm,
+                                                embeddings_dir=dirs["embeddings_dir"], progress=progress)
+            for norm in norms}
+
+
+def describe(cfg: config.Config, backend: str, align: str, flip: bool, norm: str) -> str:
+    """Return the label of one result: the settings that differ between the bench's runs."""
+    score = "plain distance" if norm == "none" else f"{norm} normalisation (k={cfg.cohort_k})"
+    return (f"MTCNN {cfg.min_face_size} px, {cfg.face_select} face, {align} alignment"
+            + (", flip" if flip else "") + ("" if backend == "dlib" else f", {backend}") + f", {score}")
 
 
 def main(argv=None) -> int:
+    """Run the bench (see the module doc) and return the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--landmarks", choices=("dlib", "mtcnn", "both"), default="dlib")
-    ap.add_argument("--fallback", choices=("none", "mtcnn", "dlib"), default="none",
-                    help="the other detector's landmarks where the first finds no face (default none)")
-    ap.add_argument("--flip", action="store_true", help="average with the mirrored chip's descriptor")
-    ap.add_argument("--jitter", type=int, default=0, help="average over N jittered chips (dlib: 100)")
-    ap.add_argument("--folds", type=int, default=10, help="use the first N folds (default 10)")
-    ap.add_argument("--n", type=int, default=None,
-                    help="use only the first N matched and N mismatched pairs of each fold (default: all 300)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: --folds 2 --n 20")
-    ap.add_argument("--upsample", type=int, default=1, help="dlib detector upsampling (default 1)")
-    ap.add_argument("--metric", default="euclidean", choices=("euclidean", "cosine"))
+    ap.add_argument("--profile", default="full", choices=config.PROFILES,
+                    help="whose settings and caches (default full: all 6,000 pairs)")
+    ap.add_argument("--folds", type=int, default=None, help="use the first N folds (default: the profile's)")
+    ap.add_argument("--pairs-per-fold", type=int, default=None,
+                    help="matched + mismatched pairs per fold (0: all 600; default: the profile's)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: --folds 3 --pairs-per-fold 20")
+    ap.add_argument("--min-face-size", type=int, default=None, help="MTCNN minimum face size (default: the profile's)")
+    ap.add_argument("--select", default=None, choices=("central", "largest", "probable"),
+                    help="face selection rule (default: the profile's)")
+    ap.add_argument("--backend", default="dlib", help="embedder (default dlib)")
+    ap.add_argument("--align", default=None, choices=embed.DLIB_ALIGNS,
+                    help="dlib chip alignment (default: the profile's embed['dlib_align'])")
+    ap.add_argument("--no-flip", action="store_true", help="do not average with the mirrored chip's descriptor")
+    ap.add_argument("--norm", nargs="+", default=["none", "cohort"], choices=evaluate.SCORE_NORMS,
+                    help="score normalisations to report (default: none and cohort)")
+    ap.add_argument("--cohort-k", type=int, default=None, help="cohort size (default: the profile's cohort_k)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    ap.add_argument("--no-cache", action="store_true", help="detect again instead of using cached landmarks")
     ap.add_argument("--errors", type=int, default=0, metavar="N", help="print the N most confident errors")
-    ap.add_argument("--out", type=Path, help="write the result(s) as JSON here")
+    ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.folds, args.n = 2, 20
-    torch.set_num_threads(args.threads)
+        args.folds, args.pairs_per_fold = 3, 20
 
-    lfw = config.find_lfw()
-    root = lfw / config.LFW_IMAGES_SUBDIR
-    pairs = E.read_lfw_pairs(lfw / "pairs.txt")
-    pairs = pairs[pairs["fold"] < args.folds]
-    if args.n:
-        pairs = pairs.groupby(["fold", "same"], sort=False).head(args.n)
-    n_images = len(set(pairs["path1"]) | set(pairs["path2"]))
-    print(f"{len(pairs)} pairs in {args.folds} folds, {n_images} distinct images")
-
-    errata = E.read_lfw_errata(lfw / E.LFW_ERRATA_FILE, missing_ok=True)   # None: this LFW copy has none
-    emb = D.DlibEmbedder(upsample=args.upsample)
-    results = {}
-    for kind in (("dlib", "mtcnn") if args.landmarks == "both" else (args.landmarks,)):
-        fallback = args.fallback if args.fallback not in ("none", kind) else None
-        stats: dict = {}
-        res = E.lfw_verification(make_embed_fn(emb, kind, fallback, args, root, stats), pairs=pairs,
-                                 folds=args.folds, metric=args.metric)
-        label = (f"{kind} landmarks" + (f" + {fallback} fallback" if fallback else "")
-                 + (", flip" if args.flip else "") + (f", {args.jitter} jitters" if args.jitter > 1 else ""))
+    cfg = bench_config(args.profile, args.folds, args.pairs_per_fold, min_face_size=args.min_face_size,
+                       face_select=args.select, cohort_k=args.cohort_k, threads=args.threads)
+    config.set_threads(cfg.threads)
+    align = args.align or cfg.embed.get("dlib_align", "mtcnn")
+    t0 = time.perf_counter()
+    found = run(cfg, args.backend, align, not args.no_flip, tuple(args.norm), progress=False)
+    errata = evaluate.read_lfw_errata(missing_ok=True)               # None: this LFW copy has none
+    out = {}
+    for norm, res in found.items():
+        label = describe(cfg, args.backend, align, not args.no_flip, norm)
         errors = res.errors(errata)
-        errors["mislabelled"] = errors.get("mislabelled", False)
-        stats["n_errors"], stats["n_mislabelled"] = len(errors), int(errors["mislabelled"].sum())
-        results[label] = dict(res.to_dict(), **stats)
+        n_mislabelled = int(errors["mislabelled"].sum()) if "mislabelled" in errors else None
+        out[label] = dict(res.to_dict(), n_errors=int(len(errors)), n_mislabelled=n_mislabelled,
+                          settings=dict(profile=cfg.profile, min_face_size=cfg.min_face_size,
+                                        retry_min_face_size=cfg.retry_min_face_size, face_select=cfg.face_select,
+                                        backend=args.backend, align=align, flip=not args.no_flip, norm=norm,
+                                        cohort_k=cfg.cohort_k if norm != "none" else None))
         print(f"[{label}] {res.summary()}")
         print(f"  per fold: {', '.join(f'{100 * a:.2f}' for a in res.fold_accuracies)}")
-        print(f"  thresholds: {', '.join(f'{t:.3f}' for t in res.thresholds)}")
-        print(f"  landmarks {stats['detect_s']:.0f} s (0 when cached), embedding {stats['embed_s']:.0f} s, "
-              f"{stats['n_fallback']} images aligned by the fallback")
-        print(f"  mean ± std: {100 * res.accuracy:.2f} ± {100 * res.std:.2f} %, n_failed {res.n_failed}, "
-              f"run time {res.seconds:.0f} s")
-        print(f"  {len(errors)} misclassified pairs, {stats['n_mislabelled']} of them listed as mislabelled in "
-              f"LFW's errata")
+        print(f"  {len(errors)} misclassified pairs" + ("" if n_mislabelled is None else
+              f", {n_mislabelled} of them listed as mislabelled in LFW's errata"))
         for r in errors.head(args.errors).itertuples():
             print(f"    fold {r.fold + 1}  {'same' if r.same else 'diff'}  {Path(r.path1).stem} {Path(r.path2).stem}"
-                  f"  d={r.distance:.3f} (threshold {r.threshold:.3f}){'  [errata]' if r.mislabelled else ''}")
+                  f"  d={r.distance:.3f} (threshold {r.threshold:.3f})"
+                  + ("  [errata]" if getattr(r, "mislabelled", False) else ""))
+    print(f"total {time.perf_counter() - t0:.0f} s (detection and embedding are cached for the next run)")
     if args.out:
-        from nnprak.utils import write_json
-        write_json(args.out, results)
+        write_json(args.out, out)
     return 0
 
 

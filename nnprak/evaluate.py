@@ -6,6 +6,8 @@ Sections:
   :class:`VerificationResult` (with :meth:`VerificationResult.errors`, the misclassified pairs), the building
   blocks :func:`pair_distances` and :func:`best_threshold`, :func:`read_lfw_people` (the people of each fold)
   and :func:`read_lfw_errata` (the matched pairs that LFW's authors list as mislabelled).
+* Score normalisation against a cohort of other people (``lfw_verification(..., norm="cohort")``):
+  :func:`cohort_closeness`, :func:`normalised_distances`.
 """
 from __future__ import annotations
 
@@ -234,6 +236,67 @@ def best_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, floa
     return float(thr), float(correct[k] / len(d))
 
 
+SCORE_NORMS = ("none", "cohort")
+"""Score normalisations of :func:`lfw_verification`: plain distance, or distance minus the cohort closeness."""
+DEFAULT_COHORT_K = 50
+"""Cohort images per image in :func:`cohort_closeness` (the k nearest of several thousand other people's faces)."""
+
+
+def _distance_matrix(a: np.ndarray, b: np.ndarray, metric: str = "euclidean") -> np.ndarray:
+    """Return the len(a)×len(b) matrix of :func:`pair_distances` between every row of ``a`` and every row of ``b``."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if metric == "cosine":
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return 1.0 - a @ b.T
+    d2 = np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
+    if metric == "sqeuclidean":
+        return d2
+    if metric == "euclidean":
+        return np.sqrt(d2)
+    raise ValueError(f"unknown metric {metric!r}; use 'euclidean', 'sqeuclidean' or 'cosine'")
+
+
+def cohort_closeness(emb: np.ndarray, groups: np.ndarray, k: int = DEFAULT_COHORT_K, metric: str = "euclidean",
+                     exclude=()) -> np.ndarray:
+    """Return per image the mean distance to its ``k`` nearest cohort images (NaN for an image without embedding).
+
+    An image's cohort are the images of every *other* group (``groups``: one label per row of ``emb``; for LFW
+    the fold of pairs.txt, whose people are disjoint), minus the groups in ``exclude`` (the test fold) and
+    images without an embedding. A face that lies close to many other people's faces (a common face, a blurred
+    photo) gets a small value; a distinctive face a large one. With fewer than ``k`` cohort images all are used.
+    """
+    emb = np.asarray(emb, dtype=np.float64)
+    groups = np.asarray(groups)
+    good = np.isfinite(emb).all(axis=1)
+    out = np.full(len(emb), np.nan)
+    excluded = set(np.asarray(list(exclude)).tolist())
+    for g in np.unique(groups):
+        rows = np.flatnonzero((groups == g) & good)
+        cols = np.flatnonzero(good & (groups != g) & ~np.isin(groups, list(excluded)))
+        if not len(rows) or not len(cols):
+            continue
+        kk = min(int(k), len(cols))
+        d = _distance_matrix(emb[rows], emb[cols], metric)
+        out[rows] = np.partition(d, kk - 1, axis=1)[:, :kk].mean(axis=1)
+    return out
+
+
+def normalised_distances(emb: np.ndarray, i1: np.ndarray, i2: np.ndarray, groups: np.ndarray, test_group,
+                         k: int = DEFAULT_COHORT_K, metric: str = "euclidean") -> np.ndarray:
+    """Return the cohort-normalised distance of each pair (rows ``i1``, ``i2`` of ``emb``) for one test fold.
+
+    score = distance(a, b) - (closeness(a) + closeness(b)) / 2 with :func:`cohort_closeness`, whose cohorts
+    leave out the image's own group and ``test_group``: a pair of the test fold is normalised with the other
+    nine folds' people only, and so are the pairs the threshold is chosen on (eight folds: never the test
+    fold's images). Two faces that are close *for faces that close to everybody* become less similar. NaN
+    where an image has no embedding.
+    """
+    emb = np.asarray(emb, dtype=np.float64)
+    close = cohort_closeness(emb, groups, k, metric, exclude=[test_group])
+    return pair_distances(emb[i1], emb[i2], metric) - (close[i1] + close[i2]) / 2
+
+
 @dataclass
 class VerificationResult:
     """The outcome of :func:`lfw_verification` (accuracies are fractions, not percent)."""
@@ -247,6 +310,8 @@ class VerificationResult:
     tpr: np.ndarray = field(repr=False)
     auc: float = float("nan")
     metric: str = "euclidean"
+    norm: str = "none"                 # score normalisation (SCORE_NORMS); "cohort": distances are normalised
+    cohort_k: int | None = None        # cohort size of norm="cohort"
     n_pairs: int = 0
     n_failed: int = 0                  # pairs with at least one image without an embedding (counted as wrong)
     n_failed_images: int = 0
@@ -286,9 +351,12 @@ class VerificationResult:
 
     def summary(self) -> str:
         """Return a one-line human-readable summary: mean ± std, AUC, failures, time."""
-        return (f"LFW verification ({len(self.fold_accuracies)} folds, {self.n_pairs} pairs, {self.metric}): "
+        score = self.metric if self.norm == "none" else f"{self.metric}, {self.norm} k={self.cohort_k}"
+        errors = int((self.predicted != self.same).sum()) if self.predicted is not None else None
+        return (f"LFW verification ({len(self.fold_accuracies)} folds, {self.n_pairs} pairs, {score}): "
                 f"{100 * self.accuracy:.2f}% ± {100 * self.std:.2f}% (sem {100 * self.sem:.2f}%), "
-                f"AUC {self.auc:.4f}, {self.n_failed} failed pairs ({self.n_failed_images} images without a face), "
+                + ("" if errors is None else f"{errors} errors, ")
+                + f"AUC {self.auc:.4f}, {self.n_failed} failed pairs ({self.n_failed_images} images without a face), "
                 f"{self.seconds:.0f} s")
 
     def to_dict(self) -> dict:
@@ -312,7 +380,8 @@ def _resolve_pairs(pairs, lfw_dir) -> pd.DataFrame:
 
 def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIRS_FILE,
                      lfw_dir: str | os.PathLike | None = None, folds: int | None = 10, metric: str = "euclidean",
-                     failed: str = "wrong") -> VerificationResult:
+                     failed: str = "wrong", norm: str | None = "none",
+                     cohort_k: int = DEFAULT_COHORT_K) -> VerificationResult:
     """Return the LFW 10-fold verification result of ``embed_fn`` (threshold fitted on 9 folds, tested on the 10th).
 
     Args:
@@ -327,9 +396,16 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
             used folds.
         metric: ``euclidean`` (dlib, FaceNet), ``sqeuclidean`` or ``cosine``.
         failed: ``"wrong"`` or ``"different"``, see ``embed_fn``.
+        norm: ``"none"`` (or None): plain distances; ``"cohort"``: :func:`normalised_distances` per test fold,
+            with cohorts of ``cohort_k`` images drawn only from people outside the test fold (LFW's folds have
+            disjoint people; the unrestricted protocol's "other nine folds"). The result's ``distances`` are
+            then the test folds' normalised scores.
     """
     if failed not in ("wrong", "different"):
         raise ValueError(f"failed must be 'wrong' or 'different', not {failed!r}")
+    norm = norm or "none"
+    if norm not in SCORE_NORMS:
+        raise ValueError(f"norm must be one of {', '.join(SCORE_NORMS)}, not {norm!r}")
     t0 = time.perf_counter()
     df = _resolve_pairs(pairs, lfw_dir)
     fold_ids = sorted(df["fold"].unique())
@@ -337,6 +413,9 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
         fold_ids = fold_ids[:folds]
     if len(fold_ids) < 2:
         raise ValueError(f"need at least 2 folds for cross-validated thresholds, got {len(fold_ids)}")
+    if norm == "cohort" and len(fold_ids) < 3:
+        raise ValueError(f"cohort normalisation needs at least 3 folds (the cohort of the threshold's pairs leaves "
+                         f"out their own fold and the test fold), got {len(fold_ids)}")
     df = df[df["fold"].isin(fold_ids)].reset_index(drop=True)
 
     images = list(dict.fromkeys(df["path1"].tolist() + df["path2"].tolist()))
@@ -353,14 +432,22 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
 
     same = df["same"].to_numpy(dtype=bool)
     fold = df["fold"].to_numpy()
+    if norm == "cohort":
+        image_fold = np.empty(len(images), dtype=fold.dtype)
+        image_fold[i1], image_fold[i2] = fold, fold
+        fold_dist = {f: normalised_distances(emb, i1, i2, image_fold, f, cohort_k, metric) for f in fold_ids}
+        for f in fold_ids:                     # the reported score of a pair: that of its own test fold
+            dist[fold == f] = fold_dist[f][fold == f]
+        dist[bad] = np.nan
     accs, thrs = [], []
     predicted = np.zeros(len(df), dtype=bool)
     for f in fold_ids:
         train, test = (fold != f) & ~bad, fold == f
-        thr, _ = best_threshold(dist[train], same[train]) if train.any() else (np.inf, 0.0)
+        fd = fold_dist[f] if norm == "cohort" else dist
+        thr, _ = best_threshold(fd[train], same[train]) if train.any() else (np.inf, 0.0)
         ok = ~bad[test]
         pred = np.zeros(test.sum(), dtype=bool)
-        pred[ok] = dist[test][ok] < thr
+        pred[ok] = fd[test][ok] < thr
         if failed == "wrong":                  # a pair without embeddings is always an error
             pred[~ok] = ~same[test][~ok]
         accs.append(float(accuracy_score(same[test], pred)))
@@ -383,7 +470,8 @@ def lfw_verification(embed_fn: Callable[[list[str]], np.ndarray], pairs=LFW_PAIR
     return VerificationResult(
         accuracy=float(accs_arr.mean()), std=float(accs_arr.std()),
         sem=float(accs_arr.std(ddof=1) / np.sqrt(len(accs_arr))) if len(accs_arr) > 1 else float("nan"),
-        fold_accuracies=accs, thresholds=thrs, fpr=fpr, tpr=tpr, auc=area, metric=metric, n_pairs=len(df),
+        fold_accuracies=accs, thresholds=thrs, fpr=fpr, tpr=tpr, auc=area, metric=metric, norm=norm,
+        cohort_k=int(cohort_k) if norm == "cohort" else None, n_pairs=len(df),
         n_failed=int(bad.sum()), n_failed_images=int(bad_image.sum()), failed=failed,
         seconds=time.perf_counter() - t0, distances=dist, same=same, folds=fold, pairs=df, predicted=predicted)
 
@@ -408,6 +496,44 @@ def profile_pairs(cfg: config.Config, pairs_file: str = LFW_PAIRS_FILE) -> pd.Da
     """Return the LFW verification pairs a profile evaluates (``cfg.verification_folds``/``..._pairs_per_fold``)."""
     lfw = config.find_lfw()
     return select_pairs(read_lfw_pairs(lfw / pairs_file), cfg.verification_folds, cfg.verification_pairs_per_fold)
+
+
+VERIFICATION_CROPS = "verification_crops.csv"
+"""Notebook 02's crops table of the verification pairs' images, in the profile's processed folder."""
+
+
+def verification_crops(cfg: config.Config, progress: bool = True, faces_dir: str | os.PathLike | None = None,
+                       out: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Return the crops table of the images of the profile's verification pairs (notebook 02's detection).
+
+    The same :func:`nnprak.faces.crop_manifest` as every other image (the config's MTCNN settings, selection rule
+    and retry), written to ``out`` (default ``<processed>/verification_crops.csv``); crops and detections of an
+    earlier run are reused.
+    """
+    from . import data, faces
+
+    pairs = profile_pairs(cfg)
+    manifest = data.scan_files(pair_images(pairs), progress=False)
+    return faces.crop_manifest(manifest, cfg, progress=progress, faces_dir=faces_dir,
+                               out=out if out is not None else cfg.paths.processed / VERIFICATION_CROPS)
+
+
+def profile_verification(cfg: config.Config, embedder, table: pd.DataFrame, norm: str | None = "none",
+                         embeddings_dir: str | os.PathLike | None = None,
+                         progress: bool = True) -> VerificationResult:
+    """Return the profile's LFW verification of an embedder on a :func:`verification_crops` table (notebook 05).
+
+    Embeddings come from :func:`nnprak.embed.cached_embeddings` (in ``embeddings_dir``, default the profile's
+    embeddings folder), pairs from :func:`profile_pairs`; ``norm`` as in :func:`lfw_verification` with
+    ``cfg.cohort_k``. ``seconds`` covers embedding (or reading the cache) and the protocol.
+    """
+    from . import embed
+
+    t0 = time.perf_counter()
+    X = embed.cached_embeddings(embedder, table, embeddings_dir or cfg.paths.embeddings, progress=progress)
+    res = lfw_verification(lookup_embed_fn(table, X), profile_pairs(cfg), norm=norm, cohort_k=cfg.cohort_k)
+    res.seconds = time.perf_counter() - t0
+    return res
 
 
 def without_people(pairs: pd.DataFrame, people) -> pd.DataFrame:

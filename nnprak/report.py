@@ -72,8 +72,10 @@ REPORT_NUMBERS = (
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
     "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",  # 05 (open set)
     "OpenSetStrictTarget", "OpenSetStrictDIR", "OpenSetStrictFAR", "PlattValDIR", "ImpostorFaces",
-    "LfwAcc", "LfwStd",                                                  # 05 (verification of the embedder)
+    "LfwAcc", "LfwStd", "LfwNormAcc", "LfwNormStd",                      # 05 (verification: plain, normalised)
     "LfwPairs", "LfwErrors", "LfwMislabelled", "RunMinutes",             # 06
+    "LfwFullAcc", "LfwFullStd", "LfwFullErrors", "LfwFullPairs",          # 06 (all pairs: bench_verification.json)
+    "LfwFullNormAcc", "LfwFullNormStd", "LfwFullNormErrors",
 )
 """Macros of ``tables/numbers.tex`` that the prose of ``report.tex`` cites (written by :func:`write_numbers`)."""
 

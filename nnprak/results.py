@@ -201,10 +201,18 @@ def load_verifications(folder: str | os.PathLike | None = None) -> list[dict]:
 
 
 def verification_table(records: list[dict]) -> pd.DataFrame:
-    """Return one row per verified embedding: mean accuracy, std, AUC, pairs, failed pairs, seconds."""
-    return pd.DataFrame([{"model": r["title"], "accuracy": r["accuracy"], "std": r["std"], "auc": r["auc"],
+    """Return one row per verified embedding: score (plain distance or its normalisation), mean accuracy, std,
+    AUC, errors, pairs, failed pairs, seconds."""
+    return pd.DataFrame([{"model": r["title"], "score": _score_name(r), "accuracy": r["accuracy"], "std": r["std"],
+                          "auc": r["auc"], "errors": r.get("n_errors"),
                           "folds": len(r["fold_accuracies"]), "pairs": r["n_pairs"], "failed_pairs": r["n_failed"],
                           "seconds": r["seconds"]} for r in records])
+
+
+def _score_name(record: dict) -> str:
+    """Return how a verification record scores pairs: ``distance`` or e.g. ``distance, cohort k=50``."""
+    norm = record.get("norm") or "none"
+    return record.get("metric", "euclidean") + ("" if norm == "none" else f", {norm} k={record.get('cohort_k')}")
 
 
 def per_person_accuracy(predictions: pd.DataFrame, train_counts: pd.Series) -> pd.DataFrame:
@@ -240,9 +248,14 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
         ver += [(f"dlib face ResNet, {label} (`bench/bench_verification.py`)", v)
                 for label, v in json.loads(bench_ver.read_text()).items()]
     if ver:
-        lines += ["", "| LFW verification (pairs.txt) | mean accuracy ± std | pairs (folds) | AUC |", "|---|---|---|---|"]
+        lines += ["", "| LFW verification (pairs.txt) | mean accuracy ± std | errors | pairs (folds) | AUC |",
+                  "|---|---|---|---|---|"]
         for title, v in ver:
-            lines.append(f"| {title} | {100 * v['accuracy']:.2f}% ± {100 * v['std']:.2f}% | "
+            norm = v.get("norm") or "none"
+            if norm != "none" and f"{norm} normalisation" not in title:
+                title += f", {norm} normalisation"
+            errors = "–" if v.get("n_errors") is None else f"{v['n_errors']:,}"
+            lines.append(f"| {title} | {100 * v['accuracy']:.2f}% ± {100 * v['std']:.2f}% | {errors} | "
                          f"{v['n_pairs']:,} ({len(v['fold_accuracies'])}) | {v['auc']:.4f} |")
     speed = []
     crop = folder / "bench_crop.json"
@@ -263,6 +276,30 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
         lines += ["", f"Full run (`make run`, profile {t['profile']}, {t.get('threads', 2)} threads): "
                       f"{t['seconds']['total'] / 60:.1f} min for notebooks 01–06."]
     return "\n".join(lines)
+
+
+BENCH_VERIFICATION = "bench_verification.json"
+"""All 6,000 LFW pairs through the notebooks' path (``bench/bench_verification.py --out``), one record per score."""
+
+
+def bench_verification_numbers(folder: str | os.PathLike | None = None) -> dict:
+    """Return the report's macros of the all-pairs benchmark: LfwFull{,Norm}{Acc,Std,Errors,Pairs} ("--" when absent).
+
+    ``Full`` is the plain distance, ``FullNorm`` the first normalised record of ``bench_verification.json``.
+    """
+    from .report import pct
+
+    path = _folder(folder) / BENCH_VERIFICATION
+    records = list(json.loads(path.read_text()).values()) if path.exists() else []
+    plain = next((r for r in records if (r.get("norm") or "none") == "none"), None)
+    normed = next((r for r in records if (r.get("norm") or "none") != "none"), None)
+    out = {}
+    for prefix, r in (("LfwFull", plain), ("LfwFullNorm", normed)):
+        out.update({f"{prefix}Acc": pct(r["accuracy"], 2) if r else "--",
+                    f"{prefix}Std": pct(r["std"], 2) if r else "--",
+                    f"{prefix}Errors": r["n_errors"] if r else "--"})
+    out["LfwFullPairs"] = plain["n_pairs"] if plain else "--"
+    return out
 
 
 def update_readme(readme: str | os.PathLike, folder: str | os.PathLike | None = None) -> bool:

@@ -173,3 +173,26 @@ def test_predict_errors_are_one_line_and_non_zero(model_file, tmp_path):
         assert r.returncode == code, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_both_alignments_average_the_mtcnn_and_the_shape_predictor_chips(crops):
+    rows = crops.head(3)
+    both = embed.DlibBackend(align="both")
+    assert both.variant == "dlib-2chip-flip"
+    X = {a: embed.DlibBackend(align=a).embed_table(rows, progress=False) for a in ("mtcnn", "dlib5")}
+    Xb = both.embed_table(rows, progress=False)
+    np.testing.assert_allclose(Xb, (X["mtcnn"] + X["dlib5"]) / 2, atol=1e-5)
+    assert not np.allclose(X["mtcnn"], X["dlib5"], atol=1e-3)          # two different alignments
+    assert (np.linalg.norm(X["mtcnn"] - X["dlib5"], axis=1) < 0.3).all()   # of the same face
+    # predict's path (embed_faces with the detector's arrays) gives the table's descriptor
+    row = rows.iloc[0]
+    img = data.load_image(data.abs_path(row["path"]))
+    box, lm = faces.parse_box(row["box"]), faces.parse_landmarks(row["landmarks"])
+    np.testing.assert_allclose(both.embed_faces(img, box[None], lm[None])[0], Xb[0], atol=1e-5)
+    # a saved model's variant brings its alignment back (predict); unknown variants take the config's
+    assert embed.get_embedder("dlib", "dlib-2chip-flip").align == "both"
+    assert embed.get_embedder("dlib", "dlib-sp-chip").align == "dlib5"
+    assert not embed.get_embedder("dlib", "dlib-sp-chip").flip
+    assert embed.get_embedder("dlib", "plain", dlib_align="both").variant == "dlib-2chip-flip"
+    with pytest.raises(ValueError, match="alignment"):
+        embed.DlibBackend(align="dlib68")

@@ -36,5 +36,5 @@ def test_readme_table_lists_the_all_pairs_verification_benchmark(tmp_path):
     write_json(tmp_path / "results" / "bench_verification.json", {"mtcnn landmarks, flip": {
         "accuracy": 0.99, "std": 0.003, "fold_accuracies": [0.99] * 10, "n_pairs": 6000, "auc": 0.999}})
     table = results.readme_table(tmp_path / "results")
-    assert ("| dlib face ResNet, mtcnn landmarks, flip (`bench/bench_verification.py`) | 99.00% ± 0.30% | "
+    assert ("| dlib face ResNet, mtcnn landmarks, flip (`bench/bench_verification.py`) | 99.00% ± 0.30% | – | "
             "6,000 (10) | 0.9990 |") in table

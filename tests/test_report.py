@@ -31,7 +31,9 @@ CONTRACT_NUMBERS = {
     "ScratchMinutes", "PlainAcc", "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "SvmAcc",
     "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR", "LfwAcc", "LfwStd", "LfwPairs", "LfwErrors",
     "LfwMislabelled", "RunMinutes", "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",
-    "OpenSetStrictTarget", "OpenSetStrictDIR", "OpenSetStrictFAR", "PlattValDIR", "ImpostorFaces"}
+    "OpenSetStrictTarget", "OpenSetStrictDIR", "OpenSetStrictFAR", "PlattValDIR", "ImpostorFaces",
+    "LfwNormAcc", "LfwNormStd", "LfwFullAcc", "LfwFullStd", "LfwFullErrors", "LfwFullPairs", "LfwFullNormAcc",
+    "LfwFullNormStd", "LfwFullNormErrors"}
 
 
 def require_latexmk():

@@ -644,6 +644,16 @@ def chip_from_mtcnn_points(image, points, size: int = CHIP_SIZE, padding: float 
     return chip_from_points(image, points, MTCNN_TEMPLATE, size, padding)
 
 
+def chip_from_box(image, box, predictor, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
+    """Return dlib's chip of the face in ``box`` (x1, y1, x2, y2, e.g. MTCNN's): dlib's 5-point ``predictor`` run
+    in that box, then :func:`chip_from_dlib_shape` (dlib's own alignment, without dlib's detector)."""
+    import dlib
+
+    img = _as_rgb_array(image)
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    return chip_from_dlib_shape(img, predictor(img, dlib.rectangle(x1, y1, x2, y2)), size, padding)
+
+
 def jitter_chip(chip: np.ndarray, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
     """Return n randomly jittered copies (n×H×W×3) of a chip, drawn like dlib's ``jitter_image``.
 
