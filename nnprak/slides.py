@@ -89,7 +89,7 @@ def learning_figure(scratch: dict | None, transfer: dict | None):
 
 def roc_figure(verifications: list[dict]):
     """Return the LFW verification ROC of every model on a log false-positive axis (where they differ)."""
-    fig, ax = plt.subplots(figsize=(TEXT_WIDTH_IN * 0.58, TEXT_HEIGHT_IN))
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH_IN * 0.56, TEXT_HEIGHT_IN))
     for i, v in enumerate(sorted(verifications, key=lambda v: -v["accuracy"])):
         fpr = np.maximum(np.asarray(v["fpr"], float), 1e-3)
         ax.plot(fpr, v["tpr"], color=f"C{i}", label=f"{MODEL_NAMES.get(v['name'], _short(v['title']))} "
