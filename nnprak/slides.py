@@ -30,7 +30,8 @@ RC = {"font.size": 10.5, "axes.titlesize": 11, "axes.labelsize": 10.5, "xtick.la
 """Matplotlib settings of every slide figure (drawn at the size it is shown, so these are the sizes seen)."""
 FACE_TITLE_PT = 8.5
 """Type size of the captions under faces on slides."""
-MODEL_NAMES = {"scratch_resnet": "CNN from scratch", "resnet50_transfer": "transfer learning", "dlib": "dlib",
+MODEL_NAMES = {"scratch_resnet": "scratch CNN", "resnet50_transfer": "transfer", "dlib": "dlib",
+               "dlib-cohort": "dlib, cohort",
                "embed_svm": "dlib + SVM", "embed_knn": "dlib + KNN"}
 """Short names of the results for slide legends (others: their title, shortened)."""
 FIGURES = ("06_slide_faces", "06_slide_learning", "06_slide_roc", "06_slide_open_set", "06_slide_misclassified")
@@ -101,7 +102,7 @@ def roc_figure(verifications: list[dict]):
     ax.set_xlabel("false positive rate (log)")
     ax.set_ylabel("true positive rate")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", handlelength=1.2, borderaxespad=0.3, labelspacing=0.3)
     fig.tight_layout()
     return fig
 
