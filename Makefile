@@ -32,7 +32,11 @@ kernel:  ## register this .venv as the Jupyter kernel "nnprak" (for JupyterLab, 
 LAB_ARGS ?=
 LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)  # JupyterLab refuses root without it (containers)
 lab: setup  ## start JupyterLab on notebooks/ with this project's environment (kernel "nnprak")
-	@$(PY) -m jupyter kernelspec list 2>/dev/null | grep -qw nnprak || $(MAKE) --no-print-directory kernel
+	@# the kernel "nnprak" is registered per user: another checkout may have pointed it at its own .venv
+	@$(PY) -m jupyter kernelspec list --json 2>/dev/null | $(PY) -c 'import json, os, sys; \
+	  k = json.load(sys.stdin)["kernelspecs"].get("nnprak"); \
+	  sys.exit(0 if k and k["spec"]["argv"][0] == os.path.abspath(sys.argv[1]) else 1)' $(PY) \
+	  || $(MAKE) --no-print-directory kernel
 	cd notebooks && ../$(PY) -m jupyterlab $(LAB_ROOT) $(LAB_ARGS)
 
 setup-tex:  ## install the Debian TeX packages that build report/report.pdf and slides.pdf (beamer needs pgf: texlive-pictures)
