@@ -15,7 +15,6 @@ each and the ratio of the bests are printed, with the medians, and the largest d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -2,8 +2,8 @@
 
 Takes the profile's saved predict model (``models/predict.joblib``, written by notebook 05) and
 * ``--n`` test photos of gallery people (the test split of the crops table, one photo per person, people spread
-  over the alphabet): the photo counts as right when its subject (the face nearest the image centre: LFW photos
-  show the named person in the middle) is named as that person;
+  over the alphabet): the photo counts as right when its subject (the face notebook 02's selection rule picks,
+  the one its label belongs to) is named as that person;
 * ``--n`` photos of strangers (the impostor test split, one per person: people neither the classifier nor the
   threshold has seen): right when no face in the photo is named.
 Prints each photo's result and the two counts; ``--out`` writes them as JSON.
@@ -31,12 +31,13 @@ def spread(table, n: int):
     return first.iloc[pick]
 
 
-def subject(result: predict.PhotoResult):
-    """Return the face of a photo nearest its centre (LFW's named person), or None."""
+def subject(result: predict.PhotoResult, rule: str):
+    """Return the face of a photo that notebook 02's selection ``rule`` picks (the labelled person), or None."""
     if not result.faces or result.image is None:
         return None
-    cx, cy = result.image.width / 2, result.image.height / 2
-    return min(result.faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - cx) ** 2 + ((f.box[1] + f.box[3]) / 2 - cy) ** 2)
+    i = faces.select_face(np.array([f.box for f in result.faces]), np.array([f.detection_prob for f in result.faces]),
+                          result.image.size, rule)
+    return result.faces[i] if i >= 0 else None
 
 
 def main(argv=None) -> int:
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     for kind, table in (("gallery", known), ("stranger", strangers)):
         res = predict.predict_photos([data.abs_path(p) for p in table["path"]], model)
         for r, truth in zip(res, table["person"]):
-            face = subject(r)
+            face = subject(r, cfg.face_select)
             named = [f.name for f in r.faces if f.name != classify.UNKNOWN]
             ok = (face is not None and face.name == truth) if kind == "gallery" else not named
             errata = Path(r.photo).stem in mislabelled

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from nnprak import config, data, evaluate  # noqa: E402
 
 KINDS = ("web", "gif", "pgm", "bad")
+MISLABELLED = evaluate.lfw_mislabelled_images()   # read LFW's errata once
 
 
 def pick_people(n: int, min_images: int, max_images: int, seed: int) -> list[str]:
@@ -47,7 +48,7 @@ def pick_people(n: int, min_images: int, max_images: int, seed: int) -> list[str
 
 def lfw_images(person: str, n: int) -> list[Path]:
     """Return the first ``n`` LFW images of ``person`` (images listed as mislabelled in LFW's errata skipped)."""
-    bad = evaluate.lfw_mislabelled_images()
+    bad = MISLABELLED
     files = sorted((data.lfw_image_dir(config.find_lfw()) / person).glob("*.jpg"))
     return [f for f in files if f.stem not in bad][:n]
 

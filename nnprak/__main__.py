@@ -290,7 +290,7 @@ def predict_command(args) -> int:
 def enroll_command(args) -> int:
     """Run ``enroll``: add a person to the saved model; one line per photo problem, non-zero exit on failure."""
     from . import classify
-    from .predict import EnrolError, collect_photos, enroll_photos
+    from .predict import collect_photos, enroll_photos
 
     photos, problems = collect_photos(args.photo)
     for line in problems:

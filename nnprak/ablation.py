@@ -24,8 +24,6 @@ import torch
 from . import config, train
 from .models.scratch import count_parameters, from_settings
 
-METRIC_COLUMNS = ["best val accuracy", "accuracy", "macro_f1", "balanced_accuracy"]
-
 
 def network_name(residual: bool, blocks: Sequence[int]) -> str:
     """Return the table name of a variant, e.g. ``"ResNet 1-1-1-1"`` or ``"plain 2-2-2-2"``."""
@@ -58,11 +56,11 @@ def train_variant(cached: dict, settings: dict, *, residual: bool = True, blocks
     config.seed_everything(seed)
     loaders = variant_loaders(cached, settings, seed)
     model = from_settings(len(cached["train"].classes), settings, residual=residual, blocks=blocks)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0 = time.process_time()
     history = train.fit_from_settings(model, loaders, settings, epochs=epochs, checkpoint_path=checkpoint_path,
                                       resume=resume, max_minutes=settings.get("max_minutes"), seed=seed,
                                       progress=progress, on_epoch=on_epoch)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    cpu = time.process_time() - cpu0
     run = result_row(model, history, loaders, seed=seed, cpu_minutes_per_thread=cpu / 60 / max(threads, 1))
     return dict(run, history=history, model=model)
 

@@ -337,8 +337,9 @@ def check_device(setting: str, source: str = "device") -> str:
     raise ValueError(f"invalid {source} setting {setting!r}: use one of {', '.join(DEVICES)}")
 
 
-def resolve_device(setting: str | None = None):
-    """Return the ``torch.device`` of a ``device`` setting: ``auto`` is CUDA when available, else the CPU.
+def resolve_device(setting=None):
+    """Return the ``torch.device`` of a ``device`` setting: ``auto`` is CUDA when available, else the CPU; a
+    ``torch.device`` is returned as it is.
 
     ``None`` means the active profile's setting (:func:`active`; ``$NNPRAK_DEVICE`` overrides it there). The one
     place that turns the setting into a device: MTCNN, the embedders and training all ask here.
@@ -348,6 +349,8 @@ def resolve_device(setting: str | None = None):
     """
     import torch
 
+    if isinstance(setting, torch.device):
+        return setting
     name = check_device(active().device if setting is None else setting)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -130,6 +130,7 @@ class DlibBackend(Embedder):
 
     def embed_faces(self, image, boxes, landmarks) -> np.ndarray:
         """Return one embedding per detected face of one image (MTCNN boxes n×4 and landmarks n×5×2)."""
+        image = self._mod._as_rgb_array(image)      # once per photo, not once per face
         return self.embed_images([image] * len(landmarks), list(landmarks), list(boxes))
 
     def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
@@ -164,7 +165,7 @@ class FacenetBackend(Embedder):
         state = weights.load_state_dict(spec, weights_path, download=download)  # raises WeightsUnavailable
         self.model = InceptionResnetV1(pretrained=None, classify=False).eval()
         self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")}, strict=True)
-        self.device = config.resolve_device(device) if device is None or isinstance(device, str) else device
+        self.device = config.resolve_device(device)
         self.model.to(self.device)
         self.weights = f"{spec} ({weights.resolve_weights(spec, weights_path, download=False).name})"
 
@@ -201,7 +202,7 @@ class FacenetBackend(Embedder):
 
 def _dlib_from_variant(variant: str, align: str, device=None) -> DlibBackend:
     """Return the DlibBackend that wrote ``variant`` (``dlib-2chip-flip``, ...); other variants: ``align``, flip."""
-    for a, prefix in sorted(_DLIB_VARIANT.items(), key=lambda kv: -len(kv[1])):
+    for a, prefix in _DLIB_VARIANT.items():
         if variant in (prefix, prefix + "-flip"):
             return DlibBackend(flip=variant.endswith("-flip"), align=a, device=device)
     return DlibBackend(align=align, device=device)

@@ -185,7 +185,7 @@ def read_lfw_errata(path: str | os.PathLike | None = None, missing_ok: bool = Fa
 def lfw_mislabelled_images(lfw_dir: str | os.PathLike | None = None) -> set[str]:
     """Return the stems of LFW images that LFW's errata say show someone else (e.g. ``Recep_Tayyip_Erdogan_0004``);
     an empty set when the LFW folder has no errata file."""
-    errata = Path(lfw_dir or config.find_lfw()) / LFW_ERRATA_FILE
+    errata = Path(lfw_dir or config.find_lfw(download=False)) / LFW_ERRATA_FILE
     if not errata.exists():
         return set()
     return set(re.findall(r"([A-Z][\w\-]+_\d{4})\s+is incorrect", errata.read_text(errors="replace")))

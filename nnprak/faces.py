@@ -124,7 +124,7 @@ def make_detector(min_face_size: int = DEFAULT_MIN_FACE_SIZE, thresholds: Sequen
 
     ``device``: a ``device`` setting or ``torch.device``; None = the active profile's (:func:`config.resolve_device`).
     """
-    device = config.resolve_device(device) if device is None or isinstance(device, str) else device
+    device = config.resolve_device(device)
     key = (int(min_face_size), tuple(float(t) for t in thresholds), float(factor), str(device))
     if key not in _DETECTORS:
         from facenet_pytorch import MTCNN
@@ -500,7 +500,7 @@ def detection_workers(cfg, device=None) -> int:
     n = getattr(cfg, "detect_workers", None)
     if n:
         return max(1, int(n))
-    device = config.resolve_device(getattr(cfg, "device", "auto")) if device is None else device
+    device = config.resolve_device(cfg.device) if device is None else device   # a name is enough here
     return 1 if getattr(device, "type", str(device)) != "cpu" else max(1, int(cfg.threads))
 
 
@@ -533,7 +533,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     crop_key = dict(rule=rule, min_prob=min_prob, size=size, margin=margin)
     if rule not in SELECT_RULES:
         raise ValueError(f"cfg.face_select={rule!r}; use one of {', '.join(SELECT_RULES)}")
-    device = config.resolve_device(getattr(cfg, "device", "auto"))
+    device = config.resolve_device(cfg.device)
     stats = stats if stats is not None else {}
     stats.update(rows=len(df), detected=0, reused=0, retried=0, cropped=0, skipped=0, unreadable=0, detector_calls=0,
                  batch_fallbacks=0)
@@ -615,6 +615,8 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
         for i in dets:  # the sidecar last: its presence means this image is finished
             if rows[i].get("face_status") == "unreadable" or not (i in images or i in need_crop):
                 continue
+            if (problems[i] or "").startswith("detector_error"):  # a failure of MTCNN itself: try again next run
+                continue
             crop = dict(crop_key, face_index=rows[i]["face_index"]) if rows[i]["face_status"] == "ok" else None
             _write_sidecar(paths[i]["detections"], df.at[i, "path"], sizes[i], settings, dets[i], crop, used[i],
                            problems[i])
@@ -624,6 +626,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     # exactly what it computes alone, whatever the number of workers.
     workers = detection_workers(cfg, device)
     stats["workers"] = workers
+    threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)
     chunks = [todo[k:k + batch] for k in range(0, len(todo), batch)]
@@ -638,7 +641,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
             if on_batch is not None:
                 on_batch(done)
     finally:
-        torch.set_num_threads(int(cfg.threads))
+        torch.set_num_threads(threads)
     bar.close()
 
     face = pd.DataFrame(rows, index=df.index)

@@ -76,18 +76,41 @@ def save_fig(name: str, fig=None, folder: str | os.PathLike | None = None, forma
     return written
 
 
+def chars_fitting(width_in: float, size_pt: float, em: float = 0.62) -> int:
+    """Return how many characters of ``size_pt`` type fit in ``width_in`` inches (an average character is about
+    ``em`` of the type size wide in DejaVu Sans)."""
+    return int(width_in * 72 / (em * size_pt))
+
+
+def text_width(text: str) -> int:
+    """Return the width of ``text`` in Latin characters: Chinese, Japanese and Korean ones count twice."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in str(text))
+
+
+def clip_text(text: str, width: int) -> str:
+    """Return ``text`` cut with "…" to at most ``width`` (:func:`text_width`)."""
+    text = str(text)
+    if text_width(text) <= width:
+        return text
+    while text and text_width(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
 def short_name(name: str, width: int = 15) -> str:
     """Return a person's name that fits ``width`` characters (for captions and labels in small figure cells):
     underscores as spaces; if too long, the first name as an initial, then only the last name, then its end
     cut with "…"."""
     name = str(name).replace("_", " ").strip()
     parts = name.split()
-    if len(name) > width and len(parts) > 1:
+    if text_width(name) > width and len(parts) > 1:
         for shorter in (f"{parts[0][0]}. {' '.join(parts[1:])}", f"{parts[0][0]}. {parts[-1]}", parts[-1]):
             name = shorter
-            if len(name) <= width:
+            if text_width(name) <= width:
                 break
-    return name if len(name) <= width else name[:width - 1] + "…"
+    return clip_text(name, width)
 
 
 def images_per_person(manifest: pd.DataFrame, top: int | None = None):
@@ -207,20 +230,10 @@ def distance_distributions(X: np.ndarray, labels, threshold: float | None = None
     return fig
 
 
-def open_set_curve(curve: dict, far_target: float, rates: dict, title: str = ""):
-    """Return the open-set ROC (identification rate against false-accept rate) with the chosen operating point."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.plot(curve["far"], curve["dir"], lw=2)
-    ax.scatter([rates["far"]], [rates["dir"]], color="C3", zorder=3,
-               label=f"threshold for FAR ≤ {far_target:.0%} on val: DIR {rates['dir']:.1%}, FAR {rates['far']:.1%}")
-    ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlim(0, 1), ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false-accept rate (impostors named as someone)")
-    ax.set_ylabel("detection & identification rate")
-    ax.set_title(title or "Open set: test faces vs people outside the gallery")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    return fig
+def dir_floor(dirs) -> float:
+    """Return the lower DIR limit of an open-set plot: 0.5, or below the lowest operating point when one is lower
+    (a small gallery at a strict FAR target)."""
+    return min([0.5] + [float(d) - 0.05 for d in dirs])
 
 
 def open_set_curves(evaluations: dict[str, dict], title: str = ""):
@@ -244,7 +257,7 @@ def open_set_curves(evaluations: dict[str, dict], title: str = ""):
                         label=f"  val FAR {target:.1%}: test DIR {r['dir']:.1%}, FAR {r['far']:.2%}")
     ax.set_xscale("log")
     ax.set_xlim(left=min(0.5 / max(1, len(ev["impostor_scores"])) for ev in evaluations.values()), right=1)
-    ax.set_ylim(0.5, 1.005)
+    ax.set_ylim(dir_floor(at["rates"]["dir"] for ev in evaluations.values() for at in ev["at"].values()), 1.005)
     ax.set_xlabel("false-accept rate on test impostors (log; 0 drawn at ½ impostor)")
     ax.set_ylabel("detection & identification rate")
     ax.set_title(title or "Open set: known test faces vs people outside the gallery")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import classify, data, embed, faces
+from . import classify, config, data, embed, faces
 from .utils import atomic_path
 
 LABEL_PT = 8.0
@@ -54,7 +54,8 @@ class FacePrediction:
 def detect_faces(image: Image.Image, min_prob: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (boxes, probabilities, landmarks) of the faces in ``image`` with probability >= ``min_prob``, left
     to right (raises :class:`NoFaceFound` with the reason when there is none)."""
-    (boxes, probs, landmarks), _, problem = faces.detect_with_retry([image], faces.DetectorSettings(), min_prob=min_prob)[0]
+    settings = faces.detector_settings(config.active())   # the detection of notebook 02's crops
+    (boxes, probs, landmarks), _, problem = faces.detect_with_retry([image], settings, min_prob=min_prob)[0]
     if problem:
         raise NoFaceFound(problem.split(": ", 1)[1])
     keep = probs >= min_prob
@@ -191,7 +192,7 @@ class PhotoResult:
     image: Image.Image | None = None
 
 
-def predict_photos(photos, model, min_prob: float = 0.9, top_k: int = 1, keep_images: bool = True) -> list[PhotoResult]:
+def predict_photos(photos, model, min_prob: float = 0.9, top_k: int = 1) -> list[PhotoResult]:
     """Return a :class:`PhotoResult` per photo; a bad photo gets its one-line problem, never an exception."""
     model = _load_model(model)
     embedder = _embedder(model)
@@ -200,7 +201,7 @@ def predict_photos(photos, model, min_prob: float = 0.9, top_k: int = 1, keep_im
         try:
             image = data.load_image(photo)
             preds = predict_image(image, model, embedder, min_prob=min_prob, top_k=top_k)
-            out.append(PhotoResult(photo, preds, "", image if keep_images else None))
+            out.append(PhotoResult(photo, preds, "", image))
         except (OSError, ValueError) as err:  # ImageError and NoFaceFound are ValueErrors
             out.append(PhotoResult(photo, [], problem_line(photo, err)))
     return out
@@ -226,31 +227,27 @@ def contact_sheet(results: list[PhotoResult], out: str | os.PathLike, title: str
     n = max(1, len(results))
     ncols = ncols or min(n, 5 if n > 12 else 4)
     nrows = int(np.ceil(n / ncols))
-    fits = max(6, int(thumb * 72 / (0.6 * CAPTION_PT)))        # characters of a caption that fit a photo's width
+    fits = max(6, plots.chars_fitting(thumb, CAPTION_PT, em=0.6))   # characters of a caption in a photo's width
     fig, axes = plt.subplots(nrows, ncols, figsize=(thumb * ncols, (thumb + 0.25) * nrows + (0.25 if title else 0)),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, r in zip(axes.flat, results):
-        name = r.photo.name if len(r.photo.name) <= fits else r.photo.name[:fits - 9] + "…" + r.photo.name[-8:]
+        name = r.photo.name                         # long names keep their end (number and extension)
+        if plots.text_width(name) > fits:
+            name = plots.clip_text(name[:-8], fits - 8) + name[-8:]
         ax.set_title(name, fontsize=CAPTION_PT, pad=2)
         if r.image is None:
             ax.text(0.5, 0.5, textwrap.fill(r.problem.split(": ", 1)[-1], fits), ha="center", va="center",
                     fontsize=CAPTION_PT, transform=ax.transAxes, color="#a00")
             continue
         ax.imshow(r.image)
-        _draw_faces(ax, r.faces, fontsize=LABEL_PT, width=int(thumb * 72 / (0.62 * LABEL_PT)))
+        _draw_faces(ax, r.faces, fontsize=LABEL_PT, width=plots.chars_fitting(thumb, LABEL_PT))
     if title:
         fig.suptitle(title, fontsize=LABEL_PT + 2)
     fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.3)
-    written = []
     out = Path(out)
-    for fmt in formats:
-        target = out.with_suffix(f".{fmt}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=200)
-        written.append(target)
+    written = plots.save_fig(out.stem, fig, folder=out.parent, formats=formats, dpi=200, tight=False)
     plt.close(fig)
     return written
 
@@ -270,8 +267,7 @@ def embed_photos(photos, model, embedder=None, min_prob: float = 0.9) -> tuple[n
                 raise FileNotFoundError(f"{photo} does not exist")
             image = data.load_image(photo)
             boxes, probs, landmarks = detect_faces(image, min_prob)
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            i = int(np.argmax(area))
+            i = faces.select_face(boxes, probs, image.size, "largest")
             X.append(embedder.embed_faces(image, boxes[i:i + 1], landmarks[i:i + 1])[0])
             note = f" (largest of {len(boxes)} faces)" if len(boxes) > 1 else ""
             used.append(f"{photo}: face used{note}")

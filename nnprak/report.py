@@ -546,16 +546,19 @@ def layout_problems(pdf: str | os.PathLike, max_blank: float = 0.3, dpi: int = 2
     import numpy as np
     from PIL import Image
 
+    from pdfminer.high_level import extract_pages
+
+    first = next(extract_pages(str(pdf), maxpages=1), None)
+    if first is not None and first.width > first.height:
+        from . import slides
+
+        return [f"page {r.page}: type of {r.size:.1f} pt, under {slides.MIN_TEXT_PT:g} pt ({r.text})"
+                for r in slides.small_text(pdf).itertuples()]
     problems = []
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["pdftoppm", "-r", str(dpi), "-gray", "-png", str(pdf), f"{tmp}/p"], check=True,
                        capture_output=True)
         pages = [np.asarray(Image.open(png).convert("L")) < 200 for png in sorted(Path(tmp).glob("p-*.png"))]
-    if pages and pages[0].shape[1] > pages[0].shape[0]:
-        from . import slides
-
-        return [f"page {r.page}: type of {r.size:.1f} pt, under {slides.MIN_TEXT_PT:g} pt ({r.text})"
-                for r in slides.small_text(pdf).itertuples()]
     for number, ink in enumerate(pages[:-1], start=1):
         body = ink[int(0.08 * len(ink)):int(0.92 * len(ink))].any(axis=1)
         edges = np.flatnonzero(np.diff(np.concatenate([[0], (~body).astype(int), [0]])))

@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from . import config
-from .utils import atomic_path, display_path, write_json
+from .utils import atomic_path, write_json
 
 NOTEBOOK_OF = {"scratch_resnet": "03_scratch_resnet", "resnet50_transfer": "04_transfer_resnet50",
                "crop_variants": "04_transfer_resnet50", "embed_svm": "05_embeddings_svm_knn",

@@ -4,14 +4,13 @@ The report's figures are sized for an A4 page; shrunk onto a 16:9 slide their la
 back of a room. Notebook 06 calls :func:`save_slide_outputs`, which draws the figures ``report/slides.tex`` shows
 at the size they appear on a slide (:data:`TEXT_WIDTH_IN` wide), so their type is the size set in :data:`RC`
 (never below :data:`MIN_TEXT_PT`), and writes short tables with the columns a slide can hold.
-:func:`text_sizes` measures the smallest type on every page of a built PDF (``tests/test_report.py`` checks it).
+:func:`text_sizes` measures the type on every page of a built PDF (``tests/test_slides.py`` checks the deck).
 """
 from __future__ import annotations
 
 import os
 import re
 from contextlib import contextmanager
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -47,14 +46,13 @@ def style():
         yield
 
 
-def _percent_log_axis(ax, axis: str = "x") -> None:
-    """Label a log axis in percent (0.1 %, 1 %, 10 %, 100 %) instead of powers of ten, whose small exponents are
-    unreadable on a slide."""
+def _percent_log_axis(ax) -> None:
+    """Label a log x axis in percent (0.1 %, 1 %, 10 %, 100 %) instead of powers of ten, whose small exponents
+    are unreadable on a slide."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    target.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
-    target.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _history(record: dict, key: str = "history") -> pd.DataFrame:
@@ -121,14 +119,16 @@ def open_set_figure(records: list[dict]):
         xerr = [[max(rt["far"], floor) - max(rt["far_ci"][0], floor)], [max(rt["far_ci"][1], floor) - max(rt["far"], floor)]]
         yerr = [[rt["dir"] - rt["dir_ci"][0]], [rt["dir_ci"][1] - rt["dir"]]]
         ax.errorbar([max(rt["far"], floor)], [rt["dir"]], xerr=xerr, yerr=yerr, fmt="o", color=f"C{i}", capsize=3)
+    low = plots.dir_floor(at["rates"]["dir"] for r in shown for at in [*r["extra"]["open_set"]["at"].values(),
+                                                                         {"rates": r["extra"]["open_set"]["rates"]}])
     if shown:
         target = shown[0]["extra"]["open_set"]["far_target"]
         ax.axvline(target, color="grey", ls=":", lw=1.5)
-        ax.text(target, 0.53, f"target {target:.0%} ", color="grey", ha="right")
+        ax.text(target, low + 0.03, f"target {target:.0%} ", color="grey", ha="right")
         ax.set_xlim(left=0.5 / max(1, shown[0]["extra"]["open_set"]["rates"]["n_impostors"]), right=1)
     ax.set_xscale("log")
     _percent_log_axis(ax)
-    ax.set_ylim(0.5, 1.005)
+    ax.set_ylim(low, 1.005)
     ax.set_xlabel("strangers accepted (FAR, log)")
     ax.set_ylabel("known faces named (DIR)")
     ax.grid(alpha=0.3, which="both")
@@ -139,7 +139,7 @@ def open_set_figure(records: list[dict]):
 
 def name_width(cell_in: float, size_pt: float = FACE_TITLE_PT) -> int:
     """Return how many characters of a caption fit under a face ``cell_in`` inches wide at ``size_pt``."""
-    return max(6, int(cell_in * 72 / (0.62 * size_pt)) - 1)
+    return max(6, plots.chars_fitting(cell_in, size_pt) - 1)
 
 
 def faces_figure(images, titles, ncols: int = 5, width: float = TEXT_WIDTH_IN, title_lines: int = 1):
@@ -201,21 +201,18 @@ def comparison_rows(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def open_set_rows(records: list[dict]) -> pd.DataFrame:
-    """Return one row per open-set model and threshold rule: the main rule (the 95 % upper bound of the
-    validation FAR at the target) first, then the plain targets; test DIR and FAR with their 95 % intervals."""
-    rows = []
-    for r in records:
-        o = r.get("extra", {}).get("open_set")
-        if not o:
-            continue
-        ci = lambda rt, k: f"{rt[k + '_ci'][0]:.1%}–{rt[k + '_ci'][1]:.1%}" if k + "_ci" in rt else ""
-        rules = [(f"{o['far_target']:.1%}, 95 % bound", o["rates"])]
-        rules += [(f"{float(t):.1%}", at["rates"]) for t, at in sorted(o.get("at", {}).items(),
-                                                                         key=lambda kv: -float(kv[0]))]
-        for rule, rt in rules:
-            rows.append({"Model": _model_label(r), "Val. FAR": rule, "DIR": rt["dir"], "DIR 95% CI": ci(rt, "dir"),
-                         "FAR": rt["far"], "FAR 95% CI": ci(rt, "far")})
-    return pd.DataFrame(rows)
+    """Return :func:`nnprak.classify.open_set_table` of the open-set models in ``records`` with the columns a slide
+    can hold: the main rule (the 95 % upper bound of the validation FAR at the target) first, then the plain
+    targets; test DIR and FAR with their 95 % intervals."""
+    from . import classify
+
+    evaluations = {_model_label(r): r["extra"]["open_set"] for r in records if r.get("extra", {}).get("open_set")}
+    if not evaluations:
+        return pd.DataFrame(columns=["Model", "Val. FAR", "DIR", "DIR 95% CI", "FAR", "FAR 95% CI"])
+    t = classify.open_set_table(evaluations)
+    rule = [f"{far:.1%}" + (", 95 % bound" if r == "95 % bound" else "") for far, r in zip(t["FAR target"], t["rule"])]
+    return pd.DataFrame({"Model": t["model"], "Val. FAR": rule, "DIR": t["DIR"], "DIR 95% CI": t["DIR 95% CI"],
+                         "FAR": t["FAR"], "FAR 95% CI": t["FAR 95% CI"]})
 
 
 def save_slide_outputs(records: list[dict], verifications: list[dict], predictions: dict[str, pd.DataFrame],

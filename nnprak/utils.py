@@ -54,11 +54,8 @@ def report_progress(line: str, force: bool = False) -> bool:
     now = time.monotonic()
     if not path or (not force and now - _last_report[0] < PROGRESS_INTERVAL):
         return False
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(" ".join(str(line).split()))  # one line
-        os.replace(tmp, path)
+        atomic_write_text(path, " ".join(str(line).split()))  # one line
     except OSError:  # the terminal's status is a nicety: never fail a computation over it
         return False
     _last_report[0] = now

@@ -7,11 +7,9 @@ non-Latin folder names; a folder holding each bad input. The photo folders must 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

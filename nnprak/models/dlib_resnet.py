@@ -712,7 +712,7 @@ class DlibEmbedder:
                  device: str | torch.device | None = None, model: DlibFaceResNet | None = None, fuse: bool = True):
         from nnprak import config
 
-        device = config.resolve_device(device) if device is None or isinstance(device, str) else torch.device(device)
+        device = config.resolve_device(device)
         self.model = (model if model is not None else load_dlib_resnet(dat_path)).to(device).eval()
         self._fast = self.model.fused() if fuse else self.model
         self.device = device

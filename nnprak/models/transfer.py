@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from nnprak import weights as W
-from nnprak.utils import ProgressBar, atomic_path, display_path, report_progress
+from nnprak.utils import atomic_path, display_path, progress_iter, report_progress
 
 RANDOM_INIT = "random-init"
 
@@ -286,19 +286,16 @@ def extract_features(backbone: nn.Module, loader, device: str | torch.device | N
     """
     from nnprak import config
 
-    device = config.resolve_device(device) if device is None or isinstance(device, str) else device
+    device = config.resolve_device(device)
     was_training = backbone.training
     backbone.eval().to(device)
     feats, labels = [], []
-    total = len(loader) if hasattr(loader, "__len__") else None
     try:  # no bar in the notebook; ``nnprak run`` shows the count in the terminal
-        with ProgressBar(total, desc="extracting features", unit="batches", progress=False) as bar:
-            for batch in loader:
-                x, y = _split_batch(batch)
-                f = backbone(x.to(device))
-                feats.append(f.flatten(1).float().cpu().numpy() if f.dim() > 2 else f.float().cpu().numpy())
-                labels.append(np.asarray(y.cpu() if torch.is_tensor(y) else y, dtype=np.int64).reshape(-1))
-                bar.update(1)
+        for batch in progress_iter(loader, desc="extracting features", unit="batches", progress=False):
+            x, y = _split_batch(batch)
+            f = backbone(x.to(device))
+            feats.append(f.flatten(1).float().cpu().numpy() if f.dim() > 2 else f.float().cpu().numpy())
+            labels.append(np.asarray(y.cpu() if torch.is_tensor(y) else y, dtype=np.int64).reshape(-1))
     finally:
         backbone.train(was_training)
     if not feats:
