@@ -87,6 +87,9 @@ DEFAULT_MAX_SIDE = 1024
 """Images with a longer side are detected on a copy downscaled to this size (own phone photos)."""
 MAX_BATCH_PIXELS = 8_000_000
 """At most this many pixels go through MTCNN at once (a batch of 128 LFW images, or 8 one-megapixel photos)."""
+MAX_CHUNK_PIXELS = 64_000_000
+"""Most pixels of decoded originals one detection batch holds (kept for cropping): 64 MP is ~190 MB of RGB, so
+32 LFW images (2 MP) or 5 phone photos of 12 MP make a batch, never 32 photos of 24 MP (2.3 GB per worker)."""
 
 ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                                  [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
@@ -504,6 +507,19 @@ def detection_workers(cfg, device=None) -> int:
     return 1 if getattr(device, "type", str(device)) != "cpu" else max(1, int(cfg.threads))
 
 
+def _chunks(todo: list[int], batch: int, pixels: dict[int, int]) -> list[list[int]]:
+    """Return ``todo`` cut into batches of at most ``batch`` rows and :data:`MAX_CHUNK_PIXELS` pixels."""
+    chunks, cur, px = [], [], 0
+    for i in todo:
+        p = max(1, int(pixels.get(i, 0)))
+        if cur and (len(cur) == batch or px + p > MAX_CHUNK_PIXELS):
+            chunks.append(cur)
+            cur, px = [], 0
+        cur.append(i)
+        px += p
+    return chunks + ([cur] if cur else [])
+
+
 def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.PathLike | None = None,
                   out: str | os.PathLike | None | bool = None, min_face_size: int | None = None,
                   stats: dict | None = None, on_batch: Callable[[int], None] | None = None) -> pd.DataFrame:
@@ -629,7 +645,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)
-    chunks = [todo[k:k + batch] for k in range(0, len(todo), batch)]
+    chunks = _chunks(todo, batch, (size_of["width"] * size_of["height"]).to_dict())
     bar = ProgressBar(total=len(todo), desc="face detection", unit="images", progress=progress)
     done = 0
     try:

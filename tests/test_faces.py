@@ -413,3 +413,14 @@ def test_bench_crop_runs(capsys):
     result = bench.main(["--n", "2"])
     assert result["n"] == 2 and result["pipeline_ok"] == 2 and result["loop_found"] == 2
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_detection_batches_are_cut_by_pixels_as_well():
+    """Small images make batches of detect_batch_size; huge photos fewer per batch (their decoded originals are
+    kept for cropping), so 32 phone photos never sit in memory at once."""
+    lfw = {i: 250 * 250 for i in range(70)}
+    assert [len(c) for c in faces._chunks(list(lfw), 32, lfw)] == [32, 32, 6]
+    huge = {i: 6000 * 4000 for i in range(7)}
+    chunks = faces._chunks(list(huge), 32, huge)
+    assert [len(c) for c in chunks] == [2, 2, 2, 1] and sum(chunks, []) == list(huge)
+    assert all(sum(huge[i] for i in c) <= faces.MAX_CHUNK_PIXELS for c in chunks)
