@@ -7,7 +7,8 @@
 Data: notebook 02's MTCNN crops of the profile (``crop_plain`` of ``crops.csv``), else ``--crops``. Settings:
 ``cfg.scratch`` fitted to the training set by :func:`nnprak.config.scratch_for_data` (a no-op on LFW-62).
 Writes ``results/bench_scratch_seeds.json`` (default): per network the seeds, and mean, std (ddof=1) and values
-of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run.
+of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run with
+its learning curve (notebook 03 shows these when the default run trains the main model only).
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def main(argv=None) -> dict:
     print(f"{len(classes)} people, {n_train} training images; decoded in {time.perf_counter() - t0:.1f} s; "
           f"settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
-    rows, baseline_row = [], None
+    rows, histories, baseline_row = [], [], None
     if args.eigenfaces:
         from nnprak import baseline
 
@@ -90,6 +91,8 @@ def main(argv=None) -> dict:
                                              epochs=args.epochs, progress=not args.no_progress, threads=threads,
                                              checkpoint_path=ckpt, resume=ckpt is not None)
                 rows.append(run["row"])
+                histories.append({k: [float(v) for v in run["history"][k]]
+                                  for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")})
                 r = run["row"]
                 print(f"{r['network']:>16} seed {seed}: test accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
                       f"best val {r['best val accuracy']:.4f}, {r['epochs']} epochs / {r['steps']} steps, "
@@ -102,7 +105,8 @@ def main(argv=None) -> dict:
     res = {"data": str(args.crops or cfg.paths.crops), "people": len(classes), "train_images": n_train,
            "threads": threads, "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
            "epochs_override": args.epochs, "summary": ablation.summary_json(frame),
-           "runs": json.loads(frame.to_json(orient="records")), "eigenfaces": baseline_row}
+           "runs": [dict(r, history=h) for r, h in zip(json.loads(frame.to_json(orient="records")), histories)],
+           "eigenfaces": baseline_row}
     write_json(out, res)
     print("written:", out)
     return res

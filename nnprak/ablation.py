@@ -154,3 +154,98 @@ def summary_json(table: pd.DataFrame) -> dict:
                 entry[col.replace(" ", "_")] = {"mean": float(sum(vals) / len(vals)), "std": std, "values": vals}
         out[name] = entry
     return out
+
+
+def load_seed_bench(path, n_people: int, n_train: int) -> dict | None:
+    """Return ``bench/bench_scratch_seeds.py``'s results file if it was measured on this data, else None.
+
+    "This data" means the same number of people and of training images (LFW-62 for the committed file): the
+    numbers of another data set must not appear as this one's. A missing or unreadable file gives None.
+    """
+    import json
+    from pathlib import Path
+
+    try:
+        bench = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if int(bench.get("people", -1)) != int(n_people) or int(bench.get("train_images", -1)) != int(n_train):
+        return None
+    return bench
+
+
+def _pm(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+    """Return ``"mean ± std"`` of a summary entry (``{"mean", "std", "values"}``), or ``""``."""
+    if not entry:
+        return ""
+    return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
+
+
+def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Sequence[dict] = ()) -> pd.DataFrame:
+    """Return the ablation table of notebook 03 and the report: this run's networks, the seed bench, baselines.
+
+    Rows: ``run_rows`` (networks trained in this run, one seed each: :func:`result_row` rows), every network of
+    ``bench`` (:func:`load_seed_bench`; mean ± std in percent over its seeds) and ``extra_rows`` (e.g. the
+    eigenfaces baseline, one fit). Columns: network, source, seeds, parameters, test accuracy (%), macro-F1 (%),
+    minutes (training, per run).
+    """
+    def single(row: dict) -> dict:
+        seed = f" (seed {row['seed']})" if "seed" in row else ""
+        return {"network": row["network"], "source": "this run" + seed, "seeds": 1,
+                "parameters": int(row["parameters"]), "test accuracy (%)": f"{row['accuracy'] * 100:.1f}",
+                "macro-F1 (%)": f"{row['macro_f1'] * 100:.1f}", "minutes": f"{row['minutes']:.1f}"}
+
+    rows = [single(r) for r in run_rows]
+    for name, entry in ((bench or {}).get("summary") or {}).items():
+        rows.append({"network": name, "source": "seed bench", "seeds": len(entry.get("seeds", [])),
+                     "parameters": int(entry.get("parameters", 0)),
+                     "test accuracy (%)": _pm(entry.get("accuracy")), "macro-F1 (%)": _pm(entry.get("macro_f1")),
+                     "minutes": f"{entry['minutes']['mean']:.1f}" if entry.get("minutes") else ""})
+    rows += [single(r) for r in extra_rows]
+    return pd.DataFrame(rows, columns=["network", "source", "seeds", "parameters", "test accuracy (%)",
+                                       "macro-F1 (%)", "minutes"])
+
+
+def bench_histories(bench: dict | None, seed: int | None = None) -> dict[str, pd.DataFrame]:
+    """Return ``{"<network> (seed s)": history}`` of the seed bench's runs that kept their history (first seed by default)."""
+    out = {}
+    for run in (bench or {}).get("runs") or []:
+        if not run.get("history"):
+            continue
+        s = int(run["seed"])
+        if seed is None:
+            seed = s
+        if s == seed:
+            out[f"{run['network']} (seed {s})"] = pd.DataFrame(run["history"])
+    return out
+
+
+def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str, str]:
+    """Return the report's ablation numbers (LaTeX) from the seed bench and the networks trained in this run.
+
+    ``ResNetSeedAcc`` / ``PlainSeedAcc``: test accuracy mean ± std of the 1-1-1-1 pair over the bench's seeds,
+    ``DeepResNetAcc`` / ``DeepPlainAcc``: the same for the deepest pair the bench has, ``SeedCount``: its number of
+    seeds; a network the bench lacks is taken from ``run_rows`` (one seed), else "not measured on this data".
+    """
+    summary = (bench or {}).get("summary") or {}
+    runs = {r["network"]: r for r in run_rows}
+    missing = "not measured on this data"
+
+    def acc(name: str) -> str:
+        entry = summary.get(name)
+        if entry:
+            a = entry["accuracy"]
+            if len(entry.get("seeds", [])) > 1:
+                return f"{a['mean'] * 100:.1f}\\% $\\pm$ {a['std'] * 100:.1f}\\%"
+            return f"{a['mean'] * 100:.1f}\\% (one seed)"
+        if name in runs:
+            return f"{runs[name]['accuracy'] * 100:.1f}\\% (one seed)"
+        return missing
+
+    depths = sorted({str(e["blocks"]) for e in summary.values()} | {str(r["blocks"]) for r in run_rows},
+                    key=lambda b: sum(int(x) for x in b.split("-")))
+    deep = depths[-1] if depths else "2-2-2-2"
+    seeds = max((len(e.get("seeds", [])) for e in summary.values()), default=1)
+    return {"ResNetSeedAcc": acc("ResNet 1-1-1-1"), "PlainSeedAcc": acc("plain 1-1-1-1"),
+            "DeepBlocks": deep, "DeepResNetAcc": acc(f"ResNet {deep}"), "DeepPlainAcc": acc(f"plain {deep}"),
+            "SeedCount": str(seeds)}

@@ -548,14 +548,15 @@ def without_people(pairs: pd.DataFrame, people) -> pd.DataFrame:
 
 
 def unseen_people_verification(table: pd.DataFrame, features: np.ndarray, trained_people, cfg: config.Config,
-                                metric: str = "cosine") -> VerificationResult:
+                                metric: str = "cosine", norm: str | None = "none") -> VerificationResult:
     """Return the profile's LFW verification of a trained network's features, on the pairs none of whose people it saw.
 
     ``table`` (a crops table with a manifest ``path`` column) is aligned with ``features`` (see
-    :func:`lookup_embed_fn`); ``trained_people`` are the network's classes (see :func:`without_people`).
+    :func:`lookup_embed_fn`); ``trained_people`` are the network's classes (see :func:`without_people`); ``norm="cohort"`` normalises
+    each distance against cohorts from the other folds (see :func:`lfw_verification`).
     """
     pairs = without_people(profile_pairs(cfg), trained_people)
-    return lfw_verification(lookup_embed_fn(table, features), pairs, metric=metric)
+    return lfw_verification(lookup_embed_fn(table, features), pairs, metric=metric, norm=norm)
 
 
 def pair_images(pairs: pd.DataFrame) -> dict[str, list[Path]]:
@@ -591,8 +592,13 @@ def lookup_embed_fn(table: pd.DataFrame, embeddings: np.ndarray) -> Callable[[li
     return embed_fn
 
 
-def network_features(model, dataset, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(features N×D, labels N)`` of a dataset through ``model.features`` (the penultimate layer), in order."""
+def network_features(model, dataset, batch_size: int = 128, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(features N×D, labels N)`` of a dataset through ``model.features`` (the penultimate layer), in order.
+
+    ``flip=True`` returns the mean of the features of each image and of its mirror image (left-right flip), the
+    usual test-time trick of face verification: a face and its mirror are the same person, and the mean is less
+    sensitive to which way the head turns.
+    """
     import torch
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -601,7 +607,11 @@ def network_features(model, dataset, batch_size: int = 128) -> tuple[np.ndarray,
     feats, labels = [], []
     with torch.no_grad():
         for x, y in loader:
-            feats.append(model.features(x.to(device)).flatten(1).cpu().numpy())
+            x = x.to(device)
+            f = model.features(x).flatten(1)
+            if flip:
+                f = (f + model.features(torch.flip(x, dims=[-1])).flatten(1)) / 2
+            feats.append(f.cpu().numpy())
             labels.append(np.asarray(y))
     dim = getattr(model, "feature_dim", 0)
     return (np.concatenate(feats) if feats else np.empty((0, dim), np.float32),

@@ -67,7 +67,8 @@ REPORT_TABLES = ("01_split", "02_detection", "03_ablation", "05_open_set", "06_c
 REPORT_NUMBERS = (
     "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest",          # 01
     "DetectionRate",                                                     # 02
-    "ScratchAcc", "ScratchFone", "ScratchMinutes", "PlainAcc",           # 03 (PlainAcc: no-residual ablation)
+    "ScratchAcc", "ScratchFone", "ScratchMinutes",                       # 03
+    "ResNetSeedAcc", "PlainSeedAcc", "DeepBlocks", "DeepResNetAcc", "DeepPlainAcc", "SeedCount",  # 03 (ablation)
     "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes",  # 04
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
     "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",  # 05 (open set)

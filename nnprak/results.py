@@ -257,6 +257,7 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
             errors = "–" if v.get("n_errors") is None else f"{v['n_errors']:,}"
             lines.append(f"| {title} | {100 * v['accuracy']:.2f}% ± {100 * v['std']:.2f}% | {errors} | "
                          f"{v['n_pairs']:,} ({len(v['fold_accuracies'])}) | {v['auc']:.4f} |")
+    lines += _seed_bench_lines(folder)
     speed = []
     crop = folder / "bench_crop.json"
     if crop.exists():
@@ -276,6 +277,29 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
         lines += ["", f"Full run (`make run`, profile {t['profile']}, {t.get('threads', 2)} threads): "
                       f"{t['seconds']['total'] / 60:.1f} min for notebooks 01–06."]
     return "\n".join(lines)
+
+
+def _seed_bench_lines(folder: Path) -> list[str]:
+    """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, ``bench_small_data.json``)."""
+    rows = []
+    for name, data_label in (("bench_scratch_seeds.json", "LFW-62"), ("bench_small_data.json", "40 × 10 grey")):
+        path = folder / name
+        if not path.exists():
+            continue
+        b = json.loads(path.read_text())
+        where = f"{data_label} ({b['people']} people, {b['train_images']:,} training images)"
+        for net, e in b["summary"].items():
+            a, f = e["accuracy"], e["macro_f1"]
+            rows.append(f"| {where} | {net} | {len(e['seeds'])} | {100 * a['mean']:.1f}% ± {100 * a['std']:.1f}% | "
+                        f"{100 * f['mean']:.1f}% ± {100 * f['std']:.1f}% | {e['minutes']['mean']:.1f} min |")
+        if b.get("eigenfaces"):
+            e = b["eigenfaces"]
+            rows.append(f"| {where} | {e['network']} | – | {_pct(e['accuracy'])} | {_pct(e['macro_f1'])} | "
+                        f"{e['seconds'] / 60:.1f} min |")
+    if not rows:
+        return []
+    return ["", "| scratch CNN, test split (`bench/bench_scratch_seeds.py`, `bench/bench_small_data.py`) | network | "
+                "seeds | accuracy (mean ± std) | macro-F1 | training per run |", "|---|---|---|---|---|---|", *rows]
 
 
 BENCH_VERIFICATION = "bench_verification.json"

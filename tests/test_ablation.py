@@ -36,7 +36,10 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     small = config.scratch_for_data(base, 265, 40)                 # 40 people x 6-7 photos
     assert small["small_data"] and small["images_per_person"] == pytest.approx(6.62, abs=0.01)
     assert 16 <= small["batch_size"] < base["batch_size"]
-    assert small["steps"] >= base["min_steps"] and small["steps"] < base["min_steps"] + small["steps_per_epoch"]
+    need = base["small_data_min_steps"]                           # small sets get the longer schedule in steps
+    assert need > base["min_steps"] and need <= small["steps"] < need + small["steps_per_epoch"]
+    medium = config.scratch_for_data(base, 80, 5)                  # 5 people x 16 photos: not small, min_steps
+    assert not medium["small_data"] and base["min_steps"] <= medium["steps"] < need
     assert small["epochs"] == small["steps"] // small["steps_per_epoch"] > base["epochs"]
     assert small["patience"] > base["patience"]                    # patience counts epochs: scaled with them
     assert small["balanced"] == 0.0
@@ -44,7 +47,7 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     assert base == config.load("default").scratch                  # the input dict is not modified
 
     tiny = config.scratch_for_data(base, 20, 5)
-    assert tiny["batch_size"] == 16 and tiny["steps_per_epoch"] == 1 and tiny["steps"] >= base["min_steps"]
+    assert tiny["batch_size"] == 16 and tiny["steps_per_epoch"] == 1 and tiny["steps"] >= need
     with pytest.raises(ValueError, match="too small"):
         config.scratch_for_data(base, 1, 1)
 
@@ -110,3 +113,58 @@ def test_train_variant_is_reproducible_per_seed(lfw5):
     assert a["row"]["accuracy"] == b["row"]["accuracy"]
     assert np.array_equal(a["probs"], b["probs"]) and not np.array_equal(a["probs"], c["probs"])
     assert a["row"]["steps"] == len(lfw5["train"]) // TINY["batch_size"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the seed bench in notebook 03 (default profile: no twin trained in the run)
+# ----------------------------------------------------------------------------------------------------------
+def _bench_file(tmp_path, people=62, train_images=2121):
+    """Write a seed-bench results file as bench/bench_scratch_seeds.py does (summary_json of real-shaped rows)."""
+    import pandas as pd
+
+    rows = [dict(network=ablation.network_name(r, b), residual=r, blocks="-".join(map(str, b)), seed=s,
+                 accuracy=acc, macro_f1=acc - 0.03, parameters=1000 + r, minutes=2.0 + s / 100)
+            for (r, b, s, acc) in [(True, (1, 1, 1, 1), 42, 0.93), (True, (1, 1, 1, 1), 43, 0.95),
+                                   (False, (1, 1, 1, 1), 42, 0.90), (False, (1, 1, 1, 1), 43, 0.92),
+                                   (True, (2, 2, 2, 2), 42, 0.94), (False, (2, 2, 2, 2), 42, 0.80)]]
+    frame = pd.DataFrame(rows)
+    hist = {"epoch": [1, 2], "train_loss": [2.0, 1.0], "val_loss": [2.5, 1.5], "train_acc": [0.3, 0.6], "val_acc": [0.2, 0.5]}
+    runs = [dict(r, history=hist if r["seed"] == 42 else None) for r in rows]
+    path = tmp_path / "bench_scratch_seeds.json"
+    path.write_text(json.dumps({"people": people, "train_images": train_images,
+                                "summary": ablation.summary_json(frame), "runs": runs}))
+    return path
+
+
+def test_seed_bench_is_read_only_for_its_own_data(tmp_path):
+    path = _bench_file(tmp_path)
+    assert ablation.load_seed_bench(path, 62, 2121)["people"] == 62
+    assert ablation.load_seed_bench(path, 40, 265) is None          # another data set: not this one's numbers
+    assert ablation.load_seed_bench(tmp_path / "missing.json", 62, 2121) is None
+    (tmp_path / "broken.json").write_text("{not json")
+    assert ablation.load_seed_bench(tmp_path / "broken.json", 62, 2121) is None
+
+
+def test_seed_table_numbers_and_curves(tmp_path):
+    bench = ablation.load_seed_bench(_bench_file(tmp_path), 62, 2121)
+    main = dict(network="ResNet 1-1-1-1", residual=True, blocks="1-1-1-1", seed=42, accuracy=0.9312, macro_f1=0.9,
+                parameters=1001, minutes=3.25)
+    eigen = dict(network="eigenfaces + SVM", accuracy=0.7, macro_f1=0.6, parameters=5, minutes=0.1)
+    table = ablation.seed_table(bench, [main], [eigen])
+    assert list(table["network"]) == ["ResNet 1-1-1-1", "ResNet 1-1-1-1", "plain 1-1-1-1", "ResNet 2-2-2-2",
+                                      "plain 2-2-2-2", "eigenfaces + SVM"]
+    assert list(table["source"]) == ["this run (seed 42)"] + ["seed bench"] * 4 + ["this run"]
+    assert table["test accuracy (%)"].tolist()[:3] == ["93.1", "94.0 ± 1.4", "91.0 ± 1.4"]
+    assert table["seeds"].tolist() == [1, 2, 2, 1, 1, 1]
+
+    numbers = ablation.seed_numbers(bench, [main])
+    assert numbers["ResNetSeedAcc"] == "94.0\\% $\\pm$ 1.4\\%" and numbers["SeedCount"] == "2"
+    assert numbers["DeepBlocks"] == "2-2-2-2" and numbers["DeepPlainAcc"] == "80.0\\% (one seed)"
+    alone = ablation.seed_numbers(None, [main])                      # own photos: no bench for this data
+    assert alone["ResNetSeedAcc"] == "93.1\\% (one seed)" and alone["PlainSeedAcc"] == "not measured on this data"
+
+    curves = ablation.bench_histories(bench)                          # first seed's runs that kept a history
+    assert sorted(curves) == ["ResNet 1-1-1-1 (seed 42)", "ResNet 2-2-2-2 (seed 42)", "plain 1-1-1-1 (seed 42)",
+                              "plain 2-2-2-2 (seed 42)"]
+    assert curves["plain 1-1-1-1 (seed 42)"]["val_acc"].tolist() == [0.2, 0.5]
+    assert ablation.bench_histories(None) == {}

@@ -28,7 +28,8 @@ CONTRACT_SLIDE_FIGURES = {"06_slide_faces", "06_slide_learning", "06_slide_roc",
 CONTRACT_SLIDE_TABLES = {"06_slide_comparison", "06_slide_open_set"}
 CONTRACT_NUMBERS = {
     "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest", "DetectionRate", "ScratchAcc", "ScratchFone",
-    "ScratchMinutes", "PlainAcc", "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "SvmAcc",
+    "ScratchMinutes", "ResNetSeedAcc", "PlainSeedAcc", "DeepBlocks", "DeepResNetAcc", "DeepPlainAcc", "SeedCount",
+    "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "SvmAcc",
     "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR", "LfwAcc", "LfwStd", "LfwPairs", "LfwErrors",
     "LfwMislabelled", "RunMinutes", "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",
     "OpenSetStrictTarget", "OpenSetStrictDIR", "OpenSetStrictFAR", "PlattValDIR", "ImpostorFaces",

@@ -174,3 +174,26 @@ def test_from_settings_builds_the_configured_twins():
     assert count_parameters(res) > count_parameters(plain)
     deeper = from_settings(62, s, blocks=(2, 2, 2, 2))
     assert deeper.blocks == (2, 2, 2, 2) and count_parameters(deeper) > count_parameters(res)
+
+
+def test_network_features_in_order_and_mirror_averaged(lfw_dir):
+    """evaluate.network_features keeps the dataset order; flip=True is the mean of a face's and its mirror's features."""
+    from PIL import Image
+
+    from nnprak import evaluate, train
+
+    torch.manual_seed(0)
+    model = ScratchResNet(num_classes=3, widths=(8, 16), blocks=(1, 1), in_size=32).eval()
+    files = sorted((lfw_dir / "lfw-deepfunneled" / "Colin_Powell").glob("*.jpg"))[:5]
+    tf = train.eval_transforms(32)
+    xs = torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
+    dataset = torch.utils.data.TensorDataset(xs, torch.arange(len(files)))
+    plain, labels = evaluate.network_features(model, dataset, batch_size=2)
+    both, _ = evaluate.network_features(model, dataset, batch_size=2, flip=True)
+    with torch.no_grad():
+        want = model.features(xs).numpy()
+        mirror = model.features(torch.flip(xs, dims=[-1])).numpy()
+    assert labels.tolist() == list(range(len(files))) and plain.shape == (len(files), 16)
+    assert torch.allclose(torch.from_numpy(plain), torch.from_numpy(want), atol=1e-5)
+    assert torch.allclose(torch.from_numpy(both), torch.from_numpy((want + mirror) / 2), atol=1e-5)
+    assert not torch.allclose(torch.from_numpy(both), torch.from_numpy(plain), atol=1e-4)   # real photos are not symmetric

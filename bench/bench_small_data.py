@@ -1,0 +1,74 @@
+"""The scratch CNN and eigenfaces on a student-sized set made from LFW: 40 people x 10 grayscale photos.
+
+    python bench/bench_small_data.py                       # 40 x 10 grayscale PGM files, seeds 42 43 44
+    python bench/bench_small_data.py --seeds 42 --set lr=0.002 --work /tmp/pgm40
+
+Builds the set with ``bench/make_photo_sets.py`` (LFW people outside the default 62, 10 images each, saved as
+grayscale PGM; the split gives 6-7 training, 1-2 validation and 2 test photos per person), runs stages 01 and 02
+on it (manifest, split, MTCNN crops) into ``--work`` and then ``bench/bench_scratch_seeds.py`` on those crops with
+the eigenfaces baseline: the scratch settings come from :func:`nnprak.config.scratch_for_data`, the rules a
+student's set gets. Writes ``results/bench_small_data.json``. LFW is only read.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--people", type=int, default=40)
+    ap.add_argument("--images", type=int, default=10)
+    ap.add_argument("--work", type=Path, default=None, help="folder for the photos and outputs (default: a temp dir); "
+                    "an existing one is reused (its photos and crops)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON file (default: <results>/bench_small_data.json)")
+    return ap.parse_known_args(argv)
+
+
+def prepare(work: Path, people: int, images: int) -> Path:
+    """Return the crops CSV of a ``people`` x ``images`` grayscale set under ``work`` (built on first use)."""
+    import make_photo_sets
+
+    from nnprak import config, data, faces
+
+    photos = work / "photos"
+    if not photos.is_dir():
+        tmp = work / "photos.partial"
+        tmp.mkdir(parents=True, exist_ok=True)
+        make_photo_sets.make_gray(tmp, config.SEED, people, images, "PPM", ".pgm")
+        tmp.rename(photos)
+    paths = config.Paths(root=config.ROOT, interim=work / "interim", processed=work / "processed",
+                         models=work / "models", results=work / "results", figures=work / "figures",
+                         tables=work / "tables", notebooks_out=work / "notebooks").make()
+    cfg = config.load("default", source=str(photos), paths=paths)
+    if not paths.crops.exists():
+        manifest = data.build_manifest(cfg, progress=False)
+        data.save_manifest(manifest, paths.manifest)
+        faces.crop_manifest(manifest, cfg, progress=True)
+    return paths.crops
+
+
+def main(argv=None) -> dict:
+    args, rest = parse(argv)
+    import bench_scratch_seeds
+
+    from nnprak import config
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="nnprak_small_"))
+    crops = prepare(work, args.people, args.images)
+    out = args.out or config.load("default").paths.results / "bench_small_data.json"
+    if "--seeds" not in rest:
+        rest += ["--seeds", "42", "43", "44"]
+    return bench_scratch_seeds.main(["--crops", str(crops), "--eigenfaces", "--residual-only", "--out", str(out),
+                                     *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
