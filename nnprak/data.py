@@ -352,12 +352,24 @@ def split_counts(n: int, fractions=(0.70, 0.15, 0.15)) -> tuple[int, int, int]:
     return n - n_val - n_test, n_val, n_test
 
 
+def _assign_split(df: pd.DataFrame, rows: list, order, fractions) -> None:
+    """Set ``split`` of ``rows`` (index labels): the first ``split_counts`` of ``order`` train, then val, then test.
+
+    Fewer than three rows all go to train (a validation and a test image need a training image beside them).
+    """
+    n_train, n_val, _ = split_counts(len(rows), fractions) if len(rows) >= 3 else (len(rows), 0, 0)
+    for rank, i in enumerate(order):
+        df.at[rows[i], "split"] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+
+
 def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = config.SEED,
                    min_per_person: int = 3) -> pd.DataFrame:
     """Return a copy with a per-person stratified ``split`` (train/val/test) for every usable row.
 
     People with fewer than ``min_per_person`` usable images get status ``too_few`` (a message says so).
     Rows with identical bytes never end up in two splits: each group of identical images follows its first row.
+    Frames of a video (column ``video``) are split in time blocks per video, not shuffled: the first 70 % of a
+    video's frames train, the next 15 % validation, the last 15 % test (neighbouring frames are near-duplicates).
     """
     if abs(sum(fractions) - 1) > 1e-6 or len(fractions) != 3:
         raise ValueError(f"split fractions must be three numbers that sum to 1, got {fractions}")
@@ -370,10 +382,18 @@ def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = c
                                                  f"fewer than {min_per_person}: add photos or leave them out"]
             print(f"left out: {person} ({len(idx)} usable images < {min_per_person})")
             continue
-        n_train, n_val, _ = split_counts(len(idx), fractions)
-        order = _person_rng(seed, person).permutation(len(idx))
-        for rank, i in enumerate(order):
-            df.at[idx[i], "split"] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+        videos = df.loc[idx, "video"].astype(str) if "video" in df else pd.Series("", index=idx)
+        photos = [i for i in idx if not videos[i]]
+        if len(photos) == len(idx):           # photos only (LFW): a seeded random order, as always
+            _assign_split(df, photos, _person_rng(seed, person).permutation(len(photos)), fractions)
+            continue
+        # Frames of one video are near-duplicates: shuffled, neighbouring frames would sit in train and test.
+        # Each video is cut into time blocks instead (first 70 % of its frames train, then val, then test);
+        # photos of the same person keep the random order.
+        _assign_split(df, photos, _person_rng(seed, person).permutation(len(photos)), fractions)
+        for _, rows in df.loc[idx][videos != ""].groupby("video"):
+            rows = sorted(rows.index, key=lambda i: (int(df.at[i, "frame"]), df.at[i, "path"]))
+            _assign_split(df, rows, range(len(rows)), fractions)
     ok = df["status"] == STATUS_OK
     df.loc[ok, "split"] = df[ok].groupby("sha1")["split"].transform("first")
     return df

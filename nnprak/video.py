@@ -2,7 +2,7 @@
 
 Students may put a short clip next to their photos, ``data/raw/<person>/*.mp4`` (any of
 :data:`VIDEO_SUFFIXES`). The raw folder stays read-only: :func:`extract_frames` writes the kept frames to a
-folder the caller chooses, as ``<out_dir>/<video stem>_f<frame:06d>.jpg``, and returns one row per sampled
+folder the caller chooses, as ``<out_dir>/<video file name>_f<frame:06d>.jpg``, and returns one row per sampled
 frame saying whether it was kept and, if not, why::
 
     frame, time_s, path, kept, reason, sharpness
@@ -186,8 +186,11 @@ def _sampled_frames(cap, fps: float, every_seconds: float, bar=None) -> Iterator
 
 
 def frame_name(video: str | os.PathLike, frame: int) -> str:
-    """Return the file name of a kept frame: ``<video stem>_f<frame:06d>.jpg``."""
-    return f"{Path(video).stem}_f{frame:06d}.jpg"
+    """Return the file name of a kept frame: ``<video file name>_f<frame:06d>.jpg``, e.g. ``clip.mp4_f000012.jpg``.
+
+    The whole file name (with its suffix) keeps ``clip.mp4`` and ``clip.mov`` of one person apart.
+    """
+    return f"{Path(video).name}_f{frame:06d}.jpg"
 
 
 def _is_fresh(path: Path, video_mtime_ns: int) -> bool:
@@ -220,7 +223,7 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, setting
                    progress: bool = False) -> pd.DataFrame:
     """Return one row per sampled frame of ``video`` (frame, time_s, path, kept, reason, sharpness); write kept ones.
 
-    Kept frames are written to ``out_dir/<video stem>_f<frame:06d>.jpg`` (RGB JPEG, quality 95); ``path`` is
+    Kept frames are written to ``out_dir/<video file name>_f<frame:06d>.jpg`` (RGB JPEG, quality 95); ``path`` is
     ``""`` for dropped frames and ``reason`` says why they were dropped. The video is only read. Re-running is
     cheap: a frame whose file exists and is not older than the video is not written again, and files of this
     video's earlier runs that are no longer kept (e.g. after changing ``settings``) are removed, so
@@ -305,7 +308,7 @@ def _write_kept(video: Path, out_dir: Path, targets: dict[int, Path], every_seco
     """Write the frames ``{index: path}`` that are missing or stale, and remove this video's frames not kept now."""
     mtime = video.stat().st_mtime_ns
     out_dir.mkdir(parents=True, exist_ok=True)
-    own = re.compile(re.escape(video.stem) + r"_f\d{6}\.jpg")
+    own = re.compile(re.escape(video.name) + r"_f\d{6}\.jpg")
     wanted = {p.name for p in targets.values()}
     for f in out_dir.iterdir():
         if own.fullmatch(f.name) and f.name not in wanted and f.is_file():

@@ -162,3 +162,25 @@ def test_face_dataset_over_manifest(lfw62):
 def test_missing_manifest_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebooks/01"):
         data.load_manifest(tmp_path / "manifest.csv")
+
+
+def test_video_frames_split_in_time_blocks_photos_shuffled():
+    """Frames of a video go to train, val, test in time order (no neighbouring frames across splits)."""
+    import pandas as pd
+
+    rows = [dict(path=f"frames/a/clip_{f:04d}.png", person="A", video="raw/A/clip.mp4", frame=f) for f in range(20)]
+    rows += [dict(path=f"raw/A/photo_{k}.jpg", person="A", video="", frame=-1) for k in range(6)]
+    rows += [dict(path=f"frames/a/talk_{f:04d}.png", person="A", video="raw/A/talk.mov", frame=f) for f in range(0, 40, 4)]
+    rows += [dict(path=f"raw/B/{k}.jpg", person="B", video="", frame=-1) for k in range(10)]
+    df = pd.DataFrame(rows).assign(status=data.STATUS_OK, reason="")
+    df["sha1"] = [f"{i:040x}" for i in range(len(df))]
+    out = data.split_manifest(df.sample(frac=1, random_state=0))   # row order must not matter
+    for clip in ("raw/A/clip.mp4", "raw/A/talk.mov"):
+        frames = out[out["video"] == clip].sort_values("frame")
+        order = frames["split"].map({"train": 0, "val": 1, "test": 2}).tolist()
+        assert order == sorted(order) and set(order) == {0, 1, 2}, (clip, order)
+        n_train, n_val, n_test = data.split_counts(len(frames))
+        assert order.count(0) == n_train and order.count(2) == n_test
+    photos_b = out[out["person"] == "B"]["split"].value_counts()
+    assert photos_b.to_dict() == dict(zip(("train", "val", "test"), data.split_counts(10)))
+    assert all(data.split_checks(out).values())

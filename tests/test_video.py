@@ -86,7 +86,7 @@ def test_keeps_one_frame_per_distinct_sharp_image(clip, segments, tmp_path):
 
     # kept frames written as <stem>_f<frame>.jpg, RGB, right size, showing the right photo
     files = sorted((tmp_path / "frames").iterdir())
-    assert [f.name for f in files] == [f"bush clip_f{i:06d}.jpg" for i in KEPT_FRAMES]
+    assert [f.name for f in files] == [f"bush clip.mp4_f{i:06d}.jpg" for i in KEPT_FRAMES]
     assert kept["path"].tolist() == [str(f) for f in files]
     for frame, path in kept[["frame", "path"]].itertuples(index=False):
         img = Image.open(path)
@@ -110,13 +110,14 @@ def test_max_frames_thins_evenly_and_removes_stale_files(clip, tmp_path):
     out = tmp_path / "frames"
     extract_frames(clip, out, FrameSettings(every_seconds=0.1))
     assert len(list(out.iterdir())) == len(KEPT_FRAMES)
-    (out / "other video_f000005.jpg").write_bytes(b"not ours")
+    (out / "other video.mp4_f000005.jpg").write_bytes(b"not ours")
+    (out / "bush clip.mov_f000005.jpg").write_bytes(b"not ours either")   # same stem, another video
     df = extract_frames(clip, out, FrameSettings(every_seconds=0.1, max_frames=2))
     assert df.loc[df["kept"], "frame"].tolist() == [KEPT_FRAMES[0], KEPT_FRAMES[-1]]
     thinned = df[df["reason"].str.startswith("thinned")]
     assert thinned["frame"].tolist() == KEPT_FRAMES[1:-1] and (thinned["path"] == "").all()
-    assert sorted(f.name for f in out.iterdir()) == ["bush clip_f000000.jpg", "bush clip_f000020.jpg",
-                                                       "other video_f000005.jpg"]
+    assert sorted(f.name for f in out.iterdir()) == ["bush clip.mov_f000005.jpg", "bush clip.mp4_f000000.jpg",
+                                                       "bush clip.mp4_f000020.jpg", "other video.mp4_f000005.jpg"]
 
 
 def test_rerun_writes_nothing_until_the_video_changes(clip, tmp_path):
