@@ -206,11 +206,14 @@ def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Se
                                        "macro-F1 (%)", "minutes"])
 
 
-def bench_histories(bench: dict | None, seed: int | None = None) -> dict[str, pd.DataFrame]:
-    """Return ``{"<network> (seed s)": history}`` of the seed bench's runs that kept their history (first seed by default)."""
+def bench_histories(bench: dict | None, seed: int | None = None, skip: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
+    """Return ``{"<network> (seed s)": history}`` of the seed bench's runs that kept their history (first seed by default).
+
+    ``skip``: networks left out, e.g. the one this run trained itself (its curve is already drawn).
+    """
     out = {}
     for run in (bench or {}).get("runs") or []:
-        if not run.get("history"):
+        if not run.get("history") or run["network"] in skip:
             continue
         s = int(run["seed"])
         if seed is None:

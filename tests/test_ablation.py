@@ -168,3 +168,4 @@ def test_seed_table_numbers_and_curves(tmp_path):
                               "plain 2-2-2-2 (seed 42)"]
     assert curves["plain 1-1-1-1 (seed 42)"]["val_acc"].tolist() == [0.2, 0.5]
     assert ablation.bench_histories(None) == {}
+    assert sorted(ablation.bench_histories(bench, skip=["ResNet 1-1-1-1"]))[0] == "ResNet 2-2-2-2 (seed 42)"
