@@ -175,9 +175,11 @@ def load_seed_bench(path, n_people: int, n_train: int) -> dict | None:
 
 
 def _pm(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
-    """Return ``"mean ± std"`` of a summary entry (``{"mean", "std", "values"}``), or ``""``."""
+    """Return ``"mean ± std"`` of a summary entry (``{"mean", "std", "values"}``), the mean alone for one value, or ``""``."""
     if not entry:
         return ""
+    if len(entry.get("values", [])) <= 1:   # one seed: no spread to show
+        return f"{entry['mean'] * scale:.{digits}f}"
     return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
 
 
@@ -191,7 +193,7 @@ def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Se
     """
     def single(row: dict) -> dict:
         seed = f" (seed {row['seed']})" if "seed" in row else ""
-        return {"network": row["network"], "source": "this run" + seed, "seeds": 1,
+        return {"network": row["network"], "source": "this run" + seed, "seeds": 1 if seed else "–",
                 "parameters": int(row["parameters"]), "test accuracy (%)": f"{row['accuracy'] * 100:.1f}",
                 "macro-F1 (%)": f"{row['macro_f1'] * 100:.1f}", "minutes": f"{row['minutes']:.1f}"}
 

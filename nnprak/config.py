@@ -208,8 +208,8 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
       :data:`SMALL_DATA_AUGMENT`, no class-balanced sampling (the classes are about equal anyway) and at least
       ``small_data_min_steps`` optimiser steps instead of ``min_steps``: with 6 training photos per person the
       network needs many passes over the strongly augmented photos (40 people x 10 grayscale LFW photos, seed 42,
-      ``bench/bench_small_data.py``: test accuracy 61 % after 900 steps, 75 % after 3,000, 80 % after 6,000;
-      about 4.5 minutes on 2 cores).
+      ``bench/bench_small_data.py``: test accuracy 59 % after 900 steps, 72.5 % after 3,000, 76 % after 6,000;
+      about 4 minutes on 2 cores).
 
     Adds ``steps_per_epoch``, ``steps`` and ``images_per_person``; ``small_data`` says which recipe was used.
     """
@@ -243,7 +243,7 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
 # over three seeds of bench/bench_scratch_seeds.py instead (results/bench_scratch_seeds.json, read only when it was
 # measured on the same data); smoke trains the 1-1-1-1 pair, the full profile adds 2-2-2-2.
 # min_steps: optimiser steps a schedule has at least (see scratch_for_data; LFW-62's 30 epochs are 990 steps);
-# small_data_min_steps: the same for sets under 15 training photos per person (40 x 10 photos: 6,000 steps, 4.5 min).
+# small_data_min_steps: the same for sets under 15 training photos per person (40 x 10 photos: 6,000 steps, about 4 min).
 # shortcut / zero_init_residual / stem_stride / dropout: the ScratchResNet design (models.scratch.from_settings).
 _SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
                         batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle",

@@ -289,9 +289,9 @@ def _seed_bench_lines(folder: Path) -> list[str]:
         b = json.loads(path.read_text())
         where = f"{data_label} ({b['people']} people, {b['train_images']:,} training images)"
         for net, e in b["summary"].items():
-            a, f = e["accuracy"], e["macro_f1"]
-            rows.append(f"| {where} | {net} | {len(e['seeds'])} | {100 * a['mean']:.1f}% ± {100 * a['std']:.1f}% | "
-                        f"{100 * f['mean']:.1f}% ± {100 * f['std']:.1f}% | {e['minutes']['mean']:.1f} min |")
+            a, f, n = e["accuracy"], e["macro_f1"], len(e["seeds"])
+            pm = (lambda m: f"{100 * m['mean']:.1f}% ± {100 * m['std']:.1f}%") if n > 1 else (lambda m: _pct(m["mean"]))
+            rows.append(f"| {where} | {net} | {n} | {pm(a)} | {pm(f)} | {e['minutes']['mean']:.1f} min |")
         if b.get("eigenfaces"):
             e = b["eigenfaces"]
             rows.append(f"| {where} | {e['network']} | – | {_pct(e['accuracy'])} | {_pct(e['macro_f1'])} | "

@@ -155,7 +155,8 @@ def test_seed_table_numbers_and_curves(tmp_path):
                                       "plain 2-2-2-2", "eigenfaces + SVM"]
     assert list(table["source"]) == ["this run (seed 42)"] + ["seed bench"] * 4 + ["this run"]
     assert table["test accuracy (%)"].tolist()[:3] == ["93.1", "94.0 ± 1.4", "91.0 ± 1.4"]
-    assert table["seeds"].tolist() == [1, 2, 2, 1, 1, 1]
+    assert table["seeds"].tolist() == [1, 2, 2, 1, 1, "–"]
+    assert table["test accuracy (%)"].tolist()[3:] == ["94.0", "80.0", "70.0"]      # one seed: no "± 0.0"
 
     numbers = ablation.seed_numbers(bench, [main])
     assert numbers["ResNetSeedAcc"] == "94.0\\% $\\pm$ 1.4\\%" and numbers["SeedCount"] == "2"
