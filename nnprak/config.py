@@ -283,7 +283,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
                                 max_minutes=1.0),
                   embed=dict(_EMBED_DEFAULT, dlib_align="both", impostor_faces=20, far_target=0.1, far_targets=(0.1,),
                            bootstrap=200)),
-    # default: LFW-62; verification on all 10 folds of pairs.txt but 200 of each fold's 600 pairs (the 20-minute
+    # default: LFW-62; verification on all 10 folds of pairs.txt but 200 of each fold's 600 pairs (the 12-minute
     # budget of `make run` on 2 cores); the full profile runs the official 6,000 pairs.
     "default": dict(verification_pairs_per_fold=200, scratch=dict(_SCRATCH_DEFAULT, ablation_depths=()),
                     transfer=dict(_TRANSFER_DEFAULT),
