@@ -249,7 +249,7 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
 
     depths = sorted({str(e["blocks"]) for e in summary.values()} | {str(r["blocks"]) for r in run_rows},
                     key=lambda b: sum(int(x) for x in b.split("-")))
-    deep = depths[-1] if depths else "2-2-2-2"
+    deep = depths[-1] if len(depths) > 1 else "2-2-2-2"   # only one depth measured: the deeper pair is missing
     seeds = max((len(e.get("seeds", [])) for e in summary.values()), default=1)
     return {"ResNetSeedAcc": acc("ResNet 1-1-1-1"), "PlainSeedAcc": acc("plain 1-1-1-1"),
             "DeepBlocks": deep, "DeepResNetAcc": acc(f"ResNet {deep}"), "DeepPlainAcc": acc(f"plain {deep}"),

@@ -163,6 +163,7 @@ def test_seed_table_numbers_and_curves(tmp_path):
     assert numbers["DeepBlocks"] == "2-2-2-2" and numbers["DeepPlainAcc"] == "80.0\\% (one seed)"
     alone = ablation.seed_numbers(None, [main])                      # own photos: no bench for this data
     assert alone["ResNetSeedAcc"] == "93.1\\% (one seed)" and alone["PlainSeedAcc"] == "not measured on this data"
+    assert alone["DeepBlocks"] == "2-2-2-2" and alone["DeepResNetAcc"] == "not measured on this data"
 
     curves = ablation.bench_histories(bench)                          # first seed's runs that kept a history
     assert sorted(curves) == ["ResNet 1-1-1-1 (seed 42)", "ResNet 2-2-2-2 (seed 42)", "plain 1-1-1-1 (seed 42)",
