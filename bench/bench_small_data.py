@@ -12,7 +12,6 @@ student's set gets. Writes ``results/bench_small_data.json``. LFW is only read.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
