@@ -23,6 +23,7 @@ import torch
 
 from . import config, train
 from .models.scratch import count_parameters, from_settings
+from .results import mean_std
 
 
 def network_name(residual: bool, blocks: Sequence[int]) -> str:
@@ -174,15 +175,6 @@ def load_seed_bench(path, n_people: int, n_train: int) -> dict | None:
     return bench
 
 
-def _pm(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
-    """Return ``"mean ± std"`` of a summary entry (``{"mean", "std", "values"}``), the mean alone for one value, or ``""``."""
-    if not entry:
-        return ""
-    if len(entry.get("values", [])) <= 1:   # one seed: no spread to show
-        return f"{entry['mean'] * scale:.{digits}f}"
-    return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
-
-
 def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Sequence[dict] = ()) -> pd.DataFrame:
     """Return the ablation table of notebook 03 and the report: this run's networks, the seed bench, baselines.
 
@@ -201,7 +193,7 @@ def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Se
     for name, entry in ((bench or {}).get("summary") or {}).items():
         rows.append({"network": name, "source": "seed bench", "seeds": len(entry.get("seeds", [])),
                      "parameters": int(entry.get("parameters", 0)),
-                     "test accuracy (%)": _pm(entry.get("accuracy")), "macro-F1 (%)": _pm(entry.get("macro_f1")),
+                     "test accuracy (%)": mean_std(entry.get("accuracy")), "macro-F1 (%)": mean_std(entry.get("macro_f1")),
                      "minutes": f"{entry['minutes']['mean']:.1f}" if entry.get("minutes") else ""})
     rows += [single(r) for r in extra_rows]
     return pd.DataFrame(rows, columns=["network", "source", "seeds", "parameters", "test accuracy (%)",
@@ -239,10 +231,8 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
     def acc(name: str) -> str:
         entry = summary.get(name)
         if entry:
-            a = entry["accuracy"]
-            if len(entry.get("seeds", [])) > 1:
-                return f"{a['mean'] * 100:.1f}\\% $\\pm$ {a['std'] * 100:.1f}\\%"
-            return f"{a['mean'] * 100:.1f}\\% (one seed)"
+            one = "" if len(entry.get("seeds", [])) > 1 else " (one seed)"
+            return mean_std(entry["accuracy"], "\\%", " $\\pm$ ") + one
         if name in runs:
             return f"{runs[name]['accuracy'] * 100:.1f}\\% (one seed)"
         return missing

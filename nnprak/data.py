@@ -384,13 +384,9 @@ def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = c
             continue
         videos = df.loc[idx, "video"].astype(str) if "video" in df else pd.Series("", index=idx)
         photos = [i for i in idx if not videos[i]]
-        if len(photos) == len(idx):           # photos only (LFW): a seeded random order, as always
-            _assign_split(df, photos, _person_rng(seed, person).permutation(len(photos)), fractions)
-            continue
+        _assign_split(df, photos, _person_rng(seed, person).permutation(len(photos)), fractions)   # seeded shuffle
         # Frames of one video are near-duplicates: shuffled, neighbouring frames would sit in train and test.
-        # Each video is cut into time blocks instead (first 70 % of its frames train, then val, then test);
-        # photos of the same person keep the random order.
-        _assign_split(df, photos, _person_rng(seed, person).permutation(len(photos)), fractions)
+        # Each video is cut into time blocks instead (first 70 % of its frames train, then val, then test).
         for _, rows in df.loc[idx][videos != ""].groupby("video"):
             rows = sorted(rows.index, key=lambda i: (int(df.at[i, "frame"]), df.at[i, "path"]))
             _assign_split(df, rows, range(len(rows)), fractions)

@@ -225,6 +225,20 @@ def per_person_accuracy(predictions: pd.DataFrame, train_counts: pd.Series) -> p
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def mean_std(entry: dict | None, unit: str = "", pm: str = " ± ", digits: int = 1) -> str:
+    """Return a seed summary entry (``{"mean", "std", "values"}`` of fractions) as percent ``"93.4 ± 1.3"``.
+
+    ``unit`` follows each number (``"%"``, or ``"\\%"`` for LaTeX), ``pm`` separates them; one value is shown
+    without a spread; no entry gives ``""``.
+    """
+    if not entry:
+        return ""
+    mean = f"{100 * entry['mean']:.{digits}f}{unit}"
+    if len(entry.get("values", [])) <= 1:
+        return mean
+    return f"{mean}{pm}{100 * entry['std']:.{digits}f}{unit}"
+
+
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
@@ -289,9 +303,8 @@ def _seed_bench_lines(folder: Path) -> list[str]:
         b = json.loads(path.read_text())
         where = f"{data_label} ({b['people']} people, {b['train_images']:,} training images)"
         for net, e in b["summary"].items():
-            a, f, n = e["accuracy"], e["macro_f1"], len(e["seeds"])
-            pm = (lambda m: f"{100 * m['mean']:.1f}% ± {100 * m['std']:.1f}%") if n > 1 else (lambda m: _pct(m["mean"]))
-            rows.append(f"| {where} | {net} | {n} | {pm(a)} | {pm(f)} | {e['minutes']['mean']:.1f} min |")
+            rows.append(f"| {where} | {net} | {len(e['seeds'])} | {mean_std(e['accuracy'], '%')} | "
+                        f"{mean_std(e['macro_f1'], '%')} | {e['minutes']['mean']:.1f} min |")
         if b.get("eigenfaces"):
             e = b["eigenfaces"]
             rows.append(f"| {where} | {e['network']} | – | {_pct(e['accuracy'])} | {_pct(e['macro_f1'])} | "
