@@ -2,9 +2,11 @@
 
     python bench/bench_scratch_seeds.py                                  # 1-1-1-1 pair, seeds 42 43 44, 2 threads
     python bench/bench_scratch_seeds.py --depths 1,1,1,1 2,2,2,2 --seeds 42
+    python bench/bench_scratch_seeds.py --depths 2,2,2,2 --seeds 42 --merge       # add runs to the results file
     python bench/bench_scratch_seeds.py --crops /tmp/pgm/processed/crops.csv --out results/x.json  # other data
 
-Data: notebook 02's MTCNN crops of the profile (``crop_plain`` of ``crops.csv``), else ``--crops``. Settings:
+Data: notebook 02's MTCNN crops of the profile (the ``crop`` variant of the settings, ``crop_aligned`` by default,
+of ``crops.csv``), else ``--crops``. Settings:
 ``cfg.scratch`` fitted to the training set by :func:`nnprak.config.scratch_for_data` (a no-op on LFW-62).
 Writes ``results/bench_scratch_seeds.json`` (default): per network the seeds, and mean, std (ddof=1) and values
 of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run with
@@ -27,7 +29,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=os.environ.get("NNPRAK_PROFILE") or "default")
     ap.add_argument("--crops", type=Path, help="crops CSV (default: the profile's crops.csv)")
-    ap.add_argument("--path-column", default="crop_plain")
+    ap.add_argument("--path-column", default=None, help="crop column (default: the settings' crop variant, "
+                    "cfg.scratch['crop'])")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     ap.add_argument("--depths", nargs="+", default=None, help="blocks per stage, e.g. 1,1,1,1 2,2,2,2 "
                     "(default: the profile's)")
@@ -41,6 +44,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--eigenfaces", action="store_true", help="also fit the eigenfaces + SVM baseline on the same splits")
     ap.add_argument("--checkpoint-dir", type=Path, default=None,
                     help="keep each run's checkpoint here (scratch_<network>_s<seed>.pt) and resume from it")
+    ap.add_argument("--merge", action="store_true", help="add these runs to an existing --out file of the same data and "
+                    "settings (a run of the same network and seed is replaced) and summarise them all")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -55,9 +60,6 @@ def main(argv=None) -> dict:
     cfg = config.load(args.profile)
     threads = args.threads or cfg.threads
     config.set_threads(threads)
-    table = faces.load_crops(args.crops or cfg.paths.crops)
-    ok = table[(table["face_status"] == "ok") & (table[args.path_column].astype(str) != "")]
-    classes = sorted(ok["person"].unique())
     settings = dict(cfg.scratch)
     for item in args.set:
         key, _, value = item.partition("=")
@@ -65,10 +67,14 @@ def main(argv=None) -> dict:
             settings[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):   # a bare word: a string setting, e.g. shortcut=avgpool
             settings[key] = value
+    column = args.path_column or faces.crop_column(settings.get("crop", "plain"))
+    table = faces.load_crops(args.crops or cfg.paths.crops)
+    ok = table[(table["face_status"] == "ok") & (table[column].astype(str) != "")]
+    classes = sorted(ok["person"].unique())
     n_train = int((ok["split"] == "train").sum())
     settings = config.scratch_for_data(settings, n_train, len(classes))
     t0 = time.perf_counter()
-    cached = train.cached_splits(table, int(settings["image_size"]), path_column=args.path_column, classes=classes)
+    cached = train.cached_splits(table, int(settings["image_size"]), path_column=column, classes=classes)
     print(f"{len(classes)} people, {n_train} training images; decoded in {time.perf_counter() - t0:.1f} s; "
           f"settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
@@ -99,12 +105,24 @@ def main(argv=None) -> dict:
                       f"{r['minutes']:.2f} min wall, {r['cpu_minutes_per_thread']:.2f} CPU min / thread", flush=True)
     import pandas as pd
 
+    out = args.out or (cfg.paths.results / "bench_scratch_seeds.json")
+    jsettings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    runs = [dict(r, history=h) for r, h in zip(rows, histories)]
+    if args.merge and out.exists():
+        old = json.loads(out.read_text(encoding="utf-8"))
+        same = (old.get("people"), old.get("train_images"), old.get("crop_column"), old.get("epochs_override"))
+        if same != (len(classes), n_train, column, args.epochs) or json.loads(json.dumps(old.get("settings"))) != \
+                json.loads(json.dumps(jsettings)):
+            raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
+        new_keys = {(r["network"], r["seed"]) for r in rows}
+        runs = [r for r in old.get("runs", []) if (r["network"], r["seed"]) not in new_keys] + runs
+        baseline_row = baseline_row or old.get("eigenfaces")
+    rows = [{k: v for k, v in r.items() if k != "history"} for r in runs]
+    histories = [r.get("history") for r in runs]
     frame = pd.DataFrame(rows)
     print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    out = args.out or (cfg.paths.results / "bench_scratch_seeds.json")
-    res = {"data": str(args.crops or cfg.paths.crops), "people": len(classes), "train_images": n_train,
-           "threads": threads, "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
-           "epochs_override": args.epochs, "summary": ablation.summary_json(frame),
+    res = {"data": str(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes), "train_images": n_train,
+           "threads": threads, "settings": jsettings, "epochs_override": args.epochs, "summary": ablation.summary_json(frame),
            "runs": [dict(r, history=h) for r, h in zip(json.loads(frame.to_json(orient="records")), histories)],
            "eigenfaces": baseline_row}
     write_json(out, res)

@@ -69,6 +69,15 @@ VARIANTS = ("plain", "aligned")
 FACE_COLUMNS = ["face_status", "face_reason", "n_faces", "face_index", "min_face_size", "prob", "box", "landmarks",
                 "crop_plain", "crop_aligned"]
 
+
+
+def crop_column(variant: str) -> str:
+    """Return the crops-table column of a crop variant: ``"crop_plain"`` or ``"crop_aligned"``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown crop variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    return f"crop_{variant}"
+
+
 DEFAULT_MIN_FACE_SIZE = 60
 """Smallest face (pixels) MTCNN looks for (MTCNN's default: 20).
 

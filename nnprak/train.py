@@ -482,7 +482,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
         max_minutes: float | None = None, progress: bool = True, seed: int = config.SEED,
         device: str | torch.device | None = None, channels_last: bool = False,
-        grad_clip: float | None = None, extra: dict | None = None,
+        grad_clip: float | None = None, extra: dict | None = None, mixup: float = 0.0,
         on_epoch: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Train ``model`` and return its history; the model ends with the weights of its best epoch.
 
@@ -509,6 +509,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         channels_last: use the NHWC memory layout (faster for some CNNs on some CPUs).
         grad_clip: clip the gradient norm to this value (None: no clipping).
         extra: stored in the checkpoint under ``"extra"`` (e.g. classes and model settings).
+        mixup: the alpha of mixup (Zhang et al. 2018): each training batch is blended with a shuffled copy of
+            itself by a weight drawn from Beta(alpha, alpha), and the loss by the same weight; 0: off.
         on_epoch: called with each new history row (a dict) after its checkpoint is written, e.g. to print
             or plot progress.
 
@@ -563,8 +565,14 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             total_loss, correct, n, shown = 0.0, 0, 0, t0
             for b, (x, y) in enumerate(train_loader, start=1):
                 x, y = _to(x, device, channels_last), y.to(device)
-                logits = model(x)
-                loss = loss_fn(logits, y)
+                if mixup:   # mix each image with another of the batch; the loss mixes their labels alike
+                    lam = float(torch.distributions.Beta(mixup, mixup).sample())
+                    perm = torch.randperm(len(y), device=device)
+                    logits = model(lam * x + (1 - lam) * x[perm])
+                    loss = lam * loss_fn(logits, y) + (1 - lam) * loss_fn(logits, y[perm])
+                else:
+                    logits = model(x)
+                    loss = loss_fn(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip is not None:
@@ -632,6 +640,25 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     return hist
 
 
+class MarginCrossEntropy(nn.Module):
+    """Cross-entropy after subtracting ``margin`` from each sample's true-class logit (CosFace, Wang et al. 2018).
+
+    With a cosine head (logits ``scale * cos``) the true class must beat the others by ``margin / scale`` in
+    cosine, which pulls each person's faces closer together than plain softmax does. ``margin=0`` is
+    ``nn.CrossEntropyLoss``.
+    """
+
+    def __init__(self, margin: float = 0.0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.margin, self.label_smoothing = float(margin), float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Return the mean loss of a batch."""
+        if self.margin:
+            logits = logits - self.margin * nn.functional.one_hot(target, logits.shape[1]).to(logits.dtype)
+        return nn.functional.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+
+
 def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], settings: dict, *,
                       epochs: int | None = None, checkpoint_path: str | os.PathLike | None = None,
                       resume: bool = False, max_minutes: float | None = None, seed: int = config.SEED,
@@ -640,7 +667,8 @@ def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], se
 
     ``settings`` keys used: ``optimizer`` ("adamw" | "sgd"), ``lr``, ``weight_decay``, ``schedule``
     ("onecycle" | "cosine"), ``epochs``, ``label_smoothing``, ``patience`` and, if present,
-    ``channels_last`` (default True: faster convolutions on CPUs). ``loaders`` is ``(train, val[, test])``
+    ``channels_last`` (default True: faster convolutions on CPUs), ``mixup`` (see :func:`fit`) and ``head_margin``
+    (a model with a cosine head is trained with :class:`MarginCrossEntropy`, margin ``head_margin`` in cosine units). ``loaders`` is ``(train, val[, test])``
     as returned by :func:`make_loaders`; ``epochs`` overrides ``settings["epochs"]`` (e.g. for a short
     ablation run). Further keyword arguments go to :func:`fit`.
     """
@@ -651,6 +679,10 @@ def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], se
     scheduler = make_scheduler(optimizer, settings.get("schedule", "onecycle"), epochs=epochs,
                                steps_per_epoch=len(train_loader))
     fit_kwargs.setdefault("channels_last", settings.get("channels_last", True))
+    fit_kwargs.setdefault("mixup", float(settings.get("mixup", 0.0) or 0.0))
+    margin = float(settings.get("head_margin", 0.0) or 0.0) * float(settings.get("head_scale", 16.0))
+    if margin and getattr(model, "head", "linear") == "cosine":
+        fit_kwargs.setdefault("loss_fn", MarginCrossEntropy(margin, settings.get("label_smoothing", 0.0)))
     return fit(model, train_loader, val_loader, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
                label_smoothing=settings.get("label_smoothing", 0.0), patience=settings.get("patience"),
                checkpoint_path=checkpoint_path, resume=resume, max_minutes=max_minutes, seed=seed,

@@ -43,6 +43,7 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     assert small["epochs"] == small["steps"] // small["steps_per_epoch"] > base["epochs"]
     assert small["patience"] > base["patience"]                    # patience counts epochs: scaled with them
     assert small["balanced"] == 0.0
+    assert small["head"] == config.SMALL_DATA_HEAD and lfw["head"] == medium["head"] == base["head"]
     train.train_transforms(small["image_size"], **small["augment"])   # the augmentation keys are valid
     assert base == config.load("default").scratch                  # the input dict is not modified
 

@@ -124,6 +124,14 @@ def test_align_face_puts_landmarks_on_the_template():
     assert err.mean() < 5.0, err
 
 
+def test_crop_column_names_the_variants():
+    assert [faces.crop_column(v) for v in faces.VARIANTS] == ["crop_plain", "crop_aligned"]
+    assert set(faces.crop_column(v) for v in faces.VARIANTS) <= set(faces.FACE_COLUMNS)
+    assert faces.crop_column(config.load("default").scratch["crop"]) in faces.FACE_COLUMNS
+    with pytest.raises(ValueError, match="unknown crop variant"):
+        faces.crop_column("tight")
+
+
 def test_crop_name_and_paths(tmp_path):
     assert faces.crop_name("../shared/lfw/Tony_Blair/Tony_Blair_0001.jpg", "Tony_Blair") == "Tony_Blair_0001.png"
     assert faces.crop_name("data/raw/Ana/holiday/img 1.JPG", "Ana") == "holiday/img 1.png"

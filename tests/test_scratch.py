@@ -197,3 +197,23 @@ def test_network_features_in_order_and_mirror_averaged(lfw_dir):
     assert torch.allclose(torch.from_numpy(plain), torch.from_numpy(want), atol=1e-5)
     assert torch.allclose(torch.from_numpy(both), torch.from_numpy((want + mirror) / 2), atol=1e-5)
     assert not torch.allclose(torch.from_numpy(both), torch.from_numpy(plain), atol=1e-4)   # real photos are not symmetric
+
+
+def test_cosine_head_gives_scaled_cosines_and_is_the_configured_head():
+    """head="cosine": logits are scale x cosine of the feature and each class weight, bounded by the scale."""
+    from nnprak.models.scratch import CosineClassifier
+
+    torch.manual_seed(0)
+    head = CosineClassifier(16, 5, scale=10.0)
+    x = torch.randn(4, 16) * 7                                    # the feature length does not matter
+    want = 10.0 * torch.nn.functional.cosine_similarity(x[:, None, :], head.weight[None, :, :], dim=2)
+    logits = head(x).detach()
+    assert logits.shape == (4, 5) and torch.allclose(logits, want, atol=1e-5)
+    assert float(logits.abs().max()) <= 10.0 + 1e-5
+    assert torch.allclose(head(3 * x).detach(), logits, atol=1e-5)         # scale-free in the features
+    s = config.load("default").scratch
+    model = from_settings(62, s)
+    assert model.head == s["head"] and isinstance(model.fc, CosineClassifier if s["head"] == "cosine" else nn.Linear)
+    assert isinstance(from_settings(62, s, head="linear").fc, nn.Linear)
+    with pytest.raises(ValueError, match="unknown head"):
+        ScratchResNet(3, head="arcface")

@@ -257,3 +257,28 @@ def test_fit_with_per_group_learning_rates(lfw5):
     assert math.isclose(hist["lr_g1"].iloc[0] / hist["lr"].iloc[0], 0.1, rel_tol=1e-6)
     assert 0 < hist["lr"].iloc[0] < 1e-2   # past the warm-up peak, on the cosine decay
     assert not torch.equal(before, model.stem[0].weight.detach())
+
+
+def test_margin_cross_entropy():
+    """MarginCrossEntropy: margin 0 is cross-entropy; a margin raises the loss by lowering the true-class logit."""
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
+    plain = nn.CrossEntropyLoss(label_smoothing=0.1)(logits, y)
+    assert torch.allclose(train.MarginCrossEntropy(0.0, 0.1)(logits, y), plain)
+    shifted = logits.clone()
+    shifted[torch.arange(8), y] -= 2.0
+    assert torch.allclose(train.MarginCrossEntropy(2.0, 0.1)(logits, y), nn.CrossEntropyLoss(label_smoothing=0.1)(shifted, y))
+    assert float(train.MarginCrossEntropy(2.0)(logits, y)) > float(nn.CrossEntropyLoss()(logits, y))
+
+
+def test_mixup_is_seeded_and_changes_training(lfw5):
+    """fit(mixup=alpha): the same seed gives the same run; the blended batches give another run than mixup=0."""
+    def run(mixup):
+        model = _tiny()
+        tl, vl = _loaders(lfw5)
+        opt = train.make_optimizer(model, "sgd", lr=0.05, weight_decay=0)
+        return train.fit(model, tl, vl, epochs=2, optimizer=opt, progress=False, seed=3, device="cpu", mixup=mixup)
+
+    a, b, plain = run(0.4), run(0.4), run(0.0)
+    assert a["train_loss"].tolist() == b["train_loss"].tolist() and a["val_acc"].tolist() == b["val_acc"].tolist()
+    assert a["train_loss"].tolist() != plain["train_loss"].tolist()

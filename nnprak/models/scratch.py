@@ -94,6 +94,33 @@ class BasicBlock(nn.Module):
         return self.relu(out)
 
 
+class CosineClassifier(nn.Module):
+    """Logits ``scale * cos(feature, class weight)``: a linear layer on unit-length features and weights (NormFace).
+
+    Wang et al. (2017): a softmax over cosines makes the classes separate by angle, so the penultimate features of a
+    classifier compare well by cosine distance on people it never saw (face verification). ``scale`` sets how
+    peaked the softmax can get (cosines lie in [-1, 1]).
+    """
+
+    def __init__(self, in_features: int, out_features: int, scale: float = 16.0):
+        super().__init__()
+        self.in_features, self.out_features, self.scale = int(in_features), int(out_features), float(scale)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return ``scale * cos`` logits, shape (N, out_features)."""
+        return self.scale * nn.functional.linear(nn.functional.normalize(x, dim=1),
+                                                 nn.functional.normalize(self.weight, dim=1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale:g}"
+
+
+HEADS = ("linear", "cosine")
+"""Classifier heads of :class:`ScratchResNet`: a plain linear layer or :class:`CosineClassifier`."""
+
+
 class ScratchResNet(nn.Module):
     """A ResNet-style classifier with configurable widths and depth, trained from random weights.
 
@@ -124,8 +151,10 @@ class ScratchResNet(nn.Module):
     def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128, 256),
                  blocks: Sequence[int] = (1, 1, 1, 1), in_size: int = 64, residual: bool = True,
                  stem_stride: int = 2, dropout: float = 0.2, zero_init_residual: bool = False,
-                 shortcut: str = "conv"):
+                 shortcut: str = "conv", head: str = "linear", head_scale: float = 16.0):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
         widths, blocks = tuple(int(w) for w in widths), tuple(int(b) for b in blocks)
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"widths {widths} and blocks {blocks} need the same (non-zero) length")
@@ -147,7 +176,8 @@ class ScratchResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.fc = nn.Linear(in_ch, num_classes) if head == "linear" else CosineClassifier(in_ch, num_classes, head_scale)
+        self.head = head
         self.feature_dim = in_ch
 
         for m in self.modules():
@@ -187,7 +217,8 @@ class ScratchResNet(nn.Module):
                 f"parameters={count_parameters(self):,}")
 
 
-MODEL_KEYS = ("widths", "blocks", "image_size", "stem_stride", "dropout", "zero_init_residual", "shortcut")
+MODEL_KEYS = ("widths", "blocks", "image_size", "stem_stride", "dropout", "zero_init_residual", "shortcut", "head",
+              "head_scale")
 """Keys of a settings dict (``cfg.scratch``) that :func:`from_settings` reads."""
 
 
