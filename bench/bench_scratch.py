@@ -1,7 +1,7 @@
 """Train the scratch ResNet on LFW-62 with 2 threads and print epochs, minutes, test accuracy and macro-F1.
 
     python bench/bench_scratch.py                         # the default profile's settings, stand-in crops
-    python bench/bench_scratch.py --crops data/processed/crops.csv       # MTCNN crops (column crop_plain)
+    python bench/bench_scratch.py --crops data/processed/crops.csv       # MTCNN crops (the profile's crop variant)
     python bench/bench_scratch.py --size 64 --epochs 20 --lr 0.2 --plain  # any knob, for tuning
 
 Until notebook 02's crops exist, a centre crop of the 250 px deep-funneled LFW images
@@ -20,14 +20,15 @@ from pathlib import Path
 
 
 def parse(argv=None) -> argparse.Namespace:
-    from nnprak import config
+    from nnprak import config, faces
 
     cfg = config.load(os.environ.get("NNPRAK_PROFILE") or "default")
     s = cfg.scratch
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=cfg.profile, help="config profile (default: %(default)s)")
     ap.add_argument("--crops", type=Path, help="crops CSV (manifest with a crop column) instead of stand-in crops")
-    ap.add_argument("--path-column", default="crop_plain", help="crop column of --crops (default: %(default)s)")
+    ap.add_argument("--path-column", default=faces.crop_column(s["crop"]),
+                    help="crop column of --crops (default: the profile's crop variant, %(default)s)")
     ap.add_argument("--crop", type=float, default=None,
                     help="centre crop in px (>1) or fraction (<=1) before resizing; default: "
                          "stand-in crop for LFW originals, none for --crops")

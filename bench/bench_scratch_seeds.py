@@ -106,13 +106,13 @@ def main(argv=None) -> dict:
     import pandas as pd
 
     out = args.out or (cfg.paths.results / "bench_scratch_seeds.json")
-    jsettings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    jsettings = json.loads(json.dumps(settings))   # as the results file stores them (tuples become lists)
     runs = [dict(r, history=h) for r, h in zip(rows, histories)]
     if args.merge and out.exists():
         old = json.loads(out.read_text(encoding="utf-8"))
         same = (old.get("people"), old.get("train_images"), old.get("crop_column"), old.get("epochs_override"))
-        if same != (len(classes), n_train, column, args.epochs) or json.loads(json.dumps(old.get("settings"))) != \
-                json.loads(json.dumps(jsettings)):
+        if (same != (len(classes), n_train, column, args.epochs)
+                or old.get("settings") != jsettings):
             raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
         new_keys = {(r["network"], r["seed"]) for r in rows}
         runs = [r for r in old.get("runs", []) if (r["network"], r["seed"]) not in new_keys] + runs
@@ -121,8 +121,9 @@ def main(argv=None) -> dict:
     histories = [r.get("history") for r in runs]
     frame = pd.DataFrame(rows)
     print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    res = {"data": str(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes), "train_images": n_train,
-           "threads": threads, "settings": jsettings, "epochs_override": args.epochs, "summary": ablation.summary_json(frame),
+    res = {"data": str(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes),
+           "train_images": n_train, "threads": threads, "settings": jsettings, "epochs_override": args.epochs,
+           "summary": ablation.summary_json(frame),
            "runs": [dict(r, history=h) for r, h in zip(json.loads(frame.to_json(orient="records")), histories)],
            "eigenfaces": baseline_row}
     write_json(out, res)

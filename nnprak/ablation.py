@@ -3,7 +3,7 @@
 Notebook 03 and ``bench/bench_scratch_seeds.py`` call these instead of writing their own loops::
 
     from nnprak import ablation
-    cached = train.cached_splits(table, 64, path_column="crop_plain", classes=classes)
+    cached = train.cached_splits(table, 64, path_column=faces.crop_column(cfg.scratch["crop"]), classes=classes)
     run = ablation.train_variant(cached, cfg.scratch, residual=True, seed=cfg.seed)   # one model
     table = ablation.shortcut_ablation(cached, cfg.scratch, depths=((1, 1, 1, 1), (2, 2, 2, 2)), seeds=(42,))
     ablation.seed_summary(table)        # mean and std per network over the seeds

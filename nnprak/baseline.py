@@ -5,7 +5,7 @@ an SVM then separates the people in that space (the scikit-learn face recognitio
 notebook 03 is compared with this, on the same splits of the same crops::
 
     from nnprak import baseline
-    cached = train.cached_splits(table, 64, path_column="crop_plain", classes=classes)
+    cached = train.cached_splits(table, 64, path_column=faces.crop_column(cfg.scratch["crop"]), classes=classes)
     run = baseline.eigenfaces_baseline(cached, max_cv_folds=cfg.max_cv_folds)
     run["row"]          # accuracy, macro-F1, components, C, seconds
 """

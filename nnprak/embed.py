@@ -189,7 +189,9 @@ class FacenetBackend(Embedder):
 
     def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
         """Return N×512 FaceNet embeddings for a crops table (NaN where there is no crop)."""
-        column = f"crop_{self.variant}"
+        from . import faces
+
+        column = faces.crop_column(self.variant)
         out = np.full((len(table), self.dim), np.nan, np.float32)
         rows = np.flatnonzero(_has_face(table) & (table[column].astype(str) != "").to_numpy())
         with ProgressBar(total=len(rows), desc=f"{self.name} embeddings", unit="faces", progress=progress) as bar:

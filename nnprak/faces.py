@@ -70,7 +70,6 @@ FACE_COLUMNS = ["face_status", "face_reason", "n_faces", "face_index", "min_face
                 "crop_plain", "crop_aligned"]
 
 
-
 def crop_column(variant: str) -> str:
     """Return the crops-table column of a crop variant: ``"crop_plain"`` or ``"crop_aligned"``."""
     if variant not in VARIANTS:

@@ -668,9 +668,10 @@ def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], se
     ``settings`` keys used: ``optimizer`` ("adamw" | "sgd"), ``lr``, ``weight_decay``, ``schedule``
     ("onecycle" | "cosine"), ``epochs``, ``label_smoothing``, ``patience`` and, if present,
     ``channels_last`` (default True: faster convolutions on CPUs), ``mixup`` (see :func:`fit`) and ``head_margin``
-    (a model with a cosine head is trained with :class:`MarginCrossEntropy`, margin ``head_margin`` in cosine units). ``loaders`` is ``(train, val[, test])``
-    as returned by :func:`make_loaders`; ``epochs`` overrides ``settings["epochs"]`` (e.g. for a short
-    ablation run). Further keyword arguments go to :func:`fit`.
+    (a model with a cosine head is trained with :class:`MarginCrossEntropy`, margin ``head_margin`` in cosine
+    units; a linear head ignores it). ``loaders`` is ``(train, val[, test])`` as returned by
+    :func:`make_loaders`; ``epochs`` overrides ``settings["epochs"]`` (e.g. for a short ablation run). Further
+    keyword arguments go to :func:`fit`.
     """
     epochs = int(epochs if epochs is not None else settings["epochs"])
     train_loader, val_loader = loaders[0], loaders[1] if len(loaders) > 1 else None
@@ -680,9 +681,10 @@ def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], se
                                steps_per_epoch=len(train_loader))
     fit_kwargs.setdefault("channels_last", settings.get("channels_last", True))
     fit_kwargs.setdefault("mixup", float(settings.get("mixup", 0.0) or 0.0))
-    margin = float(settings.get("head_margin", 0.0) or 0.0) * float(settings.get("head_scale", 16.0))
-    if margin and getattr(model, "head", "linear") == "cosine":
-        fit_kwargs.setdefault("loss_fn", MarginCrossEntropy(margin, settings.get("label_smoothing", 0.0)))
+    margin = float(settings.get("head_margin") or 0.0)
+    if margin and getattr(model, "head", "linear") == "cosine":   # in cosine units: times the head's scale
+        smoothing = settings.get("label_smoothing", 0.0)
+        fit_kwargs.setdefault("loss_fn", MarginCrossEntropy(margin * model.fc.scale, smoothing))
     return fit(model, train_loader, val_loader, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
                label_smoothing=settings.get("label_smoothing", 0.0), patience=settings.get("patience"),
                checkpoint_path=checkpoint_path, resume=resume, max_minutes=max_minutes, seed=seed,

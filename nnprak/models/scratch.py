@@ -144,6 +144,8 @@ class ScratchResNet(nn.Module):
             and with ``shortcut="avgpool"`` (the default of ``cfg.scratch``) 93.8 % (seed 42).
         shortcut: projection of the blocks that halve the size, ``"conv"`` (strided 1x1) or ``"avgpool"``
             (ResNet-D); see :class:`BasicBlock`. The plain network has none either way.
+        head: the classifier layer, ``"linear"`` or ``"cosine"`` (:class:`CosineClassifier`).
+        head_scale: the scale of the cosine head (ignored by the linear one).
 
     With the defaults (widths 32-256, one block per stage) the network has about 1.2 M parameters.
     """
@@ -214,6 +216,7 @@ class ScratchResNet(nn.Module):
     def extra_repr(self) -> str:
         return (f"widths={self.widths}, blocks={self.blocks}, in_size={self.in_size}, residual={self.residual}, "
                 f"shortcut={self.shortcut if self.residual else None}, zero_init_residual={self.zero_init_residual}, "
+                f"head={self.head}, "
                 f"parameters={count_parameters(self):,}")
 
 

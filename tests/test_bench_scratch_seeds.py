@@ -1,0 +1,57 @@
+"""bench/bench_scratch_seeds.py on a tiny own-photo set: its results file, and --merge adding runs to it."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from PIL import Image
+
+from nnprak import config, data, faces
+
+sys.path.insert(0, str(config.ROOT / "bench"))
+import bench_scratch_seeds  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def grey_crops(tmp_path_factory, lfw_images):
+    """Crops table of 3 people x 6 grayscale LFW photos, one person in a folder named in Chinese."""
+    tmp = tmp_path_factory.mktemp("seeds")
+    photos = tmp / "photos"
+    for k, (person, files) in enumerate(list(lfw_images.items())[:3]):
+        folder = photos / ("张伟" if k == 0 else person)
+        folder.mkdir(parents=True)
+        for f in files[:6]:
+            Image.open(f).convert("L").save(folder / f.name)
+    paths = config.Paths(root=config.ROOT, interim=tmp / "interim", processed=tmp / "processed", models=tmp / "models",
+                         results=tmp / "results", figures=tmp / "figures", tables=tmp / "tables",
+                         notebooks_out=tmp / "notebooks").make()
+    cfg = config.load("smoke", source=str(photos), paths=paths)
+    faces.crop_manifest(data.build_manifest(cfg, progress=False), cfg, progress=False)
+    yield paths.crops
+    config.load()
+
+
+def test_seed_bench_writes_and_merges_runs(grey_crops, tmp_path):
+    out = tmp_path / "seeds.json"
+    def args(epochs=1):
+        return ["--profile", "smoke", "--crops", str(grey_crops), "--residual-only", "--epochs", str(epochs),
+                "--threads", "1", "--no-progress", "--out", str(out)]
+
+    first = bench_scratch_seeds.main(args() + ["--seeds", "42"])
+    assert first["people"] == 3 and first["crop_column"] == faces.crop_column(config.load("smoke").scratch["crop"])
+    assert first["summary"]["ResNet 1-1-1-1"]["seeds"] == [42] and len(first["runs"]) == 1
+    table = faces.load_crops(grey_crops)
+    assert (table.loc[table["person"] == "张伟", "face_status"] == "ok").sum() >= 3     # the Chinese folder took part
+
+    merged = bench_scratch_seeds.main(args() + ["--seeds", "43", "--merge"])
+    assert [r["seed"] for r in merged["runs"]] == [42, 43]
+    assert merged["runs"][0] == json.loads(json.dumps(first["runs"][0]))            # the earlier run is kept as it was
+    entry = merged["summary"]["ResNet 1-1-1-1"]
+    assert entry["seeds"] == [42, 43] and len(entry["accuracy"]["values"]) == 2
+    assert json.loads(out.read_text(encoding="utf-8"))["summary"] == merged["summary"]
+
+    before = out.read_bytes()
+    with pytest.raises(SystemExit, match="other data or settings"):             # another schedule: not mixed in
+        bench_scratch_seeds.main(args(2) + ["--seeds", "44", "--merge"])
+    assert out.read_bytes() == before
