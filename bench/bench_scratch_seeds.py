@@ -10,7 +10,8 @@ of ``crops.csv``), else ``--crops``. Settings:
 ``cfg.scratch`` fitted to the training set by :func:`nnprak.config.scratch_for_data` (a no-op on LFW-62).
 Writes ``results/bench_scratch_seeds.json`` (default): per network the seeds, and mean, std (ddof=1) and values
 of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run with
-its learning curve (notebook 03 shows these when the default run trains the main model only).
+its learning curve (notebook 03 shows these when the default run trains the main model only). ``--verify`` adds
+each network's penultimate-feature verification on LFW pairs without its training people (notebook 03's measure).
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def parse(argv=None) -> argparse.Namespace:
                     help="keep each run's checkpoint here (scratch_<network>_s<seed>.pt) and resume from it")
     ap.add_argument("--merge", action="store_true", help="add these runs to an existing --out file of the same data and "
                     "settings (a run of the same network and seed is replaced) and summarise them all")
+    ap.add_argument("--verify", action="store_true", help="also measure each network's penultimate-feature LFW "
+                    "verification on the pairs without its training people (notebook 03's; needs notebook 02's "
+                    "verification_crops.csv)")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -79,6 +83,7 @@ def main(argv=None) -> dict:
           f"settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
     rows, histories, baseline_row = [], [], None
+    ver_table = faces.load_crops(cfg.paths.processed / "verification_crops.csv") if args.verify else None
     if args.eigenfaces:
         from nnprak import baseline
 
@@ -96,6 +101,14 @@ def main(argv=None) -> dict:
                 run = ablation.train_variant(cached, settings, residual=residual, blocks=blocks, seed=seed,
                                              epochs=args.epochs, progress=not args.no_progress, threads=threads,
                                              checkpoint_path=ckpt, resume=ckpt is not None)
+                if ver_table is not None:
+                    from nnprak import evaluate
+
+                    ver = evaluate.network_verification(run["model"], ver_table, classes, cfg, path_column=column,
+                                                        size=int(settings["image_size"]))
+                    run["row"]["verification"] = float(ver.accuracy)
+                    print(f"{run['row']['network']:>16} seed {seed}: unseen-people verification {ver.summary()}",
+                          flush=True)
                 rows.append(run["row"])
                 histories.append({k: [float(v) for v in run["history"][k]]
                                   for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")})

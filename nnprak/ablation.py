@@ -131,7 +131,8 @@ def shortcut_ablation(cached: dict, settings: dict, *, depths: Sequence[Sequence
 
 
 def seed_summary(table: pd.DataFrame, columns: Sequence[str] = ("accuracy", "macro_f1", "best val accuracy",
-                                                                 "cpu_minutes_per_thread")) -> pd.DataFrame:
+                                                                 "verification", "cpu_minutes_per_thread")
+                 ) -> pd.DataFrame:
     """Return mean, std (ddof=1; 0 for one seed) and the number of seeds per network of an ablation table."""
     columns = [c for c in columns if c in table.columns]
     g = table.groupby("network", sort=False)
@@ -147,9 +148,9 @@ def summary_json(table: pd.DataFrame) -> dict:
     for name, g in table.groupby("network", sort=False):
         entry = {"seeds": [int(s) for s in g["seed"]], "blocks": str(g["blocks"].iloc[0]),
                  "residual": bool(g["residual"].iloc[0]), "parameters": int(g["parameters"].iloc[0])}
-        for col in ("accuracy", "macro_f1", "balanced_accuracy", "best val accuracy", "epochs",
+        for col in ("accuracy", "macro_f1", "balanced_accuracy", "best val accuracy", "verification", "epochs",
                     "minutes", "cpu_minutes_per_thread"):
-            if col in g:
+            if col in g and g[col].notna().all():
                 vals = [float(v) for v in g[col]]
                 std = float(g[col].std(ddof=1)) if len(vals) > 1 else 0.0
                 entry[col.replace(" ", "_")] = {"mean": float(sum(vals) / len(vals)), "std": std, "values": vals}

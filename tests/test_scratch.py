@@ -217,3 +217,21 @@ def test_cosine_head_gives_scaled_cosines_and_is_the_configured_head():
     assert isinstance(from_settings(62, s, head="linear").fc, nn.Linear)
     with pytest.raises(ValueError, match="unknown head"):
         ScratchResNet(3, head="arcface")
+
+
+def test_network_verification_leaves_out_the_training_people(lfw_dir):
+    """evaluate.network_verification scores the profile's pairs without the trained people, every face embedded."""
+    from nnprak import config, data, evaluate
+
+    cfg = config.load("smoke")
+    pairs = evaluate.profile_pairs(cfg)
+    table = data.scan_files(evaluate.pair_images(pairs), progress=False)
+    trained = sorted(set(pairs["name1"]))[:5]
+    torch.manual_seed(0)
+    model = ScratchResNet(num_classes=5, widths=(8, 16), blocks=(1, 1), in_size=32)
+    res = evaluate.network_verification(model, table, trained, cfg, path_column="path", size=32)
+    kept = evaluate.without_people(pairs, trained)
+    assert 0 < len(kept) < len(pairs)
+    assert res.n_pairs == len(kept) and res.n_failed == 0 and res.norm == "cohort"
+    assert len(res.fold_accuracies) == cfg.verification_folds and 0.0 <= res.accuracy <= 1.0
+    assert res.pairs[["name1", "name2"]].isin(trained).sum().sum() == 0
