@@ -182,23 +182,34 @@ def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Se
     Rows: ``run_rows`` (networks trained in this run, one seed each: :func:`result_row` rows), every network of
     ``bench`` (:func:`load_seed_bench`; mean ± std in percent over its seeds) and ``extra_rows`` (e.g. the
     eigenfaces baseline, one fit). Columns: network, source, seeds, parameters, test accuracy (%), macro-F1 (%),
-    minutes (training, per run).
+    minutes (training, per run); when the bench measured it (``--verify``), also "unseen-people verification (%)":
+    the penultimate features' LFW verification on pairs without the network's people.
     """
+    ver = VERIFICATION_COLUMN
+
     def single(row: dict) -> dict:
         seed = f" (seed {row['seed']})" if "seed" in row else ""
         return {"network": row["network"], "source": "this run" + seed, "seeds": 1 if seed else "–",
                 "parameters": int(row["parameters"]), "test accuracy (%)": f"{row['accuracy'] * 100:.1f}",
-                "macro-F1 (%)": f"{row['macro_f1'] * 100:.1f}", "minutes": f"{row['minutes']:.1f}"}
+                "macro-F1 (%)": f"{row['macro_f1'] * 100:.1f}",
+                ver: f"{row['verification'] * 100:.1f}" if row.get("verification") is not None else "",
+                "minutes": f"{row['minutes']:.1f}"}
 
     rows = [single(r) for r in run_rows]
     for name, entry in ((bench or {}).get("summary") or {}).items():
         rows.append({"network": name, "source": "seed bench", "seeds": len(entry.get("seeds", [])),
                      "parameters": int(entry.get("parameters", 0)),
                      "test accuracy (%)": mean_std(entry.get("accuracy")), "macro-F1 (%)": mean_std(entry.get("macro_f1")),
+                     ver: mean_std(entry.get("verification")) if entry.get("verification") else "",
                      "minutes": f"{entry['minutes']['mean']:.1f}" if entry.get("minutes") else ""})
     rows += [single(r) for r in extra_rows]
-    return pd.DataFrame(rows, columns=["network", "source", "seeds", "parameters", "test accuracy (%)",
-                                       "macro-F1 (%)", "minutes"])
+    columns = ["network", "source", "seeds", "parameters", "test accuracy (%)", "macro-F1 (%)", ver, "minutes"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table if (table[ver] != "").any() else table.drop(columns=ver)
+
+
+VERIFICATION_COLUMN = "unseen-people verification (%)"
+"""The :func:`seed_table` column of the features' LFW verification on pairs without the network's people."""
 
 
 def bench_histories(bench: dict | None, seed: int | None = None, skip: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
@@ -224,24 +235,28 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
     ``ResNetSeedAcc`` / ``PlainSeedAcc``: test accuracy mean ± std of the 1-1-1-1 pair over the bench's seeds,
     ``DeepResNetAcc`` / ``DeepPlainAcc``: the same for the deepest pair the bench has, ``SeedCount``: its number of
     seeds; a network the bench lacks is taken from ``run_rows`` (one seed), else "not measured on this data".
+    ``ResNetSeedVer`` / ``PlainSeedVer`` / ``DeepResNetVer`` / ``DeepPlainVer``: the unseen-people verification of
+    their features over the bench's seeds (``--verify``), else "not measured on this data".
     """
     summary = (bench or {}).get("summary") or {}
     runs = {r["network"]: r for r in run_rows}
     missing = "not measured on this data"
 
-    def acc(name: str) -> str:
-        entry = summary.get(name)
-        if entry:
+    def stat(name: str, key: str = "accuracy") -> str:
+        entry = summary.get(name) or {}
+        if entry.get(key):
             one = "" if len(entry.get("seeds", [])) > 1 else " (one seed)"
-            return mean_std(entry["accuracy"], "\\%", " $\\pm$ ") + one
-        if name in runs:
-            return f"{runs[name]['accuracy'] * 100:.1f}\\% (one seed)"
+            return mean_std(entry[key], "\\%", " $\\pm$ ") + one
+        if name in runs and runs[name].get(key) is not None:
+            return f"{runs[name][key] * 100:.1f}\\% (one seed)"
         return missing
 
     depths = sorted({str(e["blocks"]) for e in summary.values()} | {str(r["blocks"]) for r in run_rows},
                     key=lambda b: sum(int(x) for x in b.split("-")))
     deep = depths[-1] if len(depths) > 1 else "2-2-2-2"   # only one depth measured: the deeper pair is missing
     seeds = max((len(e.get("seeds", [])) for e in summary.values()), default=1)
-    return {"ResNetSeedAcc": acc("ResNet 1-1-1-1"), "PlainSeedAcc": acc("plain 1-1-1-1"),
-            "DeepBlocks": deep, "DeepResNetAcc": acc(f"ResNet {deep}"), "DeepPlainAcc": acc(f"plain {deep}"),
-            "SeedCount": str(seeds)}
+    pairs = {"ResNetSeed": "ResNet 1-1-1-1", "PlainSeed": "plain 1-1-1-1", "DeepResNet": f"ResNet {deep}",
+             "DeepPlain": f"plain {deep}"}
+    return {"DeepBlocks": deep, "SeedCount": str(seeds),
+            **{f"{macro}Acc": stat(name) for macro, name in pairs.items()},
+            **{f"{macro}Ver": stat(name, "verification") for macro, name in pairs.items()}}

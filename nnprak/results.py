@@ -303,16 +303,18 @@ def _seed_bench_lines(folder: Path) -> list[str]:
         b = json.loads(path.read_text())
         where = f"{data_label} ({b['people']} people, {b['train_images']:,} training images)"
         for net, e in b["summary"].items():
+            ver = mean_std(e["verification"], "%") if e.get("verification") else "–"
             rows.append(f"| {where} | {net} | {len(e['seeds'])} | {mean_std(e['accuracy'], '%')} | "
-                        f"{mean_std(e['macro_f1'], '%')} | {e['minutes']['mean']:.1f} min |")
+                        f"{mean_std(e['macro_f1'], '%')} | {ver} | {e['minutes']['mean']:.1f} min |")
         if b.get("eigenfaces"):
             e = b["eigenfaces"]
-            rows.append(f"| {where} | {e['network']} | – | {_pct(e['accuracy'])} | {_pct(e['macro_f1'])} | "
+            rows.append(f"| {where} | {e['network']} | – | {_pct(e['accuracy'])} | {_pct(e['macro_f1'])} | – | "
                         f"{e['seconds'] / 60:.1f} min |")
     if not rows:
         return []
     return ["", "| scratch CNN, test split (`bench/bench_scratch_seeds.py`, `bench/bench_small_data.py`) | network | "
-                "seeds | accuracy (mean ± std) | macro-F1 | training per run |", "|---|---|---|---|---|---|", *rows]
+                "seeds | accuracy (mean ± std) | macro-F1 | features: LFW verification, unseen people | "
+                "training per run |", "|---|---|---|---|---|---|---|", *rows]
 
 
 BENCH_VERIFICATION = "bench_verification.json"

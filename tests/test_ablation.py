@@ -119,12 +119,16 @@ def test_train_variant_is_reproducible_per_seed(lfw5):
 # ----------------------------------------------------------------------------------------------------------
 # the seed bench in notebook 03 (default profile: no twin trained in the run)
 # ----------------------------------------------------------------------------------------------------------
-def _bench_file(tmp_path, people=62, train_images=2121):
-    """Write a seed-bench results file as bench/bench_scratch_seeds.py does (summary_json of real-shaped rows)."""
+def _bench_file(tmp_path, people=62, train_images=2121, verify=False):
+    """Write a seed-bench results file as bench/bench_scratch_seeds.py does (summary_json of real-shaped rows).
+
+    ``verify=True``: rows with a ``verification`` value, as ``--verify`` writes them.
+    """
     import pandas as pd
 
     rows = [dict(network=ablation.network_name(r, b), residual=r, blocks="-".join(map(str, b)), seed=s,
-                 accuracy=acc, macro_f1=acc - 0.03, parameters=1000 + r, minutes=2.0 + s / 100)
+                 accuracy=acc, macro_f1=acc - 0.03, parameters=1000 + r, minutes=2.0 + s / 100,
+                 **({"verification": acc - 0.06} if verify else {}))
             for (r, b, s, acc) in [(True, (1, 1, 1, 1), 42, 0.93), (True, (1, 1, 1, 1), 43, 0.95),
                                    (False, (1, 1, 1, 1), 42, 0.90), (False, (1, 1, 1, 1), 43, 0.92),
                                    (True, (2, 2, 2, 2), 42, 0.94), (False, (2, 2, 2, 2), 42, 0.80)]]
@@ -172,3 +176,17 @@ def test_seed_table_numbers_and_curves(tmp_path):
     assert curves["plain 1-1-1-1 (seed 42)"]["val_acc"].tolist() == [0.2, 0.5]
     assert ablation.bench_histories(None) == {}
     assert sorted(ablation.bench_histories(bench, skip=["ResNet 1-1-1-1"]))[0] == "ResNet 2-2-2-2 (seed 42)"
+    assert ablation.VERIFICATION_COLUMN not in table                 # a bench without --verify: no empty column
+    assert numbers["ResNetSeedVer"] == "not measured on this data"
+
+
+def test_seed_table_shows_the_verification_of_a_verify_bench(tmp_path):
+    bench = ablation.load_seed_bench(_bench_file(tmp_path, verify=True), 62, 2121)
+    assert bench["summary"]["ResNet 1-1-1-1"]["verification"]["values"] == pytest.approx([0.87, 0.89])
+    main = dict(network="ResNet 1-1-1-1", residual=True, blocks="1-1-1-1", seed=42, accuracy=0.9312, macro_f1=0.9,
+                parameters=1001, minutes=3.25)
+    table = ablation.seed_table(bench, [main])
+    ver = table[ablation.VERIFICATION_COLUMN].tolist()
+    assert ver == ["", "88.0 ± 1.4", "85.0 ± 1.4", "88.0", "74.0"]   # the run's own row: measured later, in the notebook
+    numbers = ablation.seed_numbers(bench, [main])
+    assert numbers["ResNetSeedVer"] == "88.0\\% $\\pm$ 1.4\\%" and numbers["DeepPlainVer"] == "74.0\\% (one seed)"
