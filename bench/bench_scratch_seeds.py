@@ -1,8 +1,8 @@
-"""Train the scratch CNN and its plain twin for several seeds (optionally deeper pairs) and write mean ± std.
+"""Train the scratch CNN and its plain twin for several seeds (optionally at other depths) and write mean ± std.
 
-    python bench/bench_scratch_seeds.py                                  # 1-1-1-1 pair, seeds 42 43 44, 2 threads
-    python bench/bench_scratch_seeds.py --depths 1,1,1,1 2,2,2,2 --seeds 42
-    python bench/bench_scratch_seeds.py --depths 2,2,2,2 --seeds 42 --merge       # add runs to the results file
+    python bench/bench_scratch_seeds.py              # the main model's pair (2-2-2-2 on LFW-62), seeds 42 43 44, 2 threads
+    python bench/bench_scratch_seeds.py --depths 1,1,1,1 2,2,2,2 --seeds 42 --verify
+    python bench/bench_scratch_seeds.py --depths 3,3,3,3 --seeds 42 --merge       # add runs to the results file
     python bench/bench_scratch_seeds.py --crops /tmp/pgm/processed/crops.csv --out results/x.json  # other data
 
 Data: notebook 02's MTCNN crops of the profile (the ``crop`` variant of the settings, ``crop_aligned`` by default,
@@ -124,8 +124,11 @@ def main(argv=None) -> dict:
     if args.merge and out.exists():
         old = json.loads(out.read_text(encoding="utf-8"))
         same = (old.get("people"), old.get("train_images"), old.get("crop_column"), old.get("epochs_override"))
+        def recipe(settings):   # the blocks per stage do not count: each run records its own (--depths)
+            return {k: v for k, v in (settings or {}).items() if k != "blocks"}
+
         if (same != (len(classes), n_train, column, args.epochs)
-                or old.get("settings") != jsettings):
+                or recipe(old.get("settings")) != recipe(jsettings)):
             raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
         new_keys = {(r["network"], r["seed"]) for r in rows}
         runs = [r for r in old.get("runs", []) if (r["network"], r["seed"]) not in new_keys] + runs

@@ -26,6 +26,12 @@ from .models.scratch import count_parameters, from_settings
 from .results import mean_std
 
 
+def blocks_per_stage(blocks: Sequence[int]) -> str:
+    """Return a depth as the report says it: ``"2"`` when every stage has two blocks, else e.g. ``"2-1-2-1"``."""
+    blocks = [int(b) for b in blocks]
+    return str(blocks[0]) if len(set(blocks)) == 1 else "-".join(map(str, blocks))
+
+
 def network_name(residual: bool, blocks: Sequence[int]) -> str:
     """Return the table name of a variant, e.g. ``"ResNet 1-1-1-1"`` or ``"plain 2-2-2-2"``."""
     return f"{'ResNet' if residual else 'plain'} {'-'.join(str(int(b)) for b in blocks)}"
@@ -101,7 +107,7 @@ def shortcut_ablation(cached: dict, settings: dict, *, depths: Sequence[Sequence
 
     ``depths`` are blocks per stage (default: the settings' ``ablation_depths``, else its depth); each depth is trained with and
     without shortcuts, same recipe. ``known`` maps ``(residual, blocks tuple, seed)`` to a row already
-    trained (e.g. notebook 03's main model: ``{(True, (1, 1, 1, 1), 42): run["row"]}``), which is reused.
+    trained (e.g. notebook 03's main model: ``{(True, (2, 2, 2, 2), 42): run["row"]}``), which is reused.
     ``histories``, when given a dict, is filled with ``network (seed) -> history`` for learning curves.
     ``checkpoint_dir`` keeps one checkpoint per run (``scratch_<network>_s<seed>.pt``); ``resume=True`` continues
     from those (a finished run returns at once: only after an interruption, never after changing the settings).
@@ -260,3 +266,29 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
     return {"DeepBlocks": deep, "SeedCount": str(seeds),
             **{f"{macro}Acc": stat(name) for macro, name in pairs.items()},
             **{f"{macro}Ver": stat(name, "verification") for macro, name in pairs.items()}}
+
+
+def small_data_numbers(path) -> dict[str, str]:
+    """Return the report's macros of ``bench/bench_small_data.py``'s results file ("--" for each when it is missing).
+
+    The numbers are those of the residual network at the small-data rule's depth (:data:`config.SMALL_DATA_BLOCKS`).
+
+    ``SmallPeople`` / ``SmallTrain``: people and training images of the set, ``SmallSeeds``: seeds of the scratch
+    CNN, ``SmallAcc``: its test accuracy mean ± std, ``SmallEigenAcc``: eigenfaces + SVM on the same crops and split,
+    ``SmallErrorCut``: the share of the eigenfaces' test errors the CNN avoids (``1 - error_cnn / error_eigenfaces``).
+    """
+    import json
+    from pathlib import Path
+
+    keys = ("SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut")
+    try:
+        bench = json.loads(Path(path).read_text(encoding="utf-8"))
+        summary, eigen = bench["summary"], bench["eigenfaces"]["accuracy"]
+        rule = "-".join([str(config.SMALL_DATA_BLOCKS)] * 4)         # the depth the small-data rule trains
+        entry = next(e for n, e in summary.items() if e.get("residual", True) and e.get("blocks", rule) == rule)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return dict.fromkeys(keys, "--")
+    cut = 1 - (1 - entry["accuracy"]["mean"]) / (1 - eigen) if eigen < 1 else float("nan")
+    return {"SmallPeople": str(bench["people"]), "SmallTrain": str(bench["train_images"]),
+            "SmallSeeds": str(len(entry["seeds"])), "SmallAcc": mean_std(entry["accuracy"], "\\%", " $\\pm$ "),
+            "SmallEigenAcc": f"{100 * eigen:.1f}\\%", "SmallErrorCut": f"{100 * cut:.0f}\\%"}

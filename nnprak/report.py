@@ -69,6 +69,8 @@ REPORT_NUMBERS = (
     "DetectionRate",                                                     # 02
     "ScratchAcc", "ScratchFone", "ScratchMinutes",                       # 03
     "ResNetSeedAcc", "PlainSeedAcc", "DeepBlocks", "DeepResNetAcc", "DeepPlainAcc", "SeedCount",  # 03 (ablation)
+    "ResNetSeedVer", "PlainSeedVer", "DeepResNetVer", "DeepPlainVer", "ScratchBlocks",  # 03 (features, depth)
+    "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",  # 03 (small data)
     "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes",  # 04
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
     "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",  # 05 (open set)

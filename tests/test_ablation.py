@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nnprak import ablation, baseline, config, data, train
+from nnprak.models.scratch import from_settings
 
 SIZE = 32
 TINY = dict(image_size=SIZE, widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), epochs=2, batch_size=16, optimizer="adamw",
@@ -44,6 +45,8 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     assert small["patience"] > base["patience"]                    # patience counts epochs: scaled with them
     assert small["balanced"] == 0.0
     assert small["head"] == config.SMALL_DATA_HEAD and lfw["head"] == medium["head"] == base["head"]
+    assert small["blocks"] == (config.SMALL_DATA_BLOCKS,) * 4 != base["blocks"] == lfw["blocks"] == medium["blocks"]
+    assert from_settings(40, small).blocks == small["blocks"]      # the network the rule asks for
     train.train_transforms(small["image_size"], **small["augment"])   # the augmentation keys are valid
     assert base == config.load("default").scratch                  # the input dict is not modified
 
@@ -190,3 +193,24 @@ def test_seed_table_shows_the_verification_of_a_verify_bench(tmp_path):
     assert ver == ["", "88.0 ± 1.4", "85.0 ± 1.4", "88.0", "74.0"]   # the run's own row: measured later, in the notebook
     numbers = ablation.seed_numbers(bench, [main])
     assert numbers["ResNetSeedVer"] == "88.0\\% $\\pm$ 1.4\\%" and numbers["DeepPlainVer"] == "74.0\\% (one seed)"
+
+
+def test_blocks_per_stage_reads_as_the_report_says_it():
+    assert ablation.blocks_per_stage((2, 2, 2, 2)) == "2" and ablation.blocks_per_stage([1]) == "1"
+    assert ablation.blocks_per_stage((2, 1, 2, 1)) == "2-1-2-1"
+
+
+def test_small_data_numbers_from_the_small_data_bench(tmp_path):
+    import pandas as pd
+
+    rows = [dict(network="ResNet 1-1-1-1", residual=True, blocks="1-1-1-1", seed=s, accuracy=acc, macro_f1=acc,
+                 parameters=10, minutes=3.0) for s, acc in ((42, 0.8), (43, 0.7), (44, 0.75))]
+    rows.append(dict(rows[0], network="ResNet 2-2-2-2", blocks="2-2-2-2", accuracy=0.6))   # not the rule's depth
+    path = tmp_path / "bench_small_data.json"
+    path.write_text(json.dumps({"people": 40, "train_images": 240, "eigenfaces": {"accuracy": 0.5},
+                                "summary": ablation.summary_json(pd.DataFrame(rows))}))
+    numbers = ablation.small_data_numbers(path)
+    assert numbers == {"SmallPeople": "40", "SmallTrain": "240", "SmallSeeds": "3",
+                       "SmallAcc": "75.0\\% $\\pm$ 5.0\\%", "SmallEigenAcc": "50.0\\%",
+                       "SmallErrorCut": "50\\%"}                       # errors 25 % against 50 %: half avoided
+    assert set(ablation.small_data_numbers(tmp_path / "missing.json").values()) == {"--"}

@@ -172,8 +172,8 @@ def test_from_settings_builds_the_configured_twins():
     assert res.shortcut == s["shortcut"] and res.zero_init_residual == s["zero_init_residual"]
     assert not plain.residual and not plain.zero_init_residual
     assert count_parameters(res) > count_parameters(plain)
-    deeper = from_settings(62, s, blocks=(2, 2, 2, 2))
-    assert deeper.blocks == (2, 2, 2, 2) and count_parameters(deeper) > count_parameters(res)
+    deeper = from_settings(62, s, blocks=tuple(b + 1 for b in s["blocks"]))
+    assert deeper.blocks == tuple(b + 1 for b in s["blocks"]) and count_parameters(deeper) > count_parameters(res)
 
 
 def test_network_features_in_order_and_mirror_averaged(lfw_dir):

@@ -7,10 +7,11 @@ The network follows the ResNet recipe of He et al. (2016) scaled down for 2-core
     layer2 blocks[1] x BasicBlock(w1), first one stride 2      16 px            (28 px)
     layer3 blocks[2] x BasicBlock(w2), first one stride 2       8 px            (14 px)
     layer4 blocks[3] x BasicBlock(w3), first one stride 2       4 px            (7 px)
-    global average pool -> features (w3 numbers) -> dropout -> linear -> num_classes logits
+    global average pool -> features (w3 numbers) -> dropout -> linear or cosine head -> num_classes logits
 
-With the default widths (32, 64, 128, 256) and one block per stage it has 1.24 M parameters; a 64 px
-training step costs about 5-8 ms of one CPU core per image.
+With the widths (32, 64, 128, 256) and 62 people it has 1.24 M parameters with one block per stage (the class
+default; small photo sets) and 2.81 M with notebook 03's two (``blocks`` in ``nnprak.config``); a 64 px
+training step costs about 5-8 ms of one CPU core per image with one block per stage, about 1.7 times that with two.
 
 :class:`BasicBlock` has the structure and parameter names of ``torchvision.models.resnet.BasicBlock``
 (``conv1, bn1, conv2, bn2, downsample.0, downsample.1``), so weights copy between the two with
@@ -20,7 +21,7 @@ identity, no 1x1 projection): the "plain" network of equal depth used in the abl
 Usage::
 
     from nnprak.models.scratch import ScratchResNet, summary_table
-    model = ScratchResNet(num_classes=62, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), in_size=64)
+    model = ScratchResNet(num_classes=62, widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2), in_size=64)
     summary_table(model, (3, 64, 64))        # one row per block: output shape and parameters
     emb = model.features(x)                   # (N, 256) embedding for t-SNE / nearest neighbours
 """
