@@ -239,6 +239,19 @@ class CachedDataset(Dataset):
         view.transform = transform
         return view
 
+    def digest(self) -> str:
+        """Return a SHA-1 hex digest of the cached pixels and labels (a cache key that changes with the inputs).
+
+        Keys built from file paths miss re-made crops (new detections, another alignment): the same paths, other
+        pixels. Hashing 2,121 chips of 150 px takes about a second.
+        """
+        import hashlib
+
+        h = hashlib.sha1(str((tuple(self.images.shape), self.classes)).encode("utf-8"))
+        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(np.asarray(self.targets, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
     def __len__(self) -> int:
         return len(self.targets)
 

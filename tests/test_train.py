@@ -55,6 +55,19 @@ def test_transforms_on_pil_and_cached_tensor(lfw5):
     assert not torch.equal(outs[0], outs[1]) or not torch.equal(outs[1], outs[2])  # it is random
 
 
+def test_cached_digest_follows_the_pixels_not_the_paths(lfw5):
+    """CachedDataset.digest: equal for the same pixels (any view), different after one pixel or label changes."""
+    ds = lfw5["val"]
+    same = train.CachedDataset(torch.utils.data.TensorDataset(ds.images.clone(), torch.tensor(ds.targets)), SIZE)
+    same.classes = ds.classes
+    assert same.digest() == ds.digest() == ds.with_transform(train.eval_transforms(SIZE)).digest()
+    same.images[0, 0, 0, 0] ^= 1                                   # a re-made crop: same path, other pixels
+    assert same.digest() != ds.digest()
+    same.images[0, 0, 0, 0] ^= 1
+    same.targets[0] = (same.targets[0] + 1) % len(ds.classes)
+    assert same.digest() != ds.digest()
+
+
 def test_fast_augmentation_geometry(lfw5):
     """Without crop, rotation and jitter, FaceAugment gives the evaluation image or its mirror image, exactly."""
     img = lfw5["train"].images[5]
