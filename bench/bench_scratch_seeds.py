@@ -54,6 +54,11 @@ def parse(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _recipe(settings: dict | None) -> dict:
+    """Return results-file settings without ``blocks``: each run records its own depth (``--depths``)."""
+    return {k: v for k, v in (settings or {}).items() if k != "blocks"}
+
+
 def main(argv=None) -> dict:
     import ast
 
@@ -83,7 +88,12 @@ def main(argv=None) -> dict:
           f"settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
     rows, histories, baseline_row = [], [], None
-    ver_table = faces.load_crops(cfg.paths.processed / "verification_crops.csv") if args.verify else None
+    ver_ds = None
+    if args.verify:   # the pairs' faces, decoded once for every run
+        from nnprak import evaluate
+
+        ver_ds = evaluate.verification_dataset(faces.load_crops(cfg.paths.processed / evaluate.VERIFICATION_CROPS),
+                                               column, int(settings["image_size"]))
     if args.eigenfaces:
         from nnprak import baseline
 
@@ -101,11 +111,8 @@ def main(argv=None) -> dict:
                 run = ablation.train_variant(cached, settings, residual=residual, blocks=blocks, seed=seed,
                                              epochs=args.epochs, progress=not args.no_progress, threads=threads,
                                              checkpoint_path=ckpt, resume=ckpt is not None)
-                if ver_table is not None:
-                    from nnprak import evaluate
-
-                    ver = evaluate.network_verification(run["model"], ver_table, classes, cfg, path_column=column,
-                                                        size=int(settings["image_size"]))
+                if ver_ds is not None:
+                    ver = evaluate.network_verification(run["model"], ver_ds, classes, cfg)
                     run["row"]["verification"] = float(ver.accuracy)
                     print(f"{run['row']['network']:>16} seed {seed}: unseen-people verification {ver.summary()}",
                           flush=True)
@@ -124,11 +131,8 @@ def main(argv=None) -> dict:
     if args.merge and out.exists():
         old = json.loads(out.read_text(encoding="utf-8"))
         same = (old.get("people"), old.get("train_images"), old.get("crop_column"), old.get("epochs_override"))
-        def recipe(settings):   # the blocks per stage do not count: each run records its own (--depths)
-            return {k: v for k, v in (settings or {}).items() if k != "blocks"}
-
         if (same != (len(classes), n_train, column, args.epochs)
-                or recipe(old.get("settings")) != recipe(jsettings)):
+                or _recipe(old.get("settings")) != _recipe(jsettings)):
             raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
         new_keys = {(r["network"], r["seed"]) for r in rows}
         runs = [r for r in old.get("runs", []) if (r["network"], r["seed"]) not in new_keys] + runs

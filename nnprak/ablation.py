@@ -164,18 +164,25 @@ def summary_json(table: pd.DataFrame) -> dict:
     return out
 
 
+def _read_json(path) -> dict | None:
+    """Return a results file's JSON, or None when it is missing or unreadable."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def load_seed_bench(path, n_people: int, n_train: int) -> dict | None:
     """Return ``bench/bench_scratch_seeds.py``'s results file if it was measured on this data, else None.
 
     "This data" means the same number of people and of training images (LFW-62 for the committed file): the
     numbers of another data set must not appear as this one's. A missing or unreadable file gives None.
     """
-    import json
-    from pathlib import Path
-
-    try:
-        bench = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    bench = _read_json(path)
+    if bench is None:
         return None
     if int(bench.get("people", -1)) != int(n_people) or int(bench.get("train_images", -1)) != int(n_train):
         return None
@@ -277,16 +284,13 @@ def small_data_numbers(path) -> dict[str, str]:
     CNN, ``SmallAcc``: its test accuracy mean ± std, ``SmallEigenAcc``: eigenfaces + SVM on the same crops and split,
     ``SmallErrorCut``: the share of the eigenfaces' test errors the CNN avoids (``1 - error_cnn / error_eigenfaces``).
     """
-    import json
-    from pathlib import Path
-
     keys = ("SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut")
-    try:
-        bench = json.loads(Path(path).read_text(encoding="utf-8"))
-        summary, eigen = bench["summary"], bench["eigenfaces"]["accuracy"]
-        rule = "-".join([str(config.SMALL_DATA_BLOCKS)] * 4)         # the depth the small-data rule trains
-        entry = next(e for n, e in summary.items() if e.get("residual", True) and e.get("blocks", rule) == rule)
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+    bench = _read_json(path) or {}
+    rule = {str(config.SMALL_DATA_BLOCKS)}                          # every stage at the small-data rule's depth
+    entry = next((e for e in (bench.get("summary") or {}).values()
+                  if e.get("residual", True) and set(str(e.get("blocks", "")).split("-")) == rule), None)
+    eigen = (bench.get("eigenfaces") or {}).get("accuracy")
+    if entry is None or eigen is None:
         return dict.fromkeys(keys, "--")
     cut = 1 - (1 - entry["accuracy"]["mean"]) / (1 - eigen) if eigen < 1 else float("nan")
     return {"SmallPeople": str(bench["people"]), "SmallTrain": str(bench["train_images"]),

@@ -559,22 +559,30 @@ def unseen_people_verification(table: pd.DataFrame, features: np.ndarray, traine
     return lfw_verification(lookup_embed_fn(table, features), pairs, metric=metric, norm=norm)
 
 
-def network_verification(model, ver_table: pd.DataFrame, trained_people, cfg: config.Config, *, path_column: str,
-                         size: int, norm: str | None = "cohort", flip: bool = True) -> VerificationResult:
-    """Return the LFW verification of a network's penultimate features on the pairs without its training people.
+def verification_dataset(ver_table: pd.DataFrame, path_column: str, size: int):
+    """Return the faces of the verification pairs, decoded once at a network's input ``size`` (eval transform).
 
-    ``ver_table`` is notebook 02's crops of the verification pairs' images (``verification_crops.csv``);
-    ``path_column`` the crop variant the network learnt from and ``size`` its input side. Each face's features are
-    the mean over the face and its mirror image (``flip``, see :func:`network_features`); ``norm="cohort"``
-    normalises the distances against cohorts of faces from the other folds (see :func:`lfw_verification`).
+    ``ver_table`` is notebook 02's crops of the pairs' images (``verification_crops.csv``), ``path_column`` the
+    crop variant the network learnt from. One dataset serves every network of that size (see
+    :func:`network_verification`).
     """
     from nnprak import data, train
 
-    ds = train.CachedDataset(data.FaceDataset(ver_table, None, transform=None, path_column=path_column,
-                                              classes=sorted(ver_table["person"].unique())),
-                             size, transform=train.eval_transforms(size))
-    features, _ = network_features(model, ds, flip=flip)
-    return unseen_people_verification(ds.frame, features, trained_people, cfg, norm=norm)
+    return train.CachedDataset(data.FaceDataset(ver_table, None, transform=None, path_column=path_column,
+                                                classes=sorted(ver_table["person"].unique())),
+                               size, transform=train.eval_transforms(size))
+
+
+def network_verification(model, ver_ds, trained_people, cfg: config.Config, norm: str | None = "cohort",
+                         flip: bool = True) -> VerificationResult:
+    """Return the LFW verification of a network's penultimate features on the pairs without its training people.
+
+    ``ver_ds`` is :func:`verification_dataset` at the network's input size. Each face's features are the mean over
+    the face and its mirror image (``flip``, see :func:`network_features`); ``norm="cohort"`` normalises the
+    distances against cohorts of faces from the other folds (see :func:`lfw_verification`).
+    """
+    features, _ = network_features(model, ver_ds, flip=flip)
+    return unseen_people_verification(ver_ds.frame, features, trained_people, cfg, norm=norm)
 
 
 def pair_images(pairs: pd.DataFrame) -> dict[str, list[Path]]:

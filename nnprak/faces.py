@@ -624,7 +624,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
             if not fresh:
                 need_crop.append(i)
             for v in VARIANTS:
-                sel[f"crop_{v}"] = data.rel_path(paths[i][v])
+                sel[crop_column(v)] = data.rel_path(paths[i][v])
         for i in need_crop:
             img = images.get(i)
             if img is None:
@@ -767,11 +767,12 @@ def plot_detections(images: Sequence[Image.Image], detections: Sequence[Detectio
 
 def plot_crop_grid(table: pd.DataFrame, n: int = 16, variant: str = "plain", cols: int = 8, seed: int = 0):
     """Return a figure of ``n`` random crops of one variant (``plain``/``aligned``), titled by person."""
-    ok = table[(table["face_status"] == "ok") & (table[f"crop_{variant}"] != "")]
+    column = crop_column(variant)
+    ok = table[(table["face_status"] == "ok") & (table[column] != "")]
     pick = ok.sample(min(n, len(ok)), random_state=seed) if len(ok) else ok
     fig, axes = _grid(max(1, len(pick)), cols, 1.6)
     for ax, (_, r) in zip(axes, pick.iterrows()):
-        ax.imshow(Image.open(data.abs_path(r[f"crop_{variant}"])))
+        ax.imshow(Image.open(data.abs_path(r[column])))
         ax.set_title(r["person"].replace("_", " ")[:18], fontsize=6)
     fig.suptitle(f"{variant} crops ({len(pick)} of {len(ok)})", fontsize=9)
     fig.tight_layout()
@@ -787,7 +788,7 @@ def plot_variants(table: pd.DataFrame, n: int = 6, seed: int = 0):
         box, pts = parse_box(r["box"]), parse_landmarks(r["landmarks"])
         _draw(axes[3 * k], data.load_image(data.abs_path(r["path"])), [box], [pts], 0, r["person"][:20])
         for j, v in enumerate(VARIANTS, start=1):
-            axes[3 * k + j].imshow(Image.open(data.abs_path(r[f"crop_{v}"])))
+            axes[3 * k + j].imshow(Image.open(data.abs_path(r[crop_column(v)])))
             axes[3 * k + j].set_title(v, fontsize=7)
     fig.tight_layout()
     return fig

@@ -229,7 +229,7 @@ def test_network_verification_leaves_out_the_training_people(lfw_dir):
     trained = sorted(set(pairs["name1"]))[:5]
     torch.manual_seed(0)
     model = ScratchResNet(num_classes=5, widths=(8, 16), blocks=(1, 1), in_size=32)
-    res = evaluate.network_verification(model, table, trained, cfg, path_column="path", size=32)
+    res = evaluate.network_verification(model, evaluate.verification_dataset(table, "path", 32), trained, cfg)
     kept = evaluate.without_people(pairs, trained)
     assert 0 < len(kept) < len(pairs)
     assert res.n_pairs == len(kept) and res.n_failed == 0 and res.norm == "cohort"
