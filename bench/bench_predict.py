@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         return 2
     crops = faces.load_crops(paths.crops)
     known = spread(crops[(crops["split"] == "test") & (crops["face_status"] == "ok")], args.n)
-    imp = faces.load_crops(paths.processed / "impostor_crops.csv")
+    imp = faces.load_crops(paths.processed / data.IMPOSTOR_CROPS)
     strangers = spread(imp[(imp["split"] == "test") & (imp["face_status"] == "ok")], args.n)
     mislabelled = evaluate.lfw_mislabelled_images() if cfg.is_lfw else set()
     rows = []

@@ -6,8 +6,9 @@
     python bench/bench_scratch_seeds.py --crops /tmp/pgm/processed/crops.csv --out results/x.json  # other data
 
 Data: notebook 02's MTCNN crops of the profile (the ``crop`` variant of the settings, ``crop_aligned`` by default,
-of ``crops.csv``), else ``--crops``. Settings:
-``cfg.scratch`` fitted to the training set by :func:`nnprak.config.scratch_for_data` (a no-op on LFW-62).
+of ``crops.csv``), else ``--crops``; the background people (``cfg.scratch["background"]``, :mod:`nnprak.background`)
+from notebook 02's ``background_crops.csv``, else ``--background-crops``. Settings: ``cfg.scratch`` fitted to the
+training set by :func:`nnprak.config.scratch_for_data`.
 Writes ``results/bench_scratch_seeds.json`` (default): per network the seeds, and mean, std (ddof=1) and values
 of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run with
 its learning curve (notebook 03 shows these when the default run trains the main model only). ``--verify`` adds
@@ -50,6 +51,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--verify", action="store_true", help="also measure each network's penultimate-feature LFW "
                     "verification on the pairs without its training people (notebook 03's; needs notebook 02's "
                     "verification_crops.csv)")
+    ap.add_argument("--background-crops", type=Path, default=None, help="crops CSV of the background people "
+                    "(default: the profile's background_crops.csv; --set background=False trains on the set alone)")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -63,7 +66,7 @@ def main(argv=None) -> dict:
     import ast
 
     args = parse(argv)
-    from nnprak import ablation, config, faces, train
+    from nnprak import ablation, background, config, faces, train
     from nnprak.utils import write_json
 
     cfg = config.load(args.profile)
@@ -81,11 +84,20 @@ def main(argv=None) -> dict:
     ok = table[(table["face_status"] == "ok") & (table[column].astype(str) != "")]
     classes = sorted(ok["person"].unique())
     n_train = int((ok["split"] == "train").sum())
-    settings = config.scratch_for_data(settings, n_train, len(classes))
     t0 = time.perf_counter()
     cached = train.cached_splits(table, int(settings["image_size"]), path_column=column, classes=classes)
-    print(f"{len(classes)} people, {n_train} training images; decoded in {time.perf_counter() - t0:.1f} s; "
-          f"settings {settings}", flush=True)
+    bg_table = None
+    if settings.get("background"):
+        bg_path = args.background_crops or cfg.paths.processed / background.BACKGROUND_CROPS
+        if not bg_path.exists():
+            raise SystemExit(f"{bg_path} is missing: run notebook 02 (or pass --background-crops, or "
+                             "--set background=False to train on the set alone)")
+        bg_table = faces.load_crops(bg_path)
+    training = background.with_background(cached, bg_table, column)   # the set's people plus the background people
+    bg_people, bg_images = background.background_count(training)
+    settings = config.scratch_for_data(settings, n_train, len(classes), bg_images)
+    print(f"{len(classes)} people, {n_train} training images, background {bg_people} people / {bg_images} images; "
+          f"decoded in {time.perf_counter() - t0:.1f} s; settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
     rows, histories, baseline_row = [], [], None
     ver_ds = None
@@ -108,11 +120,11 @@ def main(argv=None) -> dict:
                 if args.checkpoint_dir is not None:
                     name = ablation.network_name(residual, blocks).replace(" ", "_")
                     ckpt = args.checkpoint_dir / f"scratch_{name}_s{seed}.pt"
-                run = ablation.train_variant(cached, settings, residual=residual, blocks=blocks, seed=seed,
+                run = ablation.train_variant(training, settings, residual=residual, blocks=blocks, seed=seed,
                                              epochs=args.epochs, progress=not args.no_progress, threads=threads,
                                              checkpoint_path=ckpt, resume=ckpt is not None)
                 if ver_ds is not None:
-                    ver = evaluate.network_verification(run["model"], ver_ds, classes, cfg)
+                    ver = evaluate.network_verification(run["model"], ver_ds, background.trained_people(training), cfg)
                     run["row"]["verification"] = float(ver.accuracy)
                     print(f"{run['row']['network']:>16} seed {seed}: unseen-people verification {ver.summary()}",
                           flush=True)
@@ -142,7 +154,8 @@ def main(argv=None) -> dict:
     frame = pd.DataFrame(rows)
     print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     res = {"data": str(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes),
-           "train_images": n_train, "threads": threads, "settings": jsettings, "epochs_override": args.epochs,
+           "train_images": n_train, "background_people": bg_people, "background_images": bg_images,
+           "threads": threads, "settings": jsettings, "epochs_override": args.epochs,
            "summary": ablation.summary_json(frame),
            "runs": [dict(r, history=h) for r, h in zip(json.loads(frame.to_json(orient="records")), histories)],
            "eigenfaces": baseline_row}

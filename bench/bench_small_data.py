@@ -5,7 +5,8 @@
 
 Builds the set with ``bench/make_photo_sets.py`` (LFW people outside the default 62, 10 images each, saved as
 grayscale PGM; the split gives 6-7 training, 1-2 validation and 2 test photos per person), runs stages 01 and 02
-on it (manifest, split, MTCNN crops) into ``--work`` and then ``bench/bench_scratch_seeds.py`` on those crops with
+on it (manifest, split, MTCNN crops, the background people's crops) into ``--work`` and then
+``bench/bench_scratch_seeds.py`` on those crops with
 the eigenfaces baseline: the scratch settings come from :func:`nnprak.config.scratch_for_data`, the rules a
 student's set gets. Writes ``results/bench_small_data.json``. LFW is only read.
 """
@@ -35,7 +36,7 @@ def prepare(work: Path, people: int, images: int) -> Path:
     """Return the crops CSV of a ``people`` x ``images`` grayscale set under ``work`` (built on first use)."""
     import make_photo_sets
 
-    from nnprak import config, data, faces
+    from nnprak import background, config, data, faces
 
     photos = work / "photos"
     if not photos.is_dir():
@@ -51,6 +52,9 @@ def prepare(work: Path, people: int, images: int) -> Path:
         manifest = data.build_manifest(cfg, progress=False)
         data.save_manifest(manifest, paths.manifest)
         faces.crop_manifest(manifest, cfg, progress=True)
+    if cfg.scratch.get("background") and not (paths.processed / background.BACKGROUND_CROPS).exists():
+        people = sorted(data.load_manifest(paths.manifest)["person"].unique())
+        background.background_crops(cfg, people, progress=True)   # LFW people outside the set, as notebook 02
     return paths.crops
 
 
@@ -65,8 +69,9 @@ def main(argv=None) -> dict:
     out = args.out or config.load("default").paths.results / "bench_small_data.json"
     if "--seeds" not in rest:
         rest += ["--seeds", "42", "43", "44"]
+    bg = ["--background-crops", str(crops.parent / "background_crops.csv")]
     return bench_scratch_seeds.main(["--crops", str(crops), "--eigenfaces", "--residual-only", "--out", str(out),
-                                     *rest])
+                                     *bg, *rest])
 
 
 if __name__ == "__main__":

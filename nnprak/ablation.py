@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from . import config, train
-from .models.scratch import count_parameters, from_settings
+from .background import main_classes
+from .models.scratch import count_parameters, from_settings, keep_classes
 from .results import mean_std
 
 
@@ -53,7 +54,9 @@ def train_variant(cached: dict, settings: dict, *, residual: bool = True, blocks
                   on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train one scratch-CNN variant from ``settings`` (``cfg.scratch``) and return its row, history and model.
 
-    ``cached`` is :func:`nnprak.train.cached_splits` at ``settings["image_size"]``; ``blocks`` overrides the
+    ``cached`` is :func:`nnprak.train.cached_splits` at ``settings["image_size"]``, with the background people
+    when :func:`nnprak.background.with_background` added them (the network then predicts the set's people only);
+    ``blocks`` overrides the
     settings' depth; ``epochs`` the settings' schedule. Returns ``{"row": dict, "history": DataFrame,
     "model": the trained network (best epoch), "y_true", "y_pred", "probs"}``; ``row`` has the columns of the
     module text.
@@ -68,6 +71,7 @@ def train_variant(cached: dict, settings: dict, *, residual: bool = True, blocks
                                       resume=resume, max_minutes=settings.get("max_minutes"), seed=seed,
                                       progress=progress, on_epoch=on_epoch)
     cpu = time.process_time() - cpu0
+    keep_classes(model, main_classes(cached))   # drop the background people's outputs (nnprak.background)
     run = result_row(model, history, loaders, seed=seed, cpu_minutes_per_thread=cpu / 60 / max(threads, 1))
     return dict(run, history=history, model=model)
 
@@ -175,16 +179,18 @@ def _read_json(path) -> dict | None:
         return None
 
 
-def load_seed_bench(path, n_people: int, n_train: int) -> dict | None:
+def load_seed_bench(path, n_people: int, n_train: int, n_background: int = 0) -> dict | None:
     """Return ``bench/bench_scratch_seeds.py``'s results file if it was measured on this data, else None.
 
-    "This data" means the same number of people and of training images (LFW-62 for the committed file): the
-    numbers of another data set must not appear as this one's. A missing or unreadable file gives None.
+    "This data" means the same number of people, of training images and of background people's images
+    (:mod:`nnprak.background`; LFW-62 for the committed file): the numbers of another data set must not appear as
+    this one's. A missing or unreadable file gives None.
     """
     bench = _read_json(path)
     if bench is None:
         return None
-    if int(bench.get("people", -1)) != int(n_people) or int(bench.get("train_images", -1)) != int(n_train):
+    seen = (bench.get("people", -1), bench.get("train_images", -1), bench.get("background_images", 0))
+    if tuple(int(v) for v in seen) != (int(n_people), int(n_train), int(n_background)):
         return None
     return bench
 
@@ -275,24 +281,35 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
             **{f"{macro}Ver": stat(name, "verification") for macro, name in pairs.items()}}
 
 
-def small_data_numbers(path) -> dict[str, str]:
+def _small_entry(bench: dict) -> dict | None:
+    """Return a small-data bench's residual network at the small-data rule's depth (:data:`config.SMALL_DATA_BLOCKS`)."""
+    rule = {str(config.SMALL_DATA_BLOCKS)}                          # every stage at the small-data rule's depth
+    return next((e for e in (bench.get("summary") or {}).values()
+                 if e.get("residual", True) and set(str(e.get("blocks", "")).split("-")) == rule), None)
+
+
+def small_data_numbers(path, alone_path=None) -> dict[str, str]:
     """Return the report's macros of ``bench/bench_small_data.py``'s results file ("--" for each when it is missing).
 
     The numbers are those of the residual network at the small-data rule's depth (:data:`config.SMALL_DATA_BLOCKS`).
 
     ``SmallPeople`` / ``SmallTrain``: people and training images of the set, ``SmallSeeds``: seeds of the scratch
     CNN, ``SmallAcc``: its test accuracy mean ± std, ``SmallEigenAcc``: eigenfaces + SVM on the same crops and split,
-    ``SmallErrorCut``: the share of the eigenfaces' test errors the CNN avoids (``1 - error_cnn / error_eigenfaces``).
+    ``SmallErrorCut``: the share of the eigenfaces' test errors the CNN avoids (``1 - error_cnn / error_eigenfaces``),
+    ``SmallBackground``: the background people it also learnt from (:mod:`nnprak.background`). ``alone_path``: the
+    same bench with ``--set background=False`` (the set alone, the small-data recipe), its accuracy ``SmallAloneAcc``.
     """
-    keys = ("SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut")
+    keys = ("SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",
+            "SmallBackground", "SmallAloneAcc")
     bench = _read_json(path) or {}
-    rule = {str(config.SMALL_DATA_BLOCKS)}                          # every stage at the small-data rule's depth
-    entry = next((e for e in (bench.get("summary") or {}).values()
-                  if e.get("residual", True) and set(str(e.get("blocks", "")).split("-")) == rule), None)
+    entry = _small_entry(bench)
     eigen = (bench.get("eigenfaces") or {}).get("accuracy")
     if entry is None or eigen is None:
         return dict.fromkeys(keys, "--")
+    alone = _small_entry(_read_json(alone_path) or {}) if alone_path is not None else None
     cut = 1 - (1 - entry["accuracy"]["mean"]) / (1 - eigen) if eigen < 1 else float("nan")
     return {"SmallPeople": str(bench["people"]), "SmallTrain": str(bench["train_images"]),
             "SmallSeeds": str(len(entry["seeds"])), "SmallAcc": mean_std(entry["accuracy"], "\\%", " $\\pm$ "),
-            "SmallEigenAcc": f"{100 * eigen:.1f}\\%", "SmallErrorCut": f"{100 * cut:.0f}\\%"}
+            "SmallEigenAcc": f"{100 * eigen:.1f}\\%", "SmallErrorCut": f"{100 * cut:.0f}\\%",
+            "SmallBackground": str(bench.get("background_people", 0)),
+            "SmallAloneAcc": mean_std(alone["accuracy"], "\\%", " $\\pm$ ") if alone else "--"}

@@ -202,8 +202,11 @@ aligned crops, seeds 42/43/44 (``bench/bench_small_data.py``): linear 81.3/78.8/
 78.8/80.0/71.3 % (76.7 %)."""
 
 
-def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
+def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: int = 0) -> dict:
     """Return scratch-CNN settings fitted to a training set of ``n_train`` images of ``n_people`` people.
+
+    ``n_background``: the background people's images the network also learns from (:mod:`nnprak.background`);
+    they count for the batch size and the schedule, not for the photos per person.
 
     Rules (the settings' ``epochs`` stay a lower bound; LFW-62, 2,121 images, keeps them unchanged):
 
@@ -212,8 +215,9 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
     * **schedule in optimiser steps**: at least ``min_steps`` steps (``epochs`` grows to
       ``ceil(min_steps / steps per epoch)``); a few hundred images otherwise get a few dozen steps;
       ``patience`` grows by the same factor (it counts epochs);
-    * **small data** (< :data:`SMALL_DATA_IMAGES_PER_PERSON` images per person): the stronger
-      :data:`SMALL_DATA_AUGMENT`, the :data:`SMALL_DATA_HEAD`, :data:`SMALL_DATA_BLOCKS`, no class-balanced sampling (the classes are
+    * **small data** (< :data:`SMALL_DATA_IMAGES_PER_PERSON` images per person): :data:`SMALL_DATA_BLOCKS`; without
+      background people also the stronger
+      :data:`SMALL_DATA_AUGMENT`, the :data:`SMALL_DATA_HEAD`, no class-balanced sampling (the classes are
       about equal anyway) and at least ``small_data_min_steps`` optimiser steps instead of ``min_steps``: with 6
       training photos per person the network needs many passes over the strongly augmented photos (40 people x 10
       grayscale LFW photos, seed 42, ``bench/bench_small_data.py``, linear head: test accuracy after 900 / 3,000 /
@@ -223,27 +227,30 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
     Adds ``steps_per_epoch``, ``steps`` and ``images_per_person``; ``small_data`` says which recipe was used.
     """
     s = dict(settings)
-    n_train, n_people = int(n_train), max(1, int(n_people))
-    if n_train < 2:
-        raise ValueError(f"a training set of {n_train} image(s) is too small to train a network")
-    per_person = n_train / n_people
+    n_own, n_people, n_background = int(n_train), max(1, int(n_people)), max(0, int(n_background))
+    if n_own < 2:
+        raise ValueError(f"a training set of {n_own} image(s) is too small to train a network")
+    per_person = n_own / n_people
+    n_train = n_own + n_background
     batch = int(s["batch_size"])
     if n_train < 8 * batch:
         batch = max(16, 2 ** int(math.floor(math.log2(max(1, n_train // 8)))))
         batch = min(batch, int(s["batch_size"]), n_train)
     steps_per_epoch = max(1, n_train // batch if n_train > batch else 1)
     small = per_person < SMALL_DATA_IMAGES_PER_PERSON
-    min_steps = int(s.get("small_data_min_steps", s.get("min_steps", 0)) if small else s.get("min_steps", 0))
+    recipe = small and not n_background   # the small-data recipe stands in for the background people
+    min_steps = int(s.get("small_data_min_steps", s.get("min_steps", 0)) if recipe else s.get("min_steps", 0))
     epochs = max(int(s["epochs"]), math.ceil(min_steps / steps_per_epoch))
     if s.get("patience") is not None:
         s["patience"] = int(math.ceil(int(s["patience"]) * epochs / max(1, int(s["epochs"]))))
-    if small:
+    if recipe:
         s["augment"] = dict(SMALL_DATA_AUGMENT, **s.get("augment", {}))
         s["balanced"] = 0.0
         s["head"] = SMALL_DATA_HEAD
+    if small:
         s["blocks"] = (SMALL_DATA_BLOCKS,) * len(s["widths"])
     s.update(batch_size=batch, epochs=epochs, steps_per_epoch=steps_per_epoch, steps=epochs * steps_per_epoch,
-             images_per_person=round(per_person, 2), small_data=small)
+             images_per_person=round(per_person, 2), small_data=small, background_images=n_background)
     return s
 
 
@@ -284,12 +291,13 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int) -> dict:
 # mixup (not set: 0 = off): the alpha of mixup (train.fit_from_settings). On the 40 x 10 grey set (cosine head,
 # seeds 42/43) 0.4 gave 80.0/78.8 % against 78.8/80.0 % without, so it stays off; there 48 px inputs gave 73.8 % and
 # 10,000 steps 72.5 % (seed 42).
-_SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2), epochs=30,
+_SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), epochs=30,
                         batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="onecycle",
                         balanced=0.5, label_smoothing=0.1, patience=8, max_minutes=10.0, ablation_epochs=None,
                         min_steps=900, small_data_min_steps=6000, shortcut="avgpool", zero_init_residual=False,
                         stem_stride=2, dropout=0.2, crop="aligned", head="cosine", head_scale=16.0, head_margin=0.0,
-                        ablation_depths=((2, 2, 2, 2),))
+                        ablation_depths=((1, 1, 1, 1), (2, 2, 2, 2)), background=True, background_min_images=10,
+                        background_per_person=20, background_people=None)
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=4.0)
 # Open set: impostors = LFW people outside the gallery (1-19 images, at most 2 each), drawn until the validation
@@ -319,7 +327,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
                   scratch=dict(_SCRATCH_DEFAULT, image_size=48, widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1),
                                ablation_depths=((1, 1, 1, 1),), epochs=6, batch_size=16,
                                patience=3, max_minutes=1.0, ablation_epochs=None, min_steps=0,
-                               small_data_min_steps=0),
+                               small_data_min_steps=0, background_people=4, background_per_person=4),
                   transfer=dict(_TRANSFER_DEFAULT, image_size=64, head_epochs=2, finetune_epochs=1,
                                 max_minutes=1.0),
                   embed=dict(_EMBED_DEFAULT, dlib_align="both", impostor_faces=20, far_target=0.1, far_targets=(0.1,),

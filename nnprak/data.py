@@ -448,6 +448,10 @@ def lfw_impostors(lfw_dir: str | os.PathLike, exclude: Iterable[str], n_people: 
     return df
 
 
+IMPOSTOR_CROPS = "impostor_crops.csv"
+"""Notebook 05's crops table of the open-set impostors (:func:`impostor_pool`), in the profile's processed folder."""
+
+
 def impostor_pool(cfg: config.Config, exclude: Iterable[str], progress: bool = False) -> pd.DataFrame:
     """Return the profile's open-set impostors (:func:`lfw_impostors` with ``cfg.embed``'s ``impostor_faces``
     per split, ``impostor_min_images`` and ``impostor_images_per_person``)."""

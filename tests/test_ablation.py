@@ -148,6 +148,7 @@ def test_seed_bench_is_read_only_for_its_own_data(tmp_path):
     path = _bench_file(tmp_path)
     assert ablation.load_seed_bench(path, 62, 2121)["people"] == 62
     assert ablation.load_seed_bench(path, 40, 265) is None          # another data set: not this one's numbers
+    assert ablation.load_seed_bench(path, 62, 2121, 1301) is None    # measured without the background people
     assert ablation.load_seed_bench(tmp_path / "missing.json", 62, 2121) is None
     (tmp_path / "broken.json").write_text("{not json")
     assert ablation.load_seed_bench(tmp_path / "broken.json", 62, 2121) is None
@@ -208,9 +209,14 @@ def test_small_data_numbers_from_the_small_data_bench(tmp_path):
     rows.append(dict(rows[0], network="ResNet 2-2-2-2", blocks="2-2-2-2", accuracy=0.6))   # not the rule's depth
     path = tmp_path / "bench_small_data.json"
     path.write_text(json.dumps({"people": 40, "train_images": 240, "eigenfaces": {"accuracy": 0.5},
-                                "summary": ablation.summary_json(pd.DataFrame(rows))}))
-    numbers = ablation.small_data_numbers(path)
+                                "background_people": 118, "summary": ablation.summary_json(pd.DataFrame(rows))}))
+    alone = tmp_path / "bench_small_data_alone.json"                  # the same set without background people
+    alone.write_text(json.dumps({"people": 40, "train_images": 240, "eigenfaces": {"accuracy": 0.5},
+                                 "summary": ablation.summary_json(pd.DataFrame(rows[1:3]))}))
+    numbers = ablation.small_data_numbers(path, alone)
     assert numbers == {"SmallPeople": "40", "SmallTrain": "240", "SmallSeeds": "3",
                        "SmallAcc": "75.0\\% $\\pm$ 5.0\\%", "SmallEigenAcc": "50.0\\%",
-                       "SmallErrorCut": "50\\%"}                       # errors 25 % against 50 %: half avoided
+                       "SmallErrorCut": "50\\%",                       # errors 25 % against 50 %: half avoided
+                       "SmallBackground": "118", "SmallAloneAcc": "72.5\\% $\\pm$ 3.5\\%"}
+    assert ablation.small_data_numbers(path)["SmallAloneAcc"] == "--"
     assert set(ablation.small_data_numbers(tmp_path / "missing.json").values()) == {"--"}

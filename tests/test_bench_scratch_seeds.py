@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from nnprak import config, data, faces
+from nnprak import background, config, data, faces
 
 sys.path.insert(0, str(config.ROOT / "bench"))
 import bench_scratch_seeds  # noqa: E402
@@ -27,7 +27,9 @@ def grey_crops(tmp_path_factory, lfw_images):
                          results=tmp / "results", figures=tmp / "figures", tables=tmp / "tables",
                          notebooks_out=tmp / "notebooks").make()
     cfg = config.load("smoke", source=str(photos), paths=paths)
-    faces.crop_manifest(data.build_manifest(cfg, progress=False), cfg, progress=False)
+    manifest = data.build_manifest(cfg, progress=False)
+    faces.crop_manifest(manifest, cfg, progress=False)
+    background.background_crops(cfg, manifest["person"].unique(), progress=False)   # the smoke profile's few
     yield paths.crops
     config.load()
 
@@ -36,10 +38,13 @@ def test_seed_bench_writes_and_merges_runs(grey_crops, tmp_path):
     out = tmp_path / "seeds.json"
     def args(epochs=1):
         return ["--profile", "smoke", "--crops", str(grey_crops), "--residual-only", "--epochs", str(epochs),
-                "--threads", "1", "--no-progress", "--out", str(out)]
+                "--threads", "1", "--no-progress", "--out", str(out),
+                "--background-crops", str(grey_crops.parent / background.BACKGROUND_CROPS)]
 
     first = bench_scratch_seeds.main(args() + ["--seeds", "42"])
-    assert first["people"] == 3 and first["crop_column"] == faces.crop_column(config.load("smoke").scratch["crop"])
+    smoke = config.load("smoke").scratch
+    assert first["people"] == 3 and first["crop_column"] == faces.crop_column(smoke["crop"])
+    assert first["background_people"] == smoke["background_people"] and first["background_images"] >= 12
     assert first["summary"]["ResNet 1-1-1-1"]["seeds"] == [42] and len(first["runs"]) == 1
     table = faces.load_crops(grey_crops)
     assert (table.loc[table["person"] == "张伟", "face_status"] == "ok").sum() >= 3     # the Chinese folder took part

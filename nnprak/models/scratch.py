@@ -239,6 +239,31 @@ def from_settings(num_classes: int, settings: dict, **overrides) -> ScratchResNe
     return ScratchResNet(num_classes, **kw)
 
 
+def keep_classes(model: ScratchResNet, n: int) -> ScratchResNet:
+    """Return ``model`` with its classifier cut to the first ``n`` classes (in place).
+
+    Notebook 03 trains the network on the set's people and the background people (:mod:`nnprak.background`),
+    whose labels come last; cutting their outputs afterwards leaves a network that predicts the set's people only
+    (the softmax then spreads over those). The features are unchanged.
+    """
+    n = int(n)
+    fc = model.fc
+    if n >= fc.out_features:
+        return model
+    with torch.no_grad():
+        if isinstance(fc, CosineClassifier):
+            new = CosineClassifier(fc.in_features, n, fc.scale)
+            new.weight.copy_(fc.weight[:n])
+        else:
+            new = nn.Linear(fc.in_features, n, bias=fc.bias is not None)
+            new.weight.copy_(fc.weight[:n])
+            if fc.bias is not None:
+                new.bias.copy_(fc.bias[:n])
+    model.fc = new.to(fc.weight.device)
+    model.num_classes = n
+    return model
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Return the number of parameters of ``model`` (only those with ``requires_grad`` if asked)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
