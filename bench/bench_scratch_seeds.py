@@ -57,9 +57,14 @@ def parse(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+SELECTION_KEYS = ("blocks", "background_min_images", "background_per_person", "background_people")
+"""Settings ``--merge`` does not compare: each run records its own depth (``--depths``), and which background people
+were chosen is compared by their number and images (``background_people`` / ``background_images`` of the file)."""
+
+
 def _recipe(settings: dict | None) -> dict:
-    """Return results-file settings without ``blocks``: each run records its own depth (``--depths``)."""
-    return {k: v for k, v in (settings or {}).items() if k != "blocks"}
+    """Return results-file settings without :data:`SELECTION_KEYS` (the training recipe ``--merge`` compares)."""
+    return {k: v for k, v in (settings or {}).items() if k not in SELECTION_KEYS}
 
 
 def main(argv=None) -> dict:
@@ -142,8 +147,9 @@ def main(argv=None) -> dict:
     runs = [dict(r, history=h) for r, h in zip(rows, histories)]
     if args.merge and out.exists():
         old = json.loads(out.read_text(encoding="utf-8"))
-        same = (old.get("people"), old.get("train_images"), old.get("crop_column"), old.get("epochs_override"))
-        if (same != (len(classes), n_train, column, args.epochs)
+        same = (old.get("people"), old.get("train_images"), old.get("background_people", 0),
+                old.get("background_images", 0), old.get("crop_column"), old.get("epochs_override"))
+        if (same != (len(classes), n_train, bg_people, bg_images, column, args.epochs)
                 or _recipe(old.get("settings")) != _recipe(jsettings)):
             raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
         new_keys = {(r["network"], r["seed"]) for r in rows}

@@ -294,14 +294,18 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
 
 
 def _seed_bench_lines(folder: Path) -> list[str]:
-    """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, ``bench_small_data.json``)."""
+    """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, ``bench_small_data.json``,
+    ``bench_small_data_alone.json``: the same set without background people)."""
     rows = []
-    for name, data_label in (("bench_scratch_seeds.json", "LFW-62"), ("bench_small_data.json", "40 × 10 grey")):
+    for name, data_label in (("bench_scratch_seeds.json", "LFW-62"), ("bench_small_data.json", "40 × 10 grey"),
+                             ("bench_small_data_alone.json", "40 × 10 grey")):
         path = folder / name
         if not path.exists():
             continue
         b = json.loads(path.read_text())
-        where = f"{data_label} ({b['people']} people, {b['train_images']:,} training images)"
+        extra = (f" + {b['background_people']} background people" if b.get("background_people")
+                 else ", no background people")
+        where = f"{data_label} ({b['people']} people, {b['train_images']:,} training images{extra})"
         for net, e in b["summary"].items():
             ver = mean_std(e["verification"], "%") if e.get("verification") else "–"
             rows.append(f"| {where} | {net} | {len(e['seeds'])} | {mean_std(e['accuracy'], '%')} | "

@@ -45,7 +45,10 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     assert small["patience"] > base["patience"]                    # patience counts epochs: scaled with them
     assert small["balanced"] == 0.0
     assert small["head"] == config.SMALL_DATA_HEAD and lfw["head"] == medium["head"] == base["head"]
-    assert small["blocks"] == (config.SMALL_DATA_BLOCKS,) * 4 != base["blocks"] == lfw["blocks"] == medium["blocks"]
+    assert small["blocks"] == (config.SMALL_DATA_BLOCKS,) * 4 and base["blocks"] == lfw["blocks"] == medium["blocks"]
+    deep = dict(base, blocks=(2, 2, 2, 2))                          # a deeper main model: small sets keep the rule's
+    assert config.scratch_for_data(deep, 265, 40)["blocks"] == small["blocks"] != deep["blocks"]
+    assert config.scratch_for_data(deep, 2121, 62)["blocks"] == deep["blocks"]
     assert from_settings(40, small).blocks == small["blocks"]      # the network the rule asks for
     train.train_transforms(small["image_size"], **small["augment"])   # the augmentation keys are valid
     assert base == config.load("default").scratch                  # the input dict is not modified
