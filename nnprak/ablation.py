@@ -215,7 +215,7 @@ def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Se
                 "minutes": f"{row['minutes']:.1f}"}
 
     rows = [single(r) for r in run_rows]
-    for name, entry in ((bench or {}).get("summary") or {}).items():
+    for name, entry in depth_order((bench or {}).get("summary") or {}):
         rows.append({"network": name, "source": "seed bench", "seeds": len(entry.get("seeds", [])),
                      "parameters": int(entry.get("parameters", 0)),
                      "test accuracy (%)": mean_std(entry.get("accuracy")), "macro-F1 (%)": mean_std(entry.get("macro_f1")),
@@ -225,6 +225,15 @@ def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Se
     columns = ["network", "source", "seeds", "parameters", "test accuracy (%)", "macro-F1 (%)", ver, "minutes"]
     table = pd.DataFrame(rows, columns=columns)
     return table if (table[ver] != "").any() else table.drop(columns=ver)
+
+
+def depth_order(summary: dict) -> list[tuple[str, dict]]:
+    """Return a seed bench's ``summary`` items shallowest first, each ResNet before its plain twin (runs merged later
+    come first in the file)."""
+    def key(item):
+        blocks = str(item[1].get("blocks", ""))
+        return sum(int(b) for b in blocks.split("-") if b.isdigit()), not item[1].get("residual", True)
+    return sorted(summary.items(), key=key)
 
 
 VERIFICATION_COLUMN = "unseen-people verification (%)"

@@ -306,7 +306,9 @@ def _seed_bench_lines(folder: Path) -> list[str]:
         extra = (f" + {b['background_people']} background people" if b.get("background_people")
                  else ", no background people")
         where = f"{data_label} ({b['people']} people, {b['train_images']:,} training images{extra})"
-        for net, e in b["summary"].items():
+        from .ablation import depth_order   # shallowest first, as in notebook 03's table
+
+        for net, e in depth_order(b["summary"]):
             ver = mean_std(e["verification"], "%") if e.get("verification") else "–"
             rows.append(f"| {where} | {net} | {len(e['seeds'])} | {mean_std(e['accuracy'], '%')} | "
                         f"{mean_std(e['macro_f1'], '%')} | {ver} | {e['minutes']['mean']:.1f} min |")

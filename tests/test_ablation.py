@@ -165,6 +165,8 @@ def test_seed_table_numbers_and_curves(tmp_path):
     table = ablation.seed_table(bench, [main], [eigen])
     assert list(table["network"]) == ["ResNet 1-1-1-1", "ResNet 1-1-1-1", "plain 1-1-1-1", "ResNet 2-2-2-2",
                                       "plain 2-2-2-2", "eigenfaces + SVM"]
+    deep_first = dict(reversed(list(bench["summary"].items())))          # runs merged later come first in a file
+    assert list(ablation.seed_table(dict(bench, summary=deep_first))["network"]) == list(table["network"])[1:-1]
     assert list(table["source"]) == ["this run (seed 42)"] + ["seed bench"] * 4 + ["this run"]
     assert table["test accuracy (%)"].tolist()[:3] == ["93.1", "94.0 ± 1.4", "91.0 ± 1.4"]
     assert table["seeds"].tolist() == [1, 2, 2, 1, 1, "–"]
