@@ -43,13 +43,12 @@ def background_images(lfw_dir: str | os.PathLike, exclude: Iterable[str] = (), m
 
     Each person keeps the first ``per_person`` photos (file order); ``max_people`` keeps the first people by name.
     """
-    from .data import lfw_image_dir, lfw_people
+    from .data import lfw_files, lfw_people
 
     skip = {person_key(p) for p in exclude}
-    img_dir = lfw_image_dir(lfw_dir)
     people = [p for p in lfw_people(lfw_dir, int(min_images)) if person_key(p) not in skip]
     people = sorted(people)[:max_people] if max_people else sorted(people)
-    return {p: sorted((img_dir / p).glob("*.jpg"))[:per_person] for p in people}
+    return {p: lfw_files(lfw_dir, p, per_person) for p in people}
 
 
 def background_crops(cfg: config.Config, exclude: Iterable[str], progress: bool = True,
@@ -100,9 +99,11 @@ def is_grey(images: torch.Tensor) -> bool:
 
 def to_grey(images: torch.Tensor) -> torch.Tensor:
     """Return uint8 images (N, 3, H, W) converted to grayscale (ITU-R 601 luma in all three channels)."""
-    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    luma = (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    return luma.expand(-1, 3, -1, -1).contiguous()
+    from .train import luma
+
+    x = images.float()
+    grey = luma(x[:, 0:1], x[:, 1:2], x[:, 2:3]).round().clamp(0, 255).to(torch.uint8)
+    return grey.expand(-1, 3, -1, -1).contiguous()
 
 
 def with_background(cached: dict, table: pd.DataFrame | None, path_column: str, grey: bool | str = "auto",

@@ -25,7 +25,9 @@ def gray_matrix(images, size: int = EIGEN_SIZE) -> np.ndarray:
     import torch.nn.functional as F
 
     x = torch.as_tensor(images).float().div(255)
-    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    from .train import luma
+
+    grey = luma(x[:, 0], x[:, 1], x[:, 2]).unsqueeze(1)
     if grey.shape[-1] != size or grey.shape[-2] != size:
         grey = F.interpolate(grey, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return grey.flatten(1).numpy().astype(np.float32)

@@ -291,6 +291,11 @@ def lfw_image_dir(lfw_dir: str | os.PathLike) -> Path:
     return Path(lfw_dir) / config.LFW_IMAGES_SUBDIR
 
 
+def lfw_files(lfw_dir: str | os.PathLike, person: str, limit: int | None = None) -> list[Path]:
+    """Return a person's LFW images in file order (the first ``limit`` of them)."""
+    return sorted((lfw_image_dir(lfw_dir) / person).glob("*.jpg"))[:limit]
+
+
 def lfw_counts(lfw_dir: str | os.PathLike) -> pd.Series:
     """Return the number of images per LFW person (index: name), sorted by name."""
     img_dir = lfw_image_dir(lfw_dir)
@@ -309,8 +314,7 @@ def lfw_people(lfw_dir: str | os.PathLike, min_images: int = 20, max_people: int
 def scan_lfw(lfw_dir: str | os.PathLike, min_images: int = 20, max_people: int | None = None,
              min_side: int = 64, progress: bool = True) -> pd.DataFrame:
     """Return manifest rows for the LFW people with at least ``min_images`` images."""
-    img_dir = lfw_image_dir(lfw_dir)
-    people = {p: sorted((img_dir / p).glob("*.jpg")) for p in lfw_people(lfw_dir, min_images, max_people)}
+    people = {p: lfw_files(lfw_dir, p) for p in lfw_people(lfw_dir, min_images, max_people)}
     return scan_files(people, min_side, progress)
 
 
@@ -441,8 +445,7 @@ def lfw_impostors(lfw_dir: str | os.PathLike, exclude: Iterable[str], n_people: 
             raise ValueError(f"LFW has only {sum(n.values())} impostor images with these settings; "
                              f"{faces_per_split} per split were asked for")
         chosen = sorted(split_of)
-    img_dir = lfw_image_dir(lfw_dir)
-    df = scan_files({p: sorted((img_dir / p).glob("*.jpg"))[:images_per_person] for p in chosen},
+    df = scan_files({p: lfw_files(lfw_dir, p, images_per_person) for p in chosen},
                     progress=progress)
     df["split"] = df["person"].map(split_of)
     return df

@@ -72,6 +72,11 @@ until notebook 02's crops exist: about the face box plus a small margin."""
 # ----------------------------------------------------------------------------------------------------------
 # Transforms and the in-memory image cache
 # ----------------------------------------------------------------------------------------------------------
+def luma(r, g, b):
+    """Return the grey value (ITU-R 601 luma) of red, green and blue channels (tensors or numbers)."""
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
 class FaceAugment:
     """Random crop, flip, rotation and colour jitter of one image in a single affine warp (fast on CPUs).
 
@@ -128,10 +133,10 @@ class FaceAugment:
             j = self.jitter
             b, ct, sa = (1 - j + 2 * j * v for v in torch.rand(3).tolist())
             x = x * b
-            grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
+            grey = luma(x[0], x[1], x[2]).unsqueeze(0)
             x = (x - grey.mean()) * ct + grey.mean()
             x = x.clamp(0, 1)
-            grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
+            grey = luma(x[0], x[1], x[2]).unsqueeze(0)
             x = (x - grey) * sa + grey
         return (x.clamp(0, 1) - self.mean) / self.std
 
