@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     import ast
 
     args = parse(argv)
-    from nnprak import ablation, background, config, faces, train
+    from nnprak import ablation, background, config, faces
     from nnprak.utils import write_json
 
     cfg = config.load(args.profile)
@@ -90,7 +90,6 @@ def main(argv=None) -> dict:
     classes = sorted(ok["person"].unique())
     n_train = int((ok["split"] == "train").sum())
     t0 = time.perf_counter()
-    cached = train.cached_splits(table, int(settings["image_size"]), path_column=column, classes=classes)
     bg_table = None
     if settings.get("background"):
         bg_path = args.background_crops or cfg.paths.processed / background.BACKGROUND_CROPS
@@ -98,9 +97,9 @@ def main(argv=None) -> dict:
             raise SystemExit(f"{bg_path} is missing: run notebook 02 (or pass --background-crops, or "
                              "--set background=False to train on the set alone)")
         bg_table = faces.load_crops(bg_path)
-    training = background.with_background(cached, bg_table, column)   # the set's people plus the background people
+    # the set's people plus the background people, at the size the rules pick (as notebook 03)
+    cached, training, settings = ablation.scratch_data(table, settings, classes, column, bg_table)
     bg_people, bg_images = background.background_count(training)
-    settings = config.scratch_for_data(settings, n_train, len(classes), bg_images)
     print(f"{len(classes)} people, {n_train} training images, background {bg_people} people / {bg_images} images; "
           f"decoded in {time.perf_counter() - t0:.1f} s; settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]

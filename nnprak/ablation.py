@@ -38,6 +38,31 @@ def network_name(residual: bool, blocks: Sequence[int]) -> str:
     return f"{'ResNet' if residual else 'plain'} {'-'.join(str(int(b)) for b in blocks)}"
 
 
+def scratch_data(table: pd.DataFrame, settings: dict, classes: Sequence[str], path_column: str,
+                 background_table: pd.DataFrame | None = None, progress: bool = False) -> tuple[dict, dict, dict]:
+    """Return ``(cached, training, fitted settings)``: the set's splits, the same with the background people's faces
+    in the training split, and ``settings`` fitted to them by :func:`nnprak.config.scratch_for_data`.
+
+    ``table``: notebook 02's crops; ``background_table``: :func:`nnprak.background.load_background` (None: the set
+    alone). The splits are decoded at the fitted image size (decoded again when the rule picks another size than
+    ``settings["image_size"]``, e.g. for a small set).
+    """
+    from . import background
+
+    usable = table[(table["face_status"] == "ok") & (table[path_column].astype(str) != "")]
+    n_train = int((usable["split"] == "train").sum())
+
+    def decode(size: int) -> tuple[dict, dict]:
+        cached = train.cached_splits(table, size, path_column=path_column, classes=classes, progress=progress)
+        return cached, background.with_background(cached, background_table, path_column, progress=progress)
+
+    cached, training = decode(int(settings["image_size"]))
+    fitted = config.scratch_for_data(settings, n_train, len(classes), background.background_count(training)[1])
+    if int(fitted["image_size"]) != int(settings["image_size"]):
+        cached, training = decode(int(fitted["image_size"]))
+    return cached, training, fitted
+
+
 def variant_loaders(cached: dict, settings: dict, seed: int = config.SEED):
     """Return ``(train, val, test)`` loaders over cached splits with the settings' size, augmentation and sampling."""
     size = int(settings["image_size"])
@@ -69,23 +94,27 @@ def train_variant(cached: dict, settings: dict, *, residual: bool = True, blocks
     cpu0 = time.process_time()
     history = train.fit_from_settings(model, loaders, settings, epochs=epochs, checkpoint_path=checkpoint_path,
                                       resume=resume, max_minutes=settings.get("max_minutes"), seed=seed,
-                                      progress=progress, on_epoch=on_epoch)
+                                      progress=progress, on_epoch=on_epoch, val_classes=main_classes(cached))
     cpu = time.process_time() - cpu0
     keep_classes(model, main_classes(cached))   # drop the background people's outputs (nnprak.background)
-    run = result_row(model, history, loaders, seed=seed, cpu_minutes_per_thread=cpu / 60 / max(threads, 1))
+    run = result_row(model, history, loaders, seed=seed, cpu_minutes_per_thread=cpu / 60 / max(threads, 1),
+                     flip_tta=bool(settings.get("flip_tta", False)))
     return dict(run, history=history, model=model)
 
 
 def result_row(model, history: pd.DataFrame, loaders, *, seed: int = config.SEED,
-               cpu_minutes_per_thread: float | None = None) -> dict:
+               cpu_minutes_per_thread: float | None = None, flip_tta: bool = False) -> dict:
     """Return ``{"row", "y_true", "y_pred", "probs"}`` of a trained scratch CNN on the test loader ``loaders[2]``.
+
+    ``flip_tta``: each face is scored with its mirror image too (:func:`nnprak.train.predict`; ``cfg.scratch``'s
+    ``flip_tta``).
 
     Used by :func:`train_variant` and by notebook 03 for its main model (trained with its own checkpoint),
     so that the main model's row can go into :func:`shortcut_ablation` via ``known`` (see :func:`row_key`).
     """
     from .results import classification_metrics
 
-    y_true, y_pred, probs = train.predict(model, loaders[2])
+    y_true, y_pred, probs = train.predict(model, loaders[2], flip_tta=flip_tta)
     metrics = classification_metrics(y_true, y_pred)
     blocks = tuple(int(b) for b in model.blocks)
     row = {"network": network_name(model.residual, blocks), "residual": bool(model.residual),

@@ -482,12 +482,15 @@ def _to(x, device, channels_last: bool):
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable, device, channels_last: bool):
+def _evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable, device, channels_last: bool,
+              classes: int | None = None):
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
     for x, y in loader:
         x, y = _to(x, device, channels_last), y.to(device)
         logits = model(x)
+        if classes is not None:   # only the first ``classes`` outputs compete (e.g. without the background people)
+            logits = logits[:, :classes]
         total_loss += float(loss_fn(logits, y)) * len(y)
         correct += int((logits.argmax(1) == y).sum())
         n += len(y)
@@ -501,8 +504,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         max_minutes: float | None = None, progress: bool = True, seed: int = config.SEED,
         device: str | torch.device | None = None, channels_last: bool = False,
         grad_clip: float | None = None, extra: dict | None = None, mixup: float = 0.0,
-        on_epoch: Callable[[dict], None] | None = None) -> pd.DataFrame:
-    """Train ``model`` and return its history; the model ends with the weights of its best epoch.
+        on_epoch: Callable[[dict], None] | None = None, val_classes: int | None = None,
+        keep: str = "best") -> pd.DataFrame:
+    """Train ``model`` and return its history; the model ends with the weights of its best (or last) epoch.
 
     Args:
         model: any classifier returning logits.
@@ -531,6 +535,12 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             itself by a weight drawn from Beta(alpha, alpha), and the loss by the same weight; 0: off.
         on_epoch: called with each new history row (a dict) after its checkpoint is written, e.g. to print
             or plot progress.
+        keep: which weights the model ends with: ``"best"`` (the epoch of the highest validation accuracy, with
+            early stopping after ``patience``) or ``"last"`` (the last epoch's; validation is only recorded, no
+            early stopping: for a schedule that ends at a near-zero rate, and validation sets too small to choose
+            an epoch by).
+        val_classes: validate on the first ``val_classes`` outputs only (the validation set's people when the
+            network also learns others, e.g. :mod:`nnprak.background`'s people); None: all outputs.
 
     Returns:
         History DataFrame with one row per epoch: ``epoch`` (1-based), ``train_loss``, ``train_acc``
@@ -540,6 +550,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         ``history.attrs`` holds ``best_epoch``, ``best_val_acc`` and ``stopped`` (why training ended:
         ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``).
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
     if channels_last:
@@ -610,7 +622,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                 raise ValueError("the training loader gave no batches (dataset smaller than one batch?)")
             row = dict(epoch=epoch + 1, train_loss=total_loss / n, train_acc=correct / n)
             if val_loader is not None:
-                row["val_loss"], row["val_acc"] = _evaluate(model, val_loader, loss_fn, device, channels_last)
+                row["val_loss"], row["val_acc"] = _evaluate(model, val_loader, loss_fn, device, channels_last,
+                                                            val_classes)
             else:
                 row["val_loss"], row["val_acc"] = float("nan"), float("nan")
             row["lr"] = used_lrs[0]
@@ -623,7 +636,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             spent += row["seconds"]
             history.append(row)
 
-            improved = val_loader is None or row["val_acc"] > best["acc"] or (
+            improved = val_loader is None or keep == "last" or row["val_acc"] > best["acc"] or (
                 row["val_acc"] == best["acc"] and row["val_loss"] < best["loss"])
             if improved:
                 best.update(epoch=epoch + 1, acc=row["val_acc"], loss=row["val_loss"], state=_cpu_state(model))
@@ -687,7 +700,7 @@ def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], se
     ("onecycle" | "cosine"), ``epochs``, ``label_smoothing``, ``patience`` and, if present,
     ``channels_last`` (default True: faster convolutions on CPUs), ``mixup`` (see :func:`fit`) and ``head_margin``
     (a model with a cosine head is trained with :class:`MarginCrossEntropy`, margin ``head_margin`` in cosine
-    units; a linear head ignores it). ``loaders`` is ``(train, val[, test])`` as returned by
+    units; a linear head ignores it) and ``keep`` (see :func:`fit`). ``loaders`` is ``(train, val[, test])`` as returned by
     :func:`make_loaders`; ``epochs`` overrides ``settings["epochs"]`` (e.g. for a short ablation run). Further
     keyword arguments go to :func:`fit`.
     """
@@ -699,6 +712,7 @@ def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], se
                                steps_per_epoch=len(train_loader))
     fit_kwargs.setdefault("channels_last", settings.get("channels_last", True))
     fit_kwargs.setdefault("mixup", float(settings.get("mixup", 0.0) or 0.0))
+    fit_kwargs.setdefault("keep", settings.get("keep", "best"))
     margin = float(settings.get("head_margin") or 0.0)
     if margin and getattr(model, "head", "linear") == "cosine":   # in cosine units: times the head's scale
         smoothing = settings.get("label_smoothing", 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -114,3 +115,25 @@ def test_rule_with_background_people():
     assert with_bg["steps"] < alone["steps"] and with_bg["epochs"] == base["epochs"]
     lfw = config.scratch_for_data(base, 2121, 62, 1301)
     assert not lfw["small_data"] and lfw["blocks"] == base["blocks"] and lfw["steps"] == 30 * (3422 // 64)
+    # input size: larger for a small set that learns beside background people, else the settings'
+    assert with_bg["image_size"] == base["small_data_image_size"] > base["image_size"]
+    assert alone["image_size"] == lfw["image_size"] == base["image_size"]
+    # the epoch: the last for small sets (1-3 validation photos a person), the settings' choice otherwise
+    assert with_bg["keep"] == alone["keep"] == "last" and lfw["keep"] == base["keep"] == "best"
+    assert config.scratch_for_data(dict(base, image_size=160), 280, 40, 2000)["image_size"] == 160   # never smaller
+
+
+def test_scratch_data_decodes_at_the_fitted_size(lfw_set):
+    """A small set with background people is decoded at the rule's larger size; the same set alone is not."""
+    cached, other = lfw_set
+    table = pd.concat([cached[s].frame for s in ("train", "val", "test")]).assign(face_status="ok")
+    table = table[(table["split"] != "train") | (table.groupby(["person", "split"]).cumcount() < 5)]   # 5 a person
+    classes = cached["train"].classes
+    settings = dict(TINY, small_data_image_size=SIZE + 8, background=True)
+    base, joined, fitted = ablation.scratch_data(table, settings, classes, "path", other)
+    n_own = int((table["split"] == "train").sum())
+    assert fitted["small_data"] and fitted["image_size"] == SIZE + 8 and fitted["background_images"] == len(other)
+    assert base["train"].images.shape[-1] == joined["train"].images.shape[-1] == SIZE + 8
+    assert len(base["train"]) == n_own and background.main_classes(joined) == len(classes)
+    alone, same, fitted_alone = ablation.scratch_data(table, settings, classes, "path", None)
+    assert same is alone and fitted_alone["image_size"] == SIZE and alone["train"].images.shape[-1] == SIZE

@@ -222,6 +222,46 @@ def test_early_stopping_and_time_budget(lfw5, tmp_path):
     assert len(hist) == 1 and hist.attrs["stopped"] == "time_budget"
 
 
+def test_keep_last_keeps_the_last_epoch_without_early_stopping(lfw5):
+    tl, vl = _loaders(lfw5, batch_size=32)
+    model = _Linear(3 * SIZE * SIZE, 5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)   # validation never improves: "best" would stop after 3
+    hist = train.fit(model, tl, vl, epochs=5, optimizer=opt, patience=2, progress=False, device="cpu", keep="last")
+    assert len(hist) == 5 and hist.attrs["stopped"] == "epochs" and hist.attrs["best_epoch"] == 5
+    assert hist["val_acc"].notna().all()                     # validation is still recorded
+    model = _Linear(3 * SIZE * SIZE, 5)
+    last = {}
+    hist = train.fit(model, tl, vl, epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.5), progress=False,
+                     device="cpu", keep="last",
+                     on_epoch=lambda row: last.update({k: v.clone() for k, v in model.state_dict().items()}))
+    assert all(torch.equal(v, last[k]) for k, v in model.state_dict().items())   # the last epoch's weights
+    with pytest.raises(ValueError, match="keep must be"):
+        train.fit(model, tl, vl, epochs=1, optimizer=opt, progress=False, device="cpu", keep="first")
+
+
+def test_val_classes_validates_on_the_first_outputs(lfw5):
+    """A network with 2 extra outputs (background people) that always win: validated on the first 5 only."""
+    tl, vl = _loaders(lfw5, batch_size=32)
+
+    class Extra(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = _Linear(3 * SIZE * SIZE, 5)
+
+        def forward(self, x):
+            logits = self.inner(x)
+            return torch.cat([logits, logits.detach().abs().amax(1, keepdim=True).repeat(1, 2) + 100], 1)
+
+    torch.manual_seed(0)
+    model = Extra()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    every = train.fit(model, tl, vl, epochs=1, optimizer=opt, progress=False, device="cpu")
+    own = train.fit(model, tl, vl, epochs=1, optimizer=opt, progress=False, device="cpu", val_classes=5)
+    _, y_pred, _ = train.predict(model.inner, vl)
+    assert every["val_acc"].iloc[0] == 0.0                    # the extra outputs take every face
+    assert own["val_acc"].iloc[0] == pytest.approx(float((np.array(vl.dataset.targets) == y_pred).mean()))
+
+
 def test_predict_and_evaluate(lfw5):
     model = _tiny().eval()
     loader = train.make_loaders(lfw5["train"].with_transform(train.eval_transforms(SIZE)),
