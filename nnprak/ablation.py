@@ -44,23 +44,18 @@ def scratch_data(table: pd.DataFrame, settings: dict, classes: Sequence[str], pa
     in the training split, and ``settings`` fitted to them by :func:`nnprak.config.scratch_for_data`.
 
     ``table``: notebook 02's crops; ``background_table``: :func:`nnprak.background.load_background` (None: the set
-    alone). The splits are decoded at the fitted image size (decoded again when the rule picks another size than
-    ``settings["image_size"]``, e.g. for a small set).
+    alone). The rules need only the numbers of images, so the splits are decoded once, at the fitted image size
+    (e.g. larger for a small set).
     """
     from . import background
 
     usable = table[(table["face_status"] == "ok") & (table[path_column].astype(str) != "")]
     n_train = int((usable["split"] == "train").sum())
-
-    def decode(size: int) -> tuple[dict, dict]:
-        cached = train.cached_splits(table, size, path_column=path_column, classes=classes, progress=progress)
-        return cached, background.with_background(cached, background_table, path_column, progress=progress)
-
-    cached, training = decode(int(settings["image_size"]))
-    fitted = config.scratch_for_data(settings, n_train, len(classes), background.background_count(training)[1])
-    if int(fitted["image_size"]) != int(settings["image_size"]):
-        cached, training = decode(int(fitted["image_size"]))
-    return cached, training, fitted
+    bg = background.usable_background(background_table, path_column, classes)
+    fitted = config.scratch_for_data(settings, n_train, len(classes), 0 if bg is None else len(bg))
+    cached = train.cached_splits(table, int(fitted["image_size"]), path_column=path_column, classes=classes,
+                                 progress=progress)
+    return cached, background.with_background(cached, bg, path_column, progress=progress), fitted
 
 
 def variant_loaders(cached: dict, settings: dict, seed: int = config.SEED):

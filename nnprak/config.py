@@ -251,10 +251,8 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
         s["augment"] = dict(SMALL_DATA_AUGMENT, **s.get("augment", {}))
         s["balanced"] = 0.0
         s["head"] = SMALL_DATA_HEAD
-    if small:
-        s["blocks"] = (SMALL_DATA_BLOCKS,) * len(s["widths"])
-    if small:   # a validation split of 1-3 photos a person cannot choose an epoch: the schedule's end is kept
-        s["keep"] = "last"
+    if small:   # keep="last": a validation split of 1-3 photos a person cannot choose an epoch
+        s.update(blocks=(SMALL_DATA_BLOCKS,) * len(s["widths"]), keep="last")
     if small and n_background:   # more pixels a face once the background people teach the features
         s["image_size"] = max(int(s["image_size"]), int(s.get("small_data_image_size", s["image_size"])))
     s.update(batch_size=batch, epochs=epochs, steps_per_epoch=steps_per_epoch, steps=epochs * steps_per_epoch,

@@ -67,6 +67,8 @@ def test_with_background_joins_only_the_training_set(lfw_set):
     tr, base = joined["train"], cached["train"]
     assert tr.classes == base.classes + sorted(other["person"].unique()) and background.main_classes(joined) == 3
     assert background.background_count(joined) == (2, len(other))
+    assert len(background.usable_background(other, "path", base.classes)) == len(other)   # what the rules count
+    assert background.usable_background(other, "path", [other["person"].iloc[0]])["person"].nunique() == 1
     assert tr.targets[:len(base)] == base.targets and min(tr.targets[len(base):]) == 3
     assert torch.equal(tr.images[:len(base)], base.images) and len(tr.images) == len(tr.targets) == len(tr.frame)
     assert joined["val"] is cached["val"] and joined["test"] is cached["test"]   # evaluated on the set's people only
