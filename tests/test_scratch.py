@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
+from torchvision.ops import StochasticDepth
 
 from nnprak import config
 from nnprak.models.scratch import BasicBlock, ScratchResNet, count_parameters, from_settings, summary_table
@@ -235,3 +236,23 @@ def test_network_verification_leaves_out_the_training_people(lfw_dir):
     assert res.n_pairs == len(kept) and res.n_failed == 0 and res.norm == "cohort"
     assert len(res.fold_accuracies) == cfg.verification_folds and 0.0 <= res.accuracy <= 1.0
     assert res.pairs[["name1", "name2"]].isin(trained).sum().sum() == 0
+
+
+def test_stochastic_depth_drops_whole_residual_branches_in_training_only():
+    model = ScratchResNet(5, widths=(8, 16, 16, 32), blocks=(1, 1, 2, 1), in_size=32, shortcut="avgpool",
+                          drop_path=0.2)
+    rates = [b.drop_path.p for b in model.modules() if isinstance(b, BasicBlock)]
+    assert rates == pytest.approx([0.2 * k / 5 for k in range(1, 6)])   # linear in depth, the last block at 0.2
+    always = BasicBlock(8, 8, drop_path=1.0)                            # every row's branch dropped: relu(x)
+    _randomise(always, seed=1).train()
+    x = torch.randn(4, 8, 6, 6)
+    assert torch.equal(always(x), torch.relu(x))
+    assert not torch.equal(always.eval()(x), torch.relu(x))           # at test time the branch is always there
+    _randomise(model, seed=2).eval()
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(image), model(image))                  # deterministic when evaluating
+    plain = ScratchResNet(5, residual=False, drop_path=0.2)               # nothing to fall back on without a shortcut
+    assert plain.drop_path == 0.0 and not any(isinstance(m, StochasticDepth) for m in plain.modules())
+    built = from_settings(5, dict(widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), drop_path=0.3))
+    assert built.drop_path == 0.3 and built.layer4[0].drop_path.p == pytest.approx(0.3)

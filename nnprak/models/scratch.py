@@ -32,6 +32,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
 
 
 SHORTCUTS = ("conv", "avgpool")
@@ -63,11 +64,15 @@ class BasicBlock(nn.Module):
         stride: stride of the first convolution (2 halves height and width).
         residual: add the shortcut (True) or build the plain block (False).
         shortcut: ``"conv"`` or ``"avgpool"``, the kind of projection of a block that changes the shape.
+        drop_path: stochastic depth (``torchvision.ops.StochasticDepth``, per image): during training the residual
+            branch of each image is dropped with this probability, so the block passes on only its shortcut (the
+            plain block has no shortcut to fall back on and ignores it).
     """
 
     expansion = 1
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, residual: bool = True, shortcut: str = "conv"):
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, residual: bool = True, shortcut: str = "conv",
+                 drop_path: float = 0.0):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"unknown shortcut {shortcut!r}; use one of {', '.join(SHORTCUTS)}")
@@ -86,11 +91,13 @@ class BasicBlock(nn.Module):
         self.stride = stride
         self.residual = residual
         self.shortcut = shortcut
+        self.drop_path = StochasticDepth(float(drop_path), "row") if residual and drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
+            out = self.drop_path(out)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
 
@@ -147,6 +154,12 @@ class ScratchResNet(nn.Module):
             (ResNet-D); see :class:`BasicBlock`. The plain network has none either way.
         head: the classifier layer, ``"linear"`` or ``"cosine"`` (:class:`CosineClassifier`).
         head_scale: the scale of the cosine head (ignored by the linear one).
+        drop_path: stochastic depth (Huang et al. 2016), only for the residual network: the k-th of the network's
+            n blocks drops its residual branch with probability ``drop_path * k / n`` during training (see
+            :class:`BasicBlock`). Off (0) by default: on LFW-62 with one block per stage, 0.1 gave 94.5 % +- 0.5 %
+            test accuracy and 88.8 % +- 0.9 % unseen-people verification over seeds 42/43/44
+            (``bench/bench_scratch_seeds.py --set drop_path=0.1``) against 94.7 % +- 1.0 % and 88.4 % +- 0.5 %
+            without it, within the variation between seeds.
 
     With the defaults (widths 32-256, one block per stage) the network has about 1.2 M parameters.
     """
@@ -154,7 +167,7 @@ class ScratchResNet(nn.Module):
     def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128, 256),
                  blocks: Sequence[int] = (1, 1, 1, 1), in_size: int = 64, residual: bool = True,
                  stem_stride: int = 2, dropout: float = 0.2, zero_init_residual: bool = False,
-                 shortcut: str = "conv", head: str = "linear", head_scale: float = 16.0):
+                 shortcut: str = "conv", head: str = "linear", head_scale: float = 16.0, drop_path: float = 0.0):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
@@ -169,12 +182,15 @@ class ScratchResNet(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(3, widths[0], kernel_size=3, stride=stem_stride, padding=1, bias=False),
             nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
-        in_ch = widths[0]
+        in_ch, k, total = widths[0], 0, sum(blocks)
+        self.drop_path = float(drop_path) if residual else 0.0
         for i, (w, n) in enumerate(zip(widths, blocks)):
             stage = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
-                stage.append(BasicBlock(in_ch, w, stride, residual=residual, shortcut=shortcut))
+                k += 1   # linear rule of Huang et al. (2016): the k-th of `total` blocks is dropped with k / total * drop_path
+                stage.append(BasicBlock(in_ch, w, stride, residual=residual, shortcut=shortcut,
+                                        drop_path=self.drop_path * k / total))
                 in_ch = w
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -222,7 +238,7 @@ class ScratchResNet(nn.Module):
 
 
 MODEL_KEYS = ("widths", "blocks", "image_size", "stem_stride", "dropout", "zero_init_residual", "shortcut", "head",
-              "head_scale")
+              "head_scale", "drop_path")
 """Keys of a settings dict (``cfg.scratch``) that :func:`from_settings` reads."""
 
 
@@ -230,7 +246,8 @@ def from_settings(num_classes: int, settings: dict, **overrides) -> ScratchResNe
     """Return a :class:`ScratchResNet` built from a settings dict (``cfg.scratch``); keyword arguments override it.
 
     Keys read (missing ones keep the class defaults): ``widths``, ``blocks``, ``image_size`` (as ``in_size``),
-    ``stem_stride``, ``dropout``, ``zero_init_residual``, ``shortcut``; ``residual=False`` gives the plain twin.
+    ``stem_stride``, ``dropout``, ``zero_init_residual``, ``shortcut``, ``head``, ``head_scale``, ``drop_path`` (not
+    in ``cfg.scratch``: 0 = off); ``residual=False`` gives the plain twin.
     """
     kw = {k: settings[k] for k in MODEL_KEYS if k in settings and k != "image_size"}
     if "image_size" in settings:
