@@ -62,6 +62,11 @@ SELECTION_KEYS = ("blocks", "background_min_images", "background_per_person", "b
 were chosen is compared by their number and images (``background_people`` / ``background_images`` of the file)."""
 
 
+RUN_LISTS = ("history", "test_correct")
+"""Per-run lists of the results file besides the metrics: the learning curve and, per test face in the split's order,
+1 if the network named the face right (``ablation.paired_test`` compares two networks face by face), else 0."""
+
+
 def _recipe(settings: dict | None) -> dict:
     """Return results-file settings without :data:`SELECTION_KEYS` (the training recipe ``--merge`` compares)."""
     return {k: v for k, v in (settings or {}).items() if k not in SELECTION_KEYS}
@@ -103,7 +108,7 @@ def main(argv=None) -> dict:
     print(f"{len(classes)} people, {n_train} training images, background {bg_people} people / {bg_images} images; "
           f"decoded in {time.perf_counter() - t0:.1f} s; settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
-    rows, histories, baseline_row = [], [], None
+    rows, histories, correct, baseline_row = [], [], [], None
     ver_ds = None
     if args.verify:   # the pairs' faces, decoded once for every run
         from nnprak import evaluate
@@ -133,6 +138,7 @@ def main(argv=None) -> dict:
                     print(f"{run['row']['network']:>16} seed {seed}: unseen-people verification {ver.summary()}",
                           flush=True)
                 rows.append(run["row"])
+                correct.append([int(t == p) for t, p in zip(run["y_true"], run["y_pred"])])   # paired tests
                 histories.append({k: [float(v) for v in run["history"][k]]
                                   for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")})
                 r = run["row"]
@@ -143,7 +149,7 @@ def main(argv=None) -> dict:
 
     out = args.out or (cfg.paths.results / "bench_scratch_seeds.json")
     jsettings = json.loads(json.dumps(settings))   # as the results file stores them (tuples become lists)
-    runs = [dict(r, history=h) for r, h in zip(rows, histories)]
+    runs = [dict(r, history=h, test_correct=c) for r, h, c in zip(rows, histories, correct)]
     if args.merge and out.exists():
         old = json.loads(out.read_text(encoding="utf-8"))
         same = (old.get("people"), old.get("train_images"), old.get("background_people", 0),
@@ -154,15 +160,15 @@ def main(argv=None) -> dict:
         new_keys = {(r["network"], r["seed"]) for r in rows}
         runs = [r for r in old.get("runs", []) if (r["network"], r["seed"]) not in new_keys] + runs
         baseline_row = baseline_row or old.get("eigenfaces")
-    rows = [{k: v for k, v in r.items() if k != "history"} for r in runs]
-    histories = [r.get("history") for r in runs]
+    rows = [{k: v for k, v in r.items() if k not in RUN_LISTS} for r in runs]
+    lists = [{k: r.get(k) for k in RUN_LISTS} for r in runs]
     frame = pd.DataFrame(rows)
     print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     res = {"data": str(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes),
            "train_images": n_train, "background_people": bg_people, "background_images": bg_images,
            "threads": threads, "settings": jsettings, "epochs_override": args.epochs,
            "summary": ablation.summary_json(frame),
-           "runs": [dict(r, history=h) for r, h in zip(json.loads(frame.to_json(orient="records")), histories)],
+           "runs": [dict(r, **extra) for r, extra in zip(json.loads(frame.to_json(orient="records")), lists)],
            "eigenfaces": baseline_row}
     write_json(out, res)
     print("written:", out)

@@ -289,6 +289,9 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
     seeds; a network the bench lacks is taken from ``run_rows`` (one seed), else "not measured on this data".
     ``ResNetSeedVer`` / ``PlainSeedVer`` / ``DeepResNetVer`` / ``DeepPlainVer``: the unseen-people verification of
     their features over the bench's seeds (``--verify``), else "not measured on this data".
+    ``SeedPairTest`` / ``DeepPairTest``: each pair face by face (:func:`paired_test`), e.g. "31 against 32 faces,
+    $p = 1.00$" (faces only the ResNet / only the plain twin named right, exact McNemar test), else "not measured on
+    this data".
     """
     summary = (bench or {}).get("summary") or {}
     runs = {r["network"]: r for r in run_rows}
@@ -309,9 +312,76 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
     seeds = max((len(e.get("seeds", [])) for e in summary.values()), default=1)
     pairs = {"ResNetSeed": "ResNet 1-1-1-1", "PlainSeed": "plain 1-1-1-1", "DeepResNet": f"ResNet {deep}",
              "DeepPlain": f"plain {deep}"}
+
+    def paired(blocks: str) -> str:
+        test = paired_test(bench, f"ResNet {blocks}", f"plain {blocks}")
+        if test is None:
+            return missing
+        return f"{test['first_only']} against {test['second_only']} faces, $p {p_text(test['p_value'])}$"
+
     return {"DeepBlocks": deep, "SeedCount": str(seeds),
             **{f"{macro}Acc": stat(name) for macro, name in pairs.items()},
-            **{f"{macro}Ver": stat(name, "verification") for macro, name in pairs.items()}}
+            **{f"{macro}Ver": stat(name, "verification") for macro, name in pairs.items()},
+            "SeedPairTest": paired("1-1-1-1"), "DeepPairTest": paired(deep)}
+
+
+def paired_test(bench: dict | None, first: str, second: str) -> dict | None:
+    """Return the exact McNemar test of two networks of a seed bench on the same test faces, or None without them.
+
+    Each run of ``bench/bench_scratch_seeds.py`` keeps, per test face in the split's order, whether the network named
+    it right (``test_correct``). The runs of ``first`` and ``second`` with the same seed are paired face by face and
+    the seeds both have are pooled. Returns ``{"seeds", "faces", "first_only", "second_only", "p_value"}``:
+    ``first_only`` counts the faces only ``first`` named right, ``second_only`` the other way round, and ``p_value``
+    is the two-sided exact binomial test of ``first_only`` out of ``first_only + second_only`` at 1/2 (McNemar's test
+    without the chi-square approximation; 1 when no face differs). Faces both networks got right or wrong say
+    nothing about which is better, so only these two counts matter. Pooling the seeds counts the same faces once per
+    seed: a face hard for one run tends to be hard for the others, so the pooled test is if anything too quick to call
+    a difference, never too slow.
+    """
+    from scipy.stats import binomtest
+
+    runs = {(r.get("network"), int(r.get("seed", -1))): r.get("test_correct") for r in (bench or {}).get("runs") or []}
+    seeds = sorted(s for (name, s), c in runs.items() if name == first and c and runs.get((second, s)))
+    if not seeds:
+        return None
+    first_only = second_only = faces = 0
+    for seed in seeds:
+        a, b = runs[(first, seed)], runs[(second, seed)]
+        if len(a) != len(b):
+            raise ValueError(f"{first} and {second} (seed {seed}) were tested on {len(a)} and {len(b)} faces: "
+                             "not the same test set; re-run bench/bench_scratch_seeds.py for both")
+        faces += len(a)
+        first_only += sum(1 for x, y in zip(a, b) if x and not y)
+        second_only += sum(1 for x, y in zip(a, b) if y and not x)
+    n = first_only + second_only
+    p = float(binomtest(first_only, n, 0.5).pvalue) if n else 1.0
+    return {"seeds": seeds, "faces": faces, "first_only": first_only, "second_only": second_only, "p_value": p}
+
+
+def p_text(p: float) -> str:
+    """Return a p-value as the report writes it: ``"= 0.38"``, ``"= 0.008"`` below 0.01, ``"< 0.001"`` below 0.001."""
+    p = float(p)
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}" if p < 0.01 else f"= {p:.2f}"
+
+
+def paired_table(bench: dict | None) -> pd.DataFrame:
+    """Return one row per depth of a seed bench: each ResNet against its plain twin, face by face (:func:`paired_test`).
+
+    Columns: depth, seeds, test faces (over the seeds), faces only the ResNet named right, faces only the plain
+    network named right, and the exact McNemar p-value. Depths whose runs lack the per-face results are left out.
+    """
+    rows = []
+    for name, entry in depth_order((bench or {}).get("summary") or {}):
+        if not entry.get("residual", True):
+            continue
+        blocks = str(entry.get("blocks", ""))
+        test = paired_test(bench, name, f"plain {blocks}")
+        if test is not None:
+            rows.append({"depth": blocks, "seeds": len(test["seeds"]), "test faces": test["faces"],
+                         "only the ResNet right": test["first_only"], "only the plain twin right": test["second_only"],
+                         "McNemar p": float(f"{test['p_value']:.2g}")})
+    return pd.DataFrame(rows, columns=["depth", "seeds", "test faces", "only the ResNet right",
+                                       "only the plain twin right", "McNemar p"])
 
 
 def _small_entry(bench: dict) -> dict | None:

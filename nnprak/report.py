@@ -70,6 +70,7 @@ REPORT_NUMBERS = (
     "ScratchAcc", "ScratchFone", "ScratchMinutes",                       # 03
     "ResNetSeedAcc", "PlainSeedAcc", "DeepBlocks", "DeepResNetAcc", "DeepPlainAcc", "SeedCount",  # 03 (ablation)
     "ResNetSeedVer", "PlainSeedVer", "DeepResNetVer", "DeepPlainVer", "ScratchBlocks",  # 03 (features, depth)
+    "SeedPairTest", "DeepPairTest",                                     # 03 (the pairs face by face)
     "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",  # 03 (small data)
     "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages",  # 03 (background people)
     "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes",  # 04

@@ -225,3 +225,41 @@ def test_small_data_numbers_from_the_small_data_bench(tmp_path):
                        "SmallBackground": "118", "SmallAloneAcc": "72.5\\% $\\pm$ 3.5\\%"}
     assert ablation.small_data_numbers(path)["SmallAloneAcc"] == "--"
     assert set(ablation.small_data_numbers(tmp_path / "missing.json").values()) == {"--"}
+
+
+def test_paired_test_counts_the_faces_one_network_alone_got_right():
+    import pandas as pd
+
+    def run(network, seed, correct):
+        residual, blocks = network.startswith("ResNet"), network.split()[1]
+        return dict(network=network, residual=residual, blocks=blocks, seed=seed, accuracy=sum(correct) / len(correct),
+                    macro_f1=0.5, parameters=10, minutes=1.0, test_correct=correct)
+
+    runs = [run("ResNet 1-1-1-1", 42, [1, 1, 0, 0, 1]), run("plain 1-1-1-1", 42, [1, 0, 1, 0, 1]),   # 1 against 1
+            run("ResNet 1-1-1-1", 43, [1, 1, 1, 1, 1]), run("plain 1-1-1-1", 43, [1, 0, 0, 0, 1]),   # 3 against 0
+            run("ResNet 1-1-1-1", 44, [1, 1, 1, 1, 1]),                                             # no twin: left out
+            run("ResNet 2-2-2-2", 42, [1] * 8), run("plain 2-2-2-2", 42, [0] * 8),
+            run("ResNet 3-3-3-3", 42, [1, 0]), dict(run("plain 3-3-3-3", 42, [1, 0]), test_correct=None)]
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "test_correct"} for r in runs])
+    bench = {"summary": ablation.summary_json(frame), "runs": runs}
+    test = ablation.paired_test(bench, "ResNet 1-1-1-1", "plain 1-1-1-1")
+    assert (test["seeds"], test["faces"], test["first_only"], test["second_only"]) == ([42, 43], 10, 4, 1)
+    assert test["p_value"] == pytest.approx(2 * (1 + 5) / 2 ** 5)    # P(X <= 1) + P(X >= 4), X ~ Binomial(5, 1/2)
+    same = ablation.paired_test(bench, "ResNet 1-1-1-1", "ResNet 1-1-1-1")
+    assert same["first_only"] == same["second_only"] == 0 and same["p_value"] == 1.0
+    deep = ablation.paired_test(bench, "ResNet 2-2-2-2", "plain 2-2-2-2")
+    assert deep["p_value"] == pytest.approx(2 / 2 ** 8)               # 8 faces, all the ResNet's
+    assert ablation.paired_test(bench, "ResNet 3-3-3-3", "plain 3-3-3-3") is None   # a run without per-face results
+    assert ablation.paired_test(None, "ResNet 1-1-1-1", "plain 1-1-1-1") is None
+    table = ablation.paired_table(bench)
+    assert table["depth"].tolist() == ["1-1-1-1", "2-2-2-2"]
+    counts = ["seeds", "test faces", "only the ResNet right", "only the plain twin right"]
+    assert table.iloc[0][counts].tolist() == [2, 10, 4, 1]
+    numbers = ablation.seed_numbers(bench)
+    assert numbers["SeedPairTest"] == "4 against 1 faces, $p = 0.38$" and numbers["DeepBlocks"] == "3-3-3-3"
+    assert numbers["DeepPairTest"] == "not measured on this data"
+    assert [ablation.p_text(p) for p in (1.0, 0.375, 0.0078125, 0.0004)] == ["= 1.00", "= 0.38", "= 0.008", "< 0.001"]
+    assert table["McNemar p"].tolist() == [0.38, 0.0078]
+    runs[1]["test_correct"] = [1, 0, 1]                                # another test set: an error, not a number
+    with pytest.raises(ValueError, match="not the same test set"):
+        ablation.paired_test(bench, "ResNet 1-1-1-1", "plain 1-1-1-1")

@@ -35,7 +35,8 @@ CONTRACT_NUMBERS = {
     "OpenSetStrictTarget", "OpenSetStrictDIR", "OpenSetStrictFAR", "PlattValDIR", "ImpostorFaces",
     "LfwNormAcc", "LfwNormStd", "LfwFullAcc", "LfwFullStd", "LfwFullErrors", "LfwFullPairs", "LfwFullNormAcc",
     "LfwFullNormStd", "LfwFullNormErrors", "ResNetSeedVer", "PlainSeedVer", "DeepResNetVer", "DeepPlainVer",
-    "ScratchBlocks", "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",
+    "ScratchBlocks", "SeedPairTest", "DeepPairTest", "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc",
+    "SmallEigenAcc", "SmallErrorCut",
     "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages"}
 
 
