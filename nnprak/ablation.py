@@ -7,6 +7,7 @@ Notebook 03 and ``bench/bench_scratch_seeds.py`` call these instead of writing t
     run = ablation.train_variant(cached, cfg.scratch, residual=True, seed=cfg.seed)   # one model
     table = ablation.shortcut_ablation(cached, cfg.scratch, depths=((1, 1, 1, 1), (2, 2, 2, 2)), seeds=(42,))
     ablation.seed_summary(table)        # mean and std per network over the seeds
+    ablation.paired_table(bench)        # a seed bench's pairs face by face (exact McNemar test)
 
 Every variant gets the same data, augmentation, optimiser and schedule (:func:`nnprak.train.fit_from_settings`);
 only ``residual`` (shortcuts or not) and ``blocks`` (depth) change. A row of the tables holds the network's
@@ -335,8 +336,8 @@ def paired_test(bench: dict | None, first: str, second: str) -> dict | None:
     is the two-sided exact binomial test of ``first_only`` out of ``first_only + second_only`` at 1/2 (McNemar's test
     without the chi-square approximation; 1 when no face differs). Faces both networks got right or wrong say
     nothing about which is better, so only these two counts matter. Pooling the seeds counts the same faces once per
-    seed: a face hard for one run tends to be hard for the others, so the pooled test is if anything too quick to call
-    a difference, never too slow.
+    seed: a face hard for one run tends to be hard for the others, so the pooled test tends to call a difference too
+    readily rather than too late, and a large p-value is all the more a tie.
     """
     from scipy.stats import binomtest
 
@@ -368,7 +369,8 @@ def paired_table(bench: dict | None) -> pd.DataFrame:
     """Return one row per depth of a seed bench: each ResNet against its plain twin, face by face (:func:`paired_test`).
 
     Columns: depth, seeds, test faces (over the seeds), faces only the ResNet named right, faces only the plain
-    network named right, and the exact McNemar p-value. Depths whose runs lack the per-face results are left out.
+    network named right, and the exact McNemar p-value (two significant digits). Depths whose runs lack the per-face
+    results are left out.
     """
     rows = []
     for name, entry in depth_order((bench or {}).get("summary") or {}):
