@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
             settings[key] = value
     column = args.path_column or faces.crop_column(settings.get("crop", "plain"))
     table = faces.load_crops(args.crops or cfg.paths.crops)
-    ok = table[(table["face_status"] == "ok") & (table[column].astype(str) != "")]
+    ok = faces.usable_crops(table, column)
     classes = sorted(ok["person"].unique())
     n_train = int((ok["split"] == "train").sum())
     t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def main(argv=None) -> dict:
     print(f"{len(classes)} people, {n_train} training images, background {bg_people} people / {bg_images} images; "
           f"decoded in {time.perf_counter() - t0:.1f} s; settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
-    rows, histories, correct, baseline_row = [], [], [], None
+    rows, lists, baseline_row = [], [], None   # lists: each run's RUN_LISTS
     ver_ds = None
     if args.verify:   # the pairs' faces, decoded once for every run
         from nnprak import evaluate
@@ -138,9 +138,9 @@ def main(argv=None) -> dict:
                     print(f"{run['row']['network']:>16} seed {seed}: unseen-people verification {ver.summary()}",
                           flush=True)
                 rows.append(run["row"])
-                correct.append([int(t == p) for t, p in zip(run["y_true"], run["y_pred"])])   # paired tests
-                histories.append({k: [float(v) for v in run["history"][k]]
-                                  for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")})
+                lists.append({"history": {k: [float(v) for v in run["history"][k]]
+                                          for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")},
+                              "test_correct": [int(t == p) for t, p in zip(run["y_true"], run["y_pred"])]})
                 r = run["row"]
                 print(f"{r['network']:>16} seed {seed}: test accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
                       f"best val {r['best val accuracy']:.4f}, {r['epochs']} epochs / {r['steps']} steps, "
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
 
     out = args.out or (cfg.paths.results / "bench_scratch_seeds.json")
     jsettings = json.loads(json.dumps(settings))   # as the results file stores them (tuples become lists)
-    runs = [dict(r, history=h, test_correct=c) for r, h, c in zip(rows, histories, correct)]
+    runs = [dict(r, **extra) for r, extra in zip(rows, lists)]
     if args.merge and out.exists():
         old = json.loads(out.read_text(encoding="utf-8"))
         same = (old.get("people"), old.get("train_images"), old.get("background_people", 0),

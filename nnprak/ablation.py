@@ -48,10 +48,9 @@ def scratch_data(table: pd.DataFrame, settings: dict, classes: Sequence[str], pa
     alone). The rules need only the numbers of images, so the splits are decoded once, at the fitted image size
     (e.g. larger for a small set).
     """
-    from . import background
+    from . import background, faces
 
-    usable = table[(table["face_status"] == "ok") & (table[path_column].astype(str) != "")]
-    n_train = int((usable["split"] == "train").sum())
+    n_train = int((faces.usable_crops(table, path_column)["split"] == "train").sum())
     bg = background.usable_background(background_table, path_column, classes)
     fitted = config.scratch_for_data(settings, n_train, len(classes), 0 if bg is None else len(bg))
     cached = train.cached_splits(table, int(fitted["image_size"]), path_column=path_column, classes=classes,

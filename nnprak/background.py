@@ -110,9 +110,11 @@ def to_grey(images: torch.Tensor) -> torch.Tensor:
 def usable_background(table: pd.DataFrame | None, path_column: str, own_people: Iterable[str]) -> pd.DataFrame | None:
     """Return the rows of a background crops table that :func:`with_background` joins: a face in ``path_column`` and
     none of ``own_people`` (names compared by :func:`person_key`); None without a table."""
+    from . import faces
+
     if table is None:
         return None
-    ok = table[(table["face_status"] == "ok") & (table[path_column].astype(str) != "")]
+    ok = faces.usable_crops(table, path_column)
     return ok[~ok["person"].map(person_key).isin({person_key(p) for p in own_people})]
 
 

@@ -77,6 +77,11 @@ def crop_column(variant: str) -> str:
     return f"crop_{variant}"
 
 
+def usable_crops(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Return the rows of a crops table with a face (``face_status`` "ok") and a crop in ``column``."""
+    return table[(table["face_status"] == "ok") & (table[column].astype(str) != "")]
+
+
 DEFAULT_MIN_FACE_SIZE = 60
 """Smallest face (pixels) MTCNN looks for (MTCNN's default: 20).
 
@@ -768,7 +773,7 @@ def plot_detections(images: Sequence[Image.Image], detections: Sequence[Detectio
 def plot_crop_grid(table: pd.DataFrame, n: int = 16, variant: str = "plain", cols: int = 8, seed: int = 0):
     """Return a figure of ``n`` random crops of one variant (``plain``/``aligned``), titled by person."""
     column = crop_column(variant)
-    ok = table[(table["face_status"] == "ok") & (table[column] != "")]
+    ok = usable_crops(table, column)
     pick = ok.sample(min(n, len(ok)), random_state=seed) if len(ok) else ok
     fig, axes = _grid(max(1, len(pick)), cols, 1.6)
     for ax, (_, r) in zip(axes, pick.iterrows()):
