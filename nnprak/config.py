@@ -319,6 +319,18 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # the plain twin 94.8 % +- 1.1 %: within the variation between seeds, so it stays off. Nor did a deeper second half
 # tip the tie between the shortcuts and none: blocks (1, 1, 2, 2), seeds 42/43: 94.0/94.2 % test accuracy, features
 # 86.6/87.7 %, 4.3-4.4 min a run (below 88 % and near the 5-minute budget; the plain twin was not trained).
+# preact (not set: False): the residual blocks in the pre-activation form of He et al. 2016b (models.scratch.
+# PreActBlock: batch norm and ReLU before each convolution, nothing after the sum; its plain twin is the same network as
+# the original blocks' plain twin, layer for layer and with the same initial weights). Seeds 42/43/44, with the
+# background people: LFW-62, one block per stage (bench_scratch_seeds.py --depths 1,1,1,1 --verify --set preact=True,
+# results/bench_scratch_seeds_preact.json) 95.1/94.9/94.9 % test accuracy (95.0 % +- 0.1 %) against the plain twin's
+# 94.8 % +- 1.1 % (face by face 22 against 19, p = 0.76) and the original blocks' 94.7 % +- 1.0 % (26 against 22,
+# p = 0.67), features 89.1 % +- 0.2 % against 88.4 % +- 0.5 %, 3.1-3.9 min a run; two blocks per stage 94.7 % +- 0.9 %
+# against 91.4 % +- 0.4 % plain and 94.2 % +- 0.3 % for the original blocks, features 87.1 %, 5.5-5.9 min. But the
+# 40 x 10 grey set (bench_small_data.py --set preact=False / True on the same crops, results/bench_small_data.json
+# and bench_small_data_preact.json): 88.8/90.0/95.0 % (91.25 %) with the original blocks, 85.0/83.8/90.0 % (86.25 %)
+# with pre-activation, face by face 17 test faces only the original blocks named right against 5 (p = 0.017). The
+# one network serves both, so the original blocks stay.
 # keep / flip_tta / small_data_image_size (train.fit's keep; train.predict's flip_tta; scratch_for_data): the weights
 # kept after training, scoring each test face with its mirror image too, and the input size of small sets that learn
 # beside background people. 40 x 10 grey photos with background people, seeds 42/43/44 (bench_small_data.py's set, a

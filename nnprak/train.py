@@ -566,7 +566,13 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:   # e.g. a checkpoint of an older version's network: say what to do
+            raise ValueError(f"{ckpt_path} holds the weights of another network (other settings or an older version "
+                             "of nnprak), so training cannot resume from it: start afresh with resume=False "
+                             "(RESUME = False in notebook 03), which overwrites the file, or move the file away first "
+                             f"to keep it. PyTorch says: {str(err).splitlines()[0]}") from err
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt["scheduler"])

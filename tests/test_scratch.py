@@ -8,7 +8,8 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.ops import StochasticDepth
 
 from nnprak import config
-from nnprak.models.scratch import BasicBlock, ScratchResNet, count_parameters, from_settings, summary_table
+from nnprak.models.scratch import (BasicBlock, PreActBlock, ScratchResNet, count_parameters, from_settings,
+                                  summary_table)
 
 
 def _randomise(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -171,6 +172,9 @@ def test_from_settings_builds_the_configured_twins():
     res, plain = from_settings(62, s), from_settings(62, s, residual=False)
     assert (res.widths, res.blocks, res.in_size) == (tuple(s["widths"]), tuple(s["blocks"]), s["image_size"])
     assert res.shortcut == s["shortcut"] and res.zero_init_residual == s["zero_init_residual"]
+    preact = bool(s.get("preact", False))
+    assert res.preact == preact and all(isinstance(b, PreActBlock if preact else BasicBlock)
+                                        for stage in res.stages for b in stage)
     assert not plain.residual and not plain.zero_init_residual
     assert count_parameters(res) > count_parameters(plain)
     deeper = from_settings(62, s, blocks=tuple(b + 1 for b in s["blocks"]))
@@ -256,3 +260,77 @@ def test_stochastic_depth_drops_whole_residual_branches_in_training_only():
     assert plain.drop_path == 0.0 and not any(isinstance(m, StochasticDepth) for m in plain.modules())
     built = from_settings(5, dict(widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), drop_path=0.3))
     assert built.drop_path == 0.3 and built.layer4[0].drop_path.p == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("in_ch,out_ch,stride,shortcut", [(8, 8, 1, "conv"), (8, 16, 2, "avgpool"), (8, 16, 2, "conv")])
+def test_preact_block_normalises_before_each_conv_and_adds_last(in_ch, out_ch, stride, shortcut):
+    block = _randomise(PreActBlock(in_ch, out_ch, stride, shortcut=shortcut), seed=in_ch + stride).eval()
+    x = torch.randn(3, in_ch, 10, 10)
+    with torch.no_grad():
+        pre = torch.relu(block.bn1(x))
+        branch = block.conv2(torch.relu(block.bn2(block.conv1(pre))))
+        if block.downsample is None:
+            assert in_ch == out_ch and stride == 1
+            expected = branch + x                                   # the raw input, not its activation
+        else:                                                       # the projection sees the activated input
+            assert not any(isinstance(m, nn.BatchNorm2d) for m in block.downsample)
+            assert isinstance(block.downsample[0], nn.AvgPool2d) == (shortcut == "avgpool")
+            expected = branch + block.downsample(pre)
+        out = block(x)
+    assert out.shape == (3, out_ch, 10 // stride, 10 // stride)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert (out < 0).any()                                          # no ReLU after the sum
+    plain = _randomise(PreActBlock(in_ch, out_ch, stride, residual=False), seed=1).eval()
+    with torch.no_grad():
+        assert plain.downsample is None and torch.allclose(
+            plain(x), plain.conv2(torch.relu(plain.bn2(plain.conv1(torch.relu(plain.bn1(x)))))), atol=1e-6)
+
+
+def test_preact_network_structure_and_zero_init_identity():
+    widths, blocks = (8, 16, 16, 32), (2, 1, 1, 1)
+    res = ScratchResNet(5, widths, blocks, in_size=32, shortcut="avgpool", preact=True)
+    assert all(isinstance(b, PreActBlock) for stage in res.stages for b in stage)
+    assert len(res.stem) == 1 and isinstance(res.final[0], nn.BatchNorm2d) and res.final[0].num_features == 32
+    plain = ScratchResNet(5, widths, blocks, in_size=32, residual=False, preact=True)
+    projections = sum(p.numel() for b in res.modules() if isinstance(b, PreActBlock) and b.downsample is not None
+                      for p in b.downsample.parameters())
+    assert projections == 8 * 16 + 16 * 16 + 16 * 32                 # 1x1 convolutions only, no batch norm
+    assert count_parameters(res) == count_parameters(plain) + projections
+    built = from_settings(5, dict(widths=widths, blocks=blocks, preact=True))
+    assert built.preact and "preact=True" in repr(built)
+    zero = ScratchResNet(5, widths, blocks, in_size=32, preact=True, zero_init_residual=True).train()
+    assert all(not b.conv2.weight.any() and b.conv1.weight.any() for stage in zero.stages for b in stage)
+    x = torch.randn(2, 8, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(zero.layer1[1](x), x)                     # an identity block starts as the identity
+
+
+def test_preact_plain_twin_is_the_plain_network_layer_for_layer():
+    """Without shortcuts the pre-activation network is the plain network: same initial weights, same training."""
+    kw = dict(widths=(8, 16, 16, 32), blocks=(1, 2, 1, 1), in_size=32, residual=False, shortcut="avgpool",
+              head="cosine")
+    nets = []
+    for preact in (False, True):
+        torch.manual_seed(7)
+        nets.append(ScratchResNet(6, preact=preact, **kw))
+    weights = [[p for p in net.parameters() if p.ndim > 1] for net in nets]
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(12, 3, 32, 32, generator=g), torch.randint(0, 6, (12,), generator=g)
+    for net in nets:
+        torch.manual_seed(1)                                         # the same dropout masks for both
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+        net.train()
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    weights = [[p for p in net.parameters() if p.ndim > 1] for net in nets]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*weights))
+    nets[0].eval(), nets[1].eval()
+    with torch.no_grad():
+        assert torch.allclose(nets[0](x), nets[1](x), atol=1e-5)
+    res = ScratchResNet(6, preact=True, **{**kw, "residual": True}).eval()
+    res.load_state_dict({k: v for k, v in nets[1].state_dict().items()}, strict=False)
+    with torch.no_grad():
+        assert not torch.allclose(res(x), nets[1](x), atol=1e-3)     # the shortcuts change the function

@@ -193,6 +193,20 @@ def test_fit_resume_equals_uninterrupted_run(lfw5, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
+def test_resume_from_another_networks_checkpoint_says_what_to_do(lfw5, tmp_path):
+    """A checkpoint of another architecture (e.g. written before an update) stops resuming with a clear message."""
+    path = tmp_path / "old.pt"
+    _run(lfw5, 1, 1, path, resume=False)
+    before = path.read_bytes()
+    other = ScratchResNet(5, widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), in_size=SIZE, preact=True)
+    tl, vl = _loaders(lfw5)
+    opt = train.make_optimizer(other, "sgd", lr=0.05)
+    with pytest.raises(ValueError, match=r"old\.pt holds the weights of another network.*resume=False"):
+        train.fit(other, tl, vl, epochs=2, optimizer=opt, checkpoint_path=path, resume=True, progress=False,
+                  device="cpu")
+    assert path.read_bytes() == before                    # the file is left as it was
+
+
 class _Linear(nn.Module):
     """A model without batch norm: with lr 0 its validation accuracy can never change."""
 

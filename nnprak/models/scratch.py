@@ -10,13 +10,15 @@ The network follows the ResNet recipe of He et al. (2016) scaled down for 2-core
     global average pool -> features (w3 numbers) -> dropout -> linear or cosine head -> num_classes logits
 
 With the widths (32, 64, 128, 256) and 62 people it has 1.24 M parameters with one block per stage (the class
-default; small photo sets) and 2.81 M with notebook 03's two (``blocks`` in ``nnprak.config``); a 64 px
+default and ``blocks`` in ``nnprak.config``) and 2.81 M with two (the deeper pair of notebook 03's ablation); a 64 px
 training step costs about 5-8 ms of one CPU core per image with one block per stage, about 1.7 times that with two.
 
 :class:`BasicBlock` has the structure and parameter names of ``torchvision.models.resnet.BasicBlock``
 (``conv1, bn1, conv2, bn2, downsample.0, downsample.1``), so weights copy between the two with
 ``load_state_dict``. ``residual=False`` builds the same stack of convolutions without any shortcut (no
-identity, no 1x1 projection): the "plain" network of equal depth used in the ablation.
+identity, no 1x1 projection): the "plain" network of equal depth used in the ablation. ``preact=True`` builds the
+stages from :class:`PreActBlock` (batch norm and ReLU before each convolution, nothing after the sum; He et al. 2016b);
+its plain twin is the same network as the plain twin of :class:`BasicBlock`.
 
 Usage::
 
@@ -83,11 +85,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.downsample = None
         if residual and (stride != 1 or in_ch != out_ch):
-            if shortcut == "avgpool" and stride != 1:   # ResNet-D: average 2x2 blocks, then project (no pixel dropped)
-                self.downsample = nn.Sequential(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
-                                                conv1x1(in_ch, out_ch), nn.BatchNorm2d(out_ch))
-            else:
-                self.downsample = nn.Sequential(conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+            self.downsample = _projection(in_ch, out_ch, stride, shortcut, norm=True)
         self.stride = stride
         self.residual = residual
         self.shortcut = shortcut
@@ -100,6 +98,58 @@ class BasicBlock(nn.Module):
             out = self.drop_path(out)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
+
+
+def _projection(in_ch: int, out_ch: int, stride: int, shortcut: str, norm: bool) -> nn.Sequential:
+    """Return the projection shortcut of a block that changes the shape (see :class:`BasicBlock`).
+
+    ``norm=False`` leaves out the batch norm after the 1x1 convolution (the pre-activation block, whose next
+    block normalises the sum).
+    """
+    if shortcut == "avgpool" and stride != 1:   # ResNet-D: average 2x2 blocks, then project (no pixel dropped)
+        layers = [nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), conv1x1(in_ch, out_ch)]
+    else:
+        layers = [conv1x1(in_ch, out_ch, stride)]
+    return nn.Sequential(*layers, *([nn.BatchNorm2d(out_ch)] if norm else []))
+
+
+class PreActBlock(nn.Module):
+    """The full pre-activation block of He et al. (2016b): ``conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut(x)``.
+
+    Batch norm and ReLU come before each convolution, so nothing follows the addition: the shortcut of one block
+    feeds the next block's sum unchanged (the "identity mapping" of the paper; :class:`BasicBlock` puts a ReLU
+    after the sum). A block that changes the shape projects the pre-activated input ``relu(bn1(x))`` (avg-pool +
+    1x1 or a strided 1x1 convolution, no batch norm). ``residual=False`` drops the shortcut: a chain of
+    BN-ReLU-conv layers, which is the plain network of :class:`BasicBlock` with the layers grouped one step
+    later (:class:`ScratchResNet` with ``preact=True`` builds the same plain twin as without it).
+
+    Args: as :class:`BasicBlock`.
+    """
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, residual: bool = True, shortcut: str = "conv",
+                 drop_path: float = 0.0):
+        super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"unknown shortcut {shortcut!r}; use one of {', '.join(SHORTCUTS)}")
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.conv1 = conv3x3(in_ch, out_ch, stride)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.conv2 = conv3x3(out_ch, out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if residual and (stride != 1 or in_ch != out_ch):
+            self.downsample = _projection(in_ch, out_ch, stride, shortcut, norm=False)
+        self.stride, self.residual, self.shortcut = stride, residual, shortcut
+        self.drop_path = StochasticDepth(float(drop_path), "row") if residual and drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = self.relu(self.bn1(x))
+        out = self.conv2(self.relu(self.bn2(self.conv1(pre))))
+        if self.residual:
+            out = self.drop_path(out) + (x if self.downsample is None else self.downsample(pre))
+        return out
 
 
 class CosineClassifier(nn.Module):
@@ -156,10 +206,17 @@ class ScratchResNet(nn.Module):
         head_scale: the scale of the cosine head (ignored by the linear one).
         drop_path: stochastic depth (Huang et al. 2016), only for the residual network: the k-th of the network's
             n blocks drops its residual branch with probability ``drop_path * k / n`` during training (see
-            :class:`BasicBlock`). Off (0) by default: on LFW-62 with one block per stage, 0.1 gave 94.5 % +- 0.5 %
+            :class:`BasicBlock`). Off (0) by default: on LFW-62 with one block per stage (``preact=False``), 0.1 gave 94.5 % +- 0.5 %
             test accuracy and 88.8 % +- 0.9 % unseen-people verification over seeds 42/43/44
             (``bench/bench_scratch_seeds.py --set drop_path=0.1``) against 94.7 % +- 1.0 % and 88.4 % +- 0.5 %
             without it, within the variation between seeds.
+        preact: build the residual stages from :class:`PreActBlock` (He et al. 2016b: batch norm and ReLU before
+            each convolution, nothing after the sum); the stem is then the convolution alone and one batch norm +
+            ReLU follows the last stage. Without shortcuts (``residual=False``) this is the same network, layer for
+            layer and with the same random initial weights, as ``preact=False``. Off by default: with one block per
+            stage it gave 95.0 % +- 0.1 % on LFW-62 (seeds 42/43/44; the original blocks 94.7 % +- 1.0 %, the plain
+            twin 94.8 % +- 1.1 %) but 86.25 % against 91.25 % on the 40 x 10 grey set of ``bench/bench_small_data.py``
+            (face by face 5 against 17, p = 0.017); see ``preact`` in ``nnprak.config``.
 
     With the defaults (widths 32-256, one block per stage) the network has about 1.2 M parameters.
     """
@@ -167,7 +224,8 @@ class ScratchResNet(nn.Module):
     def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128, 256),
                  blocks: Sequence[int] = (1, 1, 1, 1), in_size: int = 64, residual: bool = True,
                  stem_stride: int = 2, dropout: float = 0.2, zero_init_residual: bool = False,
-                 shortcut: str = "conv", head: str = "linear", head_scale: float = 16.0, drop_path: float = 0.0):
+                 shortcut: str = "conv", head: str = "linear", head_scale: float = 16.0, drop_path: float = 0.0,
+                 preact: bool = False):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
@@ -179,9 +237,12 @@ class ScratchResNet(nn.Module):
         self.num_classes, self.widths, self.blocks = num_classes, widths, blocks
         self.in_size, self.residual, self.stem_stride = in_size, residual, stem_stride
         self.shortcut, self.zero_init_residual = shortcut, bool(zero_init_residual and residual)
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], kernel_size=3, stride=stem_stride, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.preact = bool(preact)
+        block = PreActBlock if self.preact else BasicBlock
+        stem = [nn.Conv2d(3, widths[0], kernel_size=3, stride=stem_stride, padding=1, bias=False)]
+        if not self.preact:   # the pre-activation blocks normalise their input themselves
+            stem += [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+        self.stem = nn.Sequential(*stem)
         in_ch, k, total = widths[0], 0, sum(blocks)
         self.drop_path = float(drop_path) if residual else 0.0
         for i, (w, n) in enumerate(zip(widths, blocks)):
@@ -189,10 +250,12 @@ class ScratchResNet(nn.Module):
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
                 k += 1   # linear rule of Huang et al. (2016): the k-th of `total` blocks is dropped with k / total * drop_path
-                stage.append(BasicBlock(in_ch, w, stride, residual=residual, shortcut=shortcut,
-                                        drop_path=self.drop_path * k / total))
+                stage.append(block(in_ch, w, stride, residual=residual, shortcut=shortcut,
+                                   drop_path=self.drop_path * k / total))
                 in_ch = w
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
+        # pre-activation: the last sum still needs its batch norm + ReLU before pooling
+        self.final = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True)) if self.preact else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_ch, num_classes) if head == "linear" else CosineClassifier(in_ch, num_classes, head_scale)
@@ -205,10 +268,12 @@ class ScratchResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if residual and zero_init_residual:
+        if residual and zero_init_residual:   # the last layer of each residual branch starts at zero
             for m in self.modules():
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
+                elif isinstance(m, PreActBlock):
+                    nn.init.zeros_(m.conv2.weight)
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -220,7 +285,7 @@ class ScratchResNet(nn.Module):
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-        return torch.flatten(self.pool(x), 1)
+        return torch.flatten(self.pool(self.final(x)), 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Return class logits, shape (N, num_classes)."""
@@ -233,12 +298,12 @@ class ScratchResNet(nn.Module):
     def extra_repr(self) -> str:
         return (f"widths={self.widths}, blocks={self.blocks}, in_size={self.in_size}, residual={self.residual}, "
                 f"shortcut={self.shortcut if self.residual else None}, zero_init_residual={self.zero_init_residual}, "
-                f"head={self.head}, "
+                f"head={self.head}, preact={self.preact}, "
                 f"parameters={count_parameters(self):,}")
 
 
 MODEL_KEYS = ("widths", "blocks", "image_size", "stem_stride", "dropout", "zero_init_residual", "shortcut", "head",
-              "head_scale", "drop_path")
+              "head_scale", "drop_path", "preact")
 """Keys of a settings dict (``cfg.scratch``) that :func:`from_settings` reads."""
 
 
@@ -246,8 +311,8 @@ def from_settings(num_classes: int, settings: dict, **overrides) -> ScratchResNe
     """Return a :class:`ScratchResNet` built from a settings dict (``cfg.scratch``); keyword arguments override it.
 
     Keys read (missing ones keep the class defaults): ``widths``, ``blocks``, ``image_size`` (as ``in_size``),
-    ``stem_stride``, ``dropout``, ``zero_init_residual``, ``shortcut``, ``head``, ``head_scale``, ``drop_path`` (not
-    in ``cfg.scratch``: 0 = off); ``residual=False`` gives the plain twin.
+    ``stem_stride``, ``dropout``, ``zero_init_residual``, ``shortcut``, ``head``, ``head_scale``, ``preact``,
+    ``drop_path`` (not in ``cfg.scratch``: 0 = off); ``residual=False`` gives the plain twin.
     """
     kw = {k: settings[k] for k in MODEL_KEYS if k in settings and k != "image_size"}
     if "image_size" in settings:
