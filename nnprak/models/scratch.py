@@ -51,6 +51,35 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
 
 
+def _projection(in_ch: int, out_ch: int, stride: int, shortcut: str, norm: bool) -> nn.Sequential:
+    """Return the projection shortcut of a block that changes the shape (see :class:`BasicBlock`).
+
+    ``norm=False`` leaves out the batch norm after the 1x1 convolution (the pre-activation block, whose next
+    block normalises the sum).
+    """
+    if shortcut == "avgpool" and stride != 1:   # ResNet-D: average 2x2 blocks, then project (no pixel dropped)
+        layers = [nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), conv1x1(in_ch, out_ch)]
+    else:
+        layers = [conv1x1(in_ch, out_ch, stride)]
+    return nn.Sequential(*layers, *([nn.BatchNorm2d(out_ch)] if norm else []))
+
+
+def _add_shortcut(block: nn.Module, in_ch: int, out_ch: int, stride: int, residual: bool, shortcut: str,
+                  drop_path: float, norm: bool) -> None:
+    """Give a block (:class:`BasicBlock`, :class:`PreActBlock`) its shortcut parts and settings; return nothing.
+
+    Sets ``downsample`` (None, or the projection of :func:`_projection` when the block changes the shape),
+    ``drop_path`` (``StochasticDepth`` or an identity) and ``stride``, ``residual``, ``shortcut``.
+    """
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"unknown shortcut {shortcut!r}; use one of {', '.join(SHORTCUTS)}")
+    block.downsample = None
+    if residual and (stride != 1 or in_ch != out_ch):
+        block.downsample = _projection(in_ch, out_ch, stride, shortcut, norm=norm)
+    block.stride, block.residual, block.shortcut = stride, residual, shortcut
+    block.drop_path = StochasticDepth(float(drop_path), "row") if residual and drop_path > 0 else nn.Identity()
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv + batch-norm layers with a shortcut: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
 
@@ -76,20 +105,12 @@ class BasicBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, residual: bool = True, shortcut: str = "conv",
                  drop_path: float = 0.0):
         super().__init__()
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"unknown shortcut {shortcut!r}; use one of {', '.join(SHORTCUTS)}")
         self.conv1 = conv3x3(in_ch, out_ch, stride)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(out_ch, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)
-        self.downsample = None
-        if residual and (stride != 1 or in_ch != out_ch):
-            self.downsample = _projection(in_ch, out_ch, stride, shortcut, norm=True)
-        self.stride = stride
-        self.residual = residual
-        self.shortcut = shortcut
-        self.drop_path = StochasticDepth(float(drop_path), "row") if residual and drop_path > 0 else nn.Identity()
+        _add_shortcut(self, in_ch, out_ch, stride, residual, shortcut, drop_path, norm=True)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -98,19 +119,6 @@ class BasicBlock(nn.Module):
             out = self.drop_path(out)
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
-
-
-def _projection(in_ch: int, out_ch: int, stride: int, shortcut: str, norm: bool) -> nn.Sequential:
-    """Return the projection shortcut of a block that changes the shape (see :class:`BasicBlock`).
-
-    ``norm=False`` leaves out the batch norm after the 1x1 convolution (the pre-activation block, whose next
-    block normalises the sum).
-    """
-    if shortcut == "avgpool" and stride != 1:   # ResNet-D: average 2x2 blocks, then project (no pixel dropped)
-        layers = [nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), conv1x1(in_ch, out_ch)]
-    else:
-        layers = [conv1x1(in_ch, out_ch, stride)]
-    return nn.Sequential(*layers, *([nn.BatchNorm2d(out_ch)] if norm else []))
 
 
 class PreActBlock(nn.Module):
@@ -131,18 +139,12 @@ class PreActBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, residual: bool = True, shortcut: str = "conv",
                  drop_path: float = 0.0):
         super().__init__()
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"unknown shortcut {shortcut!r}; use one of {', '.join(SHORTCUTS)}")
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = conv3x3(in_ch, out_ch, stride)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.conv2 = conv3x3(out_ch, out_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if residual and (stride != 1 or in_ch != out_ch):
-            self.downsample = _projection(in_ch, out_ch, stride, shortcut, norm=False)
-        self.stride, self.residual, self.shortcut = stride, residual, shortcut
-        self.drop_path = StochasticDepth(float(drop_path), "row") if residual and drop_path > 0 else nn.Identity()
+        _add_shortcut(self, in_ch, out_ch, stride, residual, shortcut, drop_path, norm=False)
 
     def forward(self, x: Tensor) -> Tensor:
         pre = self.relu(self.bn1(x))
