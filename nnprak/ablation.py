@@ -325,12 +325,13 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
             "SeedPairTest": paired("1-1-1-1"), "DeepPairTest": paired(deep)}
 
 
-def paired_test(bench: dict | None, first: str, second: str) -> dict | None:
+def paired_test(bench: dict | None, first: str, second: str, second_bench: dict | None = None) -> dict | None:
     """Return the exact McNemar test of two networks of a seed bench on the same test faces, or None without them.
 
     Each run of ``bench/bench_scratch_seeds.py`` keeps, per test face in the split's order, whether the network named
     it right (``test_correct``). The runs of ``first`` and ``second`` with the same seed are paired face by face and
-    the seeds both have are pooled. Returns ``{"seeds", "faces", "first_only", "second_only", "p_value"}``:
+    the seeds both have are pooled. ``second_bench``: take ``second`` from another results file of the same data (e.g.
+    one measured with ``--set preact=True``; the network names may then be equal). Returns ``{"seeds", "faces", "first_only", "second_only", "p_value"}``:
     ``first_only`` counts the faces only ``first`` named right, ``second_only`` the other way round, and ``p_value``
     is the two-sided exact binomial test of ``first_only`` out of ``first_only + second_only`` at 1/2 (McNemar's test
     without the chi-square approximation; 1 when no face differs). Faces both networks got right or wrong say
@@ -340,13 +341,17 @@ def paired_test(bench: dict | None, first: str, second: str) -> dict | None:
     """
     from scipy.stats import binomtest
 
-    runs = {(r.get("network"), int(r.get("seed", -1))): r.get("test_correct") for r in (bench or {}).get("runs") or []}
-    seeds = sorted(s for (name, s), c in runs.items() if name == first and c and runs.get((second, s)))
+    def correct(b: dict | None, network: str) -> dict[int, list]:
+        return {int(r.get("seed", -1)): r["test_correct"] for r in (b or {}).get("runs") or []
+                if r.get("network") == network and r.get("test_correct")}
+
+    ours, theirs = correct(bench, first), correct(bench if second_bench is None else second_bench, second)
+    seeds = sorted(set(ours) & set(theirs))
     if not seeds:
         return None
     first_only = second_only = faces = 0
     for seed in seeds:
-        a, b = runs[(first, seed)], runs[(second, seed)]
+        a, b = ours[seed], theirs[seed]
         if len(a) != len(b):
             raise ValueError(f"{first} and {second} (seed {seed}) were tested on {len(a)} and {len(b)} faces: "
                              "not the same test set; re-run bench/bench_scratch_seeds.py for both")

@@ -260,6 +260,9 @@ def test_paired_test_counts_the_faces_one_network_alone_got_right():
     assert numbers["DeepPairTest"] == "not measured on this data"
     assert [ablation.p_text(p) for p in (1.0, 0.375, 0.0078125, 0.0004)] == ["= 1.00", "= 0.38", "= 0.008", "< 0.001"]
     assert table["McNemar p"].tolist() == [0.38, 0.0078]
+    other = {"runs": [dict(runs[0], test_correct=[0, 1, 1, 1, 1]), dict(runs[2], seed=45)]}   # e.g. --set preact=True
+    across = ablation.paired_test(bench, "ResNet 1-1-1-1", "ResNet 1-1-1-1", second_bench=other)
+    assert (across["seeds"], across["first_only"], across["second_only"]) == ([42], 1, 2)   # seed 42 alone in both
     runs[1]["test_correct"] = [1, 0, 1]                                # another test set: an error, not a number
     with pytest.raises(ValueError, match="not the same test set"):
         ablation.paired_test(bench, "ResNet 1-1-1-1", "plain 1-1-1-1")

@@ -101,6 +101,8 @@ class BasicBlock(nn.Module):
     """
 
     expansion = 1
+    branch_end = "bn2"
+    """The residual branch's last layer (``zero_init_residual`` starts its weight at zero)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, residual: bool = True, shortcut: str = "conv",
                  drop_path: float = 0.0):
@@ -135,6 +137,8 @@ class PreActBlock(nn.Module):
     """
 
     expansion = 1
+    branch_end = "conv2"
+    """The residual branch's last layer (``zero_init_residual`` starts its weight at zero)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, residual: bool = True, shortcut: str = "conv",
                  drop_path: float = 0.0):
@@ -208,8 +212,8 @@ class ScratchResNet(nn.Module):
         head_scale: the scale of the cosine head (ignored by the linear one).
         drop_path: stochastic depth (Huang et al. 2016), only for the residual network: the k-th of the network's
             n blocks drops its residual branch with probability ``drop_path * k / n`` during training (see
-            :class:`BasicBlock`). Off (0) by default: on LFW-62 with one block per stage (``preact=False``), 0.1 gave 94.5 % +- 0.5 %
-            test accuracy and 88.8 % +- 0.9 % unseen-people verification over seeds 42/43/44
+            :class:`BasicBlock`). Off (0) by default: on LFW-62 with one block per stage (``preact=False``), 0.1
+            gave 94.5 % +- 0.5 % test accuracy and 88.8 % +- 0.9 % unseen-people verification over seeds 42/43/44
             (``bench/bench_scratch_seeds.py --set drop_path=0.1``) against 94.7 % +- 1.0 % and 88.4 % +- 0.5 %
             without it, within the variation between seeds.
         preact: build the residual stages from :class:`PreActBlock` (He et al. 2016b: batch norm and ReLU before
@@ -251,7 +255,7 @@ class ScratchResNet(nn.Module):
             stage = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
-                k += 1   # linear rule of Huang et al. (2016): the k-th of `total` blocks is dropped with k / total * drop_path
+                k += 1   # Huang et al. (2016): block k of `total` drops its branch at k / total * drop_path
                 stage.append(block(in_ch, w, stride, residual=residual, shortcut=shortcut,
                                    drop_path=self.drop_path * k / total))
                 in_ch = w
@@ -271,11 +275,9 @@ class ScratchResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if residual and zero_init_residual:   # the last layer of each residual branch starts at zero
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
-                elif isinstance(m, PreActBlock):
-                    nn.init.zeros_(m.conv2.weight)
+            for stage in self.stages:
+                for b in stage:
+                    nn.init.zeros_(getattr(b, b.branch_end).weight)
 
     @property
     def stages(self) -> list[nn.Sequential]:
