@@ -17,7 +17,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(STAMP)  ## create .venv (when missing) and install the pinned dependencies; a second run takes seconds
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11" \
+	  "(Debian/Ubuntu: apt-get install python3.11 python3.11-venv; or conda env create -f environment.yml)" \
+	  "or name it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed: install its venv" \
+	  "module (Debian/Ubuntu: apt-get install python3.11-venv), then run make again" >&2; exit 1; }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	# facenet-pytorch pins torch<2.3/numpy<2/Pillow<10.3, which conflict with the stack: install it without deps
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt

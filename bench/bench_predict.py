@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = config.load(args.profile)
     paths = cfg.paths
-    model = paths.models / "predict.joblib"
+    model = paths.predict_model
     if not model.exists():
         print(f"{data.rel_path(model)} is missing: run notebook 05 of the {args.profile} profile first", file=sys.stderr)
         return 2

@@ -72,6 +72,15 @@ def _recipe(settings: dict | None) -> dict:
     return {k: v for k, v in (settings or {}).items() if k not in SELECTION_KEYS}
 
 
+def data_label(crops: str | os.PathLike) -> str:
+    """Return how the results file names its crops table: relative to the checkout, or, outside it (a temporary
+    work folder of ``bench_small_data.py``), ``<work>/`` and the last two parts (no machine paths in results/)."""
+    p = Path(crops).resolve()
+    if p.is_relative_to(ROOT):
+        return p.relative_to(ROOT).as_posix()
+    return "<work>/" + "/".join(p.parts[-2:])
+
+
 def main(argv=None) -> dict:
     import ast
 
@@ -147,7 +156,7 @@ def main(argv=None) -> dict:
                       f"{r['minutes']:.2f} min wall, {r['cpu_minutes_per_thread']:.2f} CPU min / thread", flush=True)
     import pandas as pd
 
-    out = args.out or (cfg.paths.results / "bench_scratch_seeds.json")
+    out = args.out or cfg.paths.seed_bench
     jsettings = json.loads(json.dumps(settings))   # as the results file stores them (tuples become lists)
     runs = [dict(r, **extra) for r, extra in zip(rows, lists)]
     if args.merge and out.exists():
@@ -164,7 +173,7 @@ def main(argv=None) -> dict:
     lists = [{k: r.get(k) for k in RUN_LISTS} for r in runs]
     frame = pd.DataFrame(rows)
     print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    res = {"data": str(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes),
+    res = {"data": data_label(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes),
            "train_images": n_train, "background_people": bg_people, "background_images": bg_images,
            "threads": threads, "settings": jsettings, "epochs_override": args.epochs,
            "summary": ablation.summary_json(frame),

@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="nnprak_small_"))
     crops = prepare(work, args.people, args.images)
-    out = args.out or config.load("default").paths.results / "bench_small_data.json"
+    out = args.out or config.load("default").paths.small_data_benches[0]
     if "--seeds" not in rest:
         rest += ["--seeds", "42", "43", "44"]
     bg = ["--background-crops", str(crops.parent / "background_crops.csv")]

@@ -10,8 +10,6 @@ from pathlib import Path
 from . import config
 from .utils import PROGRESS_ENV, atomic_path, write_json
 
-PREDICT_MODEL = "predict.joblib"
-"""The model ``predict`` and ``enroll`` use by default (in the profile's models/): notebook 05's best open-set model."""
 NOTEBOOK_DIR = config.ROOT / "notebooks"
 KERNELSPEC = {"name": "nnprak", "display_name": "Python (nnprak)", "language": "python"}
 """The kernel the committed notebooks name: this project's .venv, registered by ``make setup`` (``make kernel``)."""
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p_pred = sub.add_parser("predict", help="name every face in photos (or say unknown); a folder gives a contact sheet")
     p_pred.add_argument("photo", nargs="+", help="photo files (JPEG, PNG, ...) and/or folders of photos")
     p_pred.add_argument("--model", default=None,
-                        help=f"trained classifier (default: models/{PREDICT_MODEL} of the profile, the best open-set "
+                        help=f"trained classifier (default: models/predict.joblib of the profile, the best open-set "
                              "model of notebook 05)")
     p_pred.add_argument("--out", default=None, help="one photo: write it with boxes and names to this file")
     p_pred.add_argument("--sheet", default=None, metavar="PNG",
@@ -182,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p_enr = sub.add_parser("enroll", help="add a person to the saved gallery model from a few photos of them")
     p_enr.add_argument("name", help="the person's name (as it should be printed)")
     p_enr.add_argument("photo", nargs="+", help="photos (or folders of photos) of that person, one face each")
-    p_enr.add_argument("--model", default=None, help=f"the model to extend (default: models/{PREDICT_MODEL})")
+    p_enr.add_argument("--model", default=None, help=f"the model to extend (default: models/predict.joblib)")
     p_enr.add_argument("--out", default=None, help="write the extended model here (default: replace --model)")
     p_enr.add_argument("--profile", default=None, help="whose models/ folder holds the default model")
     p_enr.add_argument("--min-prob", type=float, default=0.9, help="minimum face detection probability")
@@ -231,11 +229,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _model_path(args) -> Path:
-    return Path(args.model) if args.model else config.load(args.profile).paths.models / PREDICT_MODEL
+    return Path(args.model) if args.model else config.load(args.profile).paths.predict_model
 
 
 def predict_command(args) -> int:
-    """Run ``predict``: one line per face, one line per bad photo on stderr (no tracebacks).
+    """Run ``predict`` and return the exit code: one line per face, one line per bad photo on stderr (no tracebacks).
 
     Exit code 0 when every photo gave faces, 1 when some did not (one photo: it has no face), 2 when nothing could
     be tried (no model, no photo, one photo that cannot be read).
@@ -288,7 +286,8 @@ def predict_command(args) -> int:
 
 
 def enroll_command(args) -> int:
-    """Run ``enroll``: add a person to the saved model; one line per photo problem, non-zero exit on failure."""
+    """Run ``enroll`` and return the exit code: add a person to the saved model; one line per photo problem,
+    non-zero exit on failure."""
     from . import classify
     from .predict import collect_photos, enroll_photos
 

@@ -397,6 +397,12 @@ def _small_entry(bench: dict) -> dict | None:
                  if e.get("residual", True) and set(str(e.get("blocks", "")).split("-")) == rule), None)
 
 
+def _photo_points(bench: dict) -> str:
+    """Return the points of test accuracy one test photo is worth in a seed bench (``--`` without per-face results)."""
+    n = {len(r["test_correct"]) for r in bench.get("runs", []) if r.get("test_correct")}
+    return f"{100 / n.pop():.2f}" if len(n) == 1 else "--"
+
+
 def small_data_numbers(path, alone_path=None) -> dict[str, str]:
     """Return the report's macros of ``bench/bench_small_data.py``'s results file ("--" for each when it is missing).
 
@@ -407,9 +413,10 @@ def small_data_numbers(path, alone_path=None) -> dict[str, str]:
     ``SmallErrorCut``: the share of the eigenfaces' test errors the CNN avoids (``1 - error_cnn / error_eigenfaces``),
     ``SmallBackground``: the background people it also learnt from (:mod:`nnprak.background`). ``alone_path``: the
     same bench with ``--set background=False`` (the set alone, the small-data recipe), its accuracy ``SmallAloneAcc``.
+    ``SmallPhotoPoints``: the points of test accuracy one test photo is worth (100 / the test photos of a run).
     """
     keys = ("SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",
-            "SmallBackground", "SmallAloneAcc")
+            "SmallBackground", "SmallAloneAcc", "SmallPhotoPoints")
     bench = _read_json(path) or {}
     entry = _small_entry(bench)
     eigen = (bench.get("eigenfaces") or {}).get("accuracy")
@@ -421,4 +428,5 @@ def small_data_numbers(path, alone_path=None) -> dict[str, str]:
             "SmallSeeds": str(len(entry["seeds"])), "SmallAcc": mean_std(entry["accuracy"], "\\%", " $\\pm$ "),
             "SmallEigenAcc": f"{100 * eigen:.1f}\\%", "SmallErrorCut": f"{100 * cut:.0f}\\%",
             "SmallBackground": str(bench.get("background_people", 0)),
-            "SmallAloneAcc": mean_std(alone["accuracy"], "\\%", " $\\pm$ ") if alone else "--"}
+            "SmallAloneAcc": mean_std(alone["accuracy"], "\\%", " $\\pm$ ") if alone else "--",
+            "SmallPhotoPoints": _photo_points(bench)}

@@ -349,8 +349,9 @@ class FaceClassifier:
         return out
 
     def enroll(self, name: str, X_new: np.ndarray) -> "FaceClassifier":
-        """Add (or extend) the person ``name`` with embeddings ``X_new`` and refit the classifier with its chosen
-        setting on the whole gallery. The threshold stays: the accept/reject rule is the same for everyone.
+        """Add (or extend) the person ``name`` with embeddings ``X_new``, refit the classifier with its chosen
+        setting on the whole gallery and return self. The threshold stays: the accept/reject rule is the same for
+        everyone.
 
         Raises:
             ValueError: no gallery is stored (a model saved before enrolment existed), or no embeddings given.
@@ -552,13 +553,22 @@ def open_set_summary(evaluation: dict) -> dict:
 
 
 def best_open_set(evaluations: dict[str, dict]) -> str:
-    """Return the name of the model with the highest test DIR at its main FAR target among those whose measured
-    test FAR is within the target's bootstrap interval (else all), ties to the lower FAR."""
-    def ok(ev):
-        r = ev["rates"]
-        return r["far"] <= max(ev["far_target"], r.get("far_ci", (0, ev["far_target"]))[0])
-    pool = [n for n, ev in evaluations.items() if ok(ev)] or list(evaluations)
-    return max(pool, key=lambda n: (evaluations[n]["rates"]["dir"], -evaluations[n]["rates"]["far"]))
+    """Return the name of the model whose chosen open-set score has the highest validation DIR, then AUC (ties to
+    the first model).
+
+    Chosen on the validation faces and validation impostors only (:func:`compare_scores`, kept by
+    :func:`open_set_model` as ``evaluation["comparison"]``): the test rates are measured once, after the choice.
+    """
+    names = list(evaluations)
+
+    def val(name):
+        ev = evaluations[name]
+        c = ev.get("comparison", {}).get(ev["score"])
+        if c is None:
+            raise ValueError(f"the open-set evaluation of {name!r} has no validation comparison of its score "
+                             f"{ev['score']!r}: make it with classify.open_set_model")
+        return c["dir"], c["auc"], -names.index(name)
+    return max(names, key=val)
 
 
 def open_set_table(evaluations: dict[str, dict]) -> "pd.DataFrame":

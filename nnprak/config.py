@@ -83,6 +83,48 @@ class Paths:
         """Return the folder of cached embeddings."""
         return self.processed / "embeddings"
 
+    @property
+    def features(self) -> Path:
+        """Return the folder of cached backbone features (notebook 04)."""
+        return self.processed / "features"
+
+    def feature_cache(self, arch: str, split: str) -> Path:
+        """Return the cached features of backbone ``arch`` on one split (notebook 04)."""
+        return self.features / f"{arch}_{split}.npz"
+
+    @property
+    def scratch_checkpoint(self) -> Path:
+        """Return the checkpoint of notebook 03's scratch CNN (written every epoch; ``RESUME`` reads it)."""
+        return self.models / "scratch_resnet.pt"
+
+    @property
+    def transfer_checkpoint(self) -> Path:
+        """Return the checkpoint of notebook 04's fine-tuned backbone."""
+        return self.models / "resnet50_transfer.pt"
+
+    def classifier(self, name: str) -> Path:
+        """Return the saved face classifier ``name`` of notebook 05 (e.g. ``embed_svm``)."""
+        return self.models / f"{name}.joblib"
+
+    @property
+    def predict_model(self) -> Path:
+        """Return the default model of ``python -m nnprak predict`` / ``enroll`` (notebook 05's best open-set model)."""
+        return self.classifier("predict")
+
+    def bench(self, name: str) -> Path:
+        """Return a benchmark's results file ``name`` (e.g. ``bench_scratch_seeds``) in this profile's results."""
+        return self.results / f"{name}.json"
+
+    @property
+    def seed_bench(self) -> Path:
+        """Return the scratch CNN's seed bench on this profile's data (``bench/bench_scratch_seeds.py``)."""
+        return self.bench("bench_scratch_seeds")
+
+    @property
+    def small_data_benches(self) -> tuple[Path, Path]:
+        """Return the 40 x 10 grey benches with and without background people (``bench/bench_small_data.py``)."""
+        return self.bench("bench_small_data"), self.bench("bench_small_data_alone")
+
     def make(self) -> "Paths":
         """Create every output folder (never the inputs) and return self."""
         for p in (self.interim, self.processed, self.models, self.results, self.figures, self.tables,
@@ -289,7 +331,8 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # images, 2.3 min a run; 91.25 % +- 3.3 % with 80 px inputs and the last epoch, see keep below). background_per_person 40 against 20 there (2,007 images): 88.3 % against 84.2 % +- 2.6 %
 # (85.0/81.3/86.3 %). Also people with 5-9 photos (383 background people, 3,668 images, at most 20 each, seeds 42/43):
 # 82.5 / 90.0 % against 85.0 / 81.3 % (noisy: 80 test photos). On LFW-62 the cap does not bind (at most 19 photos).
-# min_steps: optimiser steps a schedule has at least (see scratch_for_data; LFW-62's 30 epochs are 990 steps);
+# min_steps: optimiser steps a schedule has at least (see scratch_for_data; LFW-62's 30 epochs are 1,590 steps
+# with its background people, 990 without);
 # small_data_min_steps: the same for sets under 15 training photos per person (40 x 10 photos: 6,000 steps, about 3 min).
 # shortcut / zero_init_residual / stem_stride / dropout: the ScratchResNet design (models.scratch.from_settings).
 # crop: notebook 02's crop variant the network learns from (faces.crop_column). "aligned" (eyes and mouth on fixed

@@ -525,12 +525,15 @@ def describe_manifest(df: pd.DataFrame) -> dict:
 
 
 def split_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Return images per split (columns train/val/test/total) with a total row, over usable rows."""
+    """Return one row of usable images: people, per split (train/val/test), total, the split fractions and the
+    fewest and most images of one person."""
     ok = df[df["status"] == STATUS_OK]
     table = pd.crosstab(ok["person"], ok["split"]).reindex(columns=list(SPLITS), fill_value=0)
     table["total"] = table.sum(axis=1)
     summary = pd.DataFrame({"people": [len(table)], **{c: [int(table[c].sum())] for c in table.columns}})
     summary["fraction"] = [" / ".join(f"{table[s].sum() / table['total'].sum():.2f}" for s in SPLITS)]
+    summary["fewest a person"] = [int(table["total"].min())]
+    summary["most a person"] = [int(table["total"].max())]
     return summary
 
 

@@ -63,7 +63,8 @@ from PIL import Image
 from . import config, data
 from .utils import ProgressBar, atomic_path, write_json
 
-FACE_STATUSES = ("ok", "no_face", "low_confidence", "too_small", "detector_error", "unreadable", "skipped")
+FACE_STATUSES = ("ok", "no_face", "low_confidence", "too_small", "detector_error", "unreadable", "skipped",
+                 "no_training_face")
 SELECT_RULES = ("central", "largest", "probable")
 VARIANTS = ("plain", "aligned")
 FACE_COLUMNS = ["face_status", "face_reason", "n_faces", "face_index", "min_face_size", "prob", "box", "landmarks",
@@ -533,9 +534,39 @@ def _chunks(todo: list[int], batch: int, pixels: dict[int, int]) -> list[list[in
     return chunks + ([cur] if cur else [])
 
 
+NO_TRAINING_FACE = "no_training_face"
+"""Face status of the faces of a person none of whose training photos gave a face (:func:`leave_out_faceless_people`)."""
+
+
+def leave_out_faceless_people(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Return (the crops table with the faces of every person without a training face set to ``no_training_face``,
+    {person: message} for every person without a training face, in name order).
+
+    A network or classifier cannot learn a person from no photo, and that person's validation and test faces could
+    then only be named wrong: such people are left out of every later notebook, as notebook 01 leaves out people
+    with too few photos. The table passed in is not changed.
+    """
+    table = table.copy()
+    usable = table[table["status"] == data.STATUS_OK]
+    messages = {}
+    for person, rows in usable.groupby("person", sort=True):
+        has_face = rows["face_status"] == "ok"
+        if (has_face & (rows["split"] == "train")).any():
+            continue
+        faces_found = int(has_face.sum())
+        train = int((rows["split"] == "train").sum())
+        table.loc[has_face[has_face].index, ["face_status", "face_reason"]] = [
+            NO_TRAINING_FACE, f"{person}: no face found in any of the {train} training photo(s)"]
+        messages[person] = (f"left out: {person} (no face found in any of the {train} training photo(s); faces in "
+                            f"{faces_found} of {len(rows)} photos): add photos in which the face is large, frontal "
+                            "and lit, then run notebooks 01 and 02 again")
+    return table, messages
+
+
 def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.PathLike | None = None,
                   out: str | os.PathLike | None | bool = None, min_face_size: int | None = None,
-                  stats: dict | None = None, on_batch: Callable[[int], None] | None = None) -> pd.DataFrame:
+                  stats: dict | None = None, on_batch: Callable[[int], None] | None = None,
+                  leave_out: bool = False) -> pd.DataFrame:
     """Return the manifest plus face columns (see module doc), writing both crop variants and the table.
 
     Args:
@@ -548,6 +579,8 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
         stats: a dict filled with counts (``detected``, ``reused``, ``cropped``, ``detector_calls``, ...) and
             ``seconds``; the same dict is also in ``table.attrs["stats"]``.
         on_batch: called with the number of images finished after every batch (progress hooks, tests).
+        leave_out: leave out people without a training face (:func:`leave_out_faceless_people`, a printed line
+            each; ``stats["left_out"]`` lists them): notebook 02 does for the data set, not for strangers.
 
     Images whose crops and sidecar are newer than the image are not detected or cropped again.
     """
@@ -683,7 +716,12 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     face["min_face_size"] = face["min_face_size"].astype(int)
     face["prob"] = face["prob"].astype(float)
     table = pd.concat([df.drop(columns=[c for c in FACE_COLUMNS if c in df]), face[FACE_COLUMNS]], axis=1)
-    stats["ok"] = int((table["face_status"] == "ok").sum())
+    stats["ok"] = int((table["face_status"] == "ok").sum())   # faces found (before people are left out)
+    if leave_out:
+        table, messages = leave_out_faceless_people(table)
+        stats["left_out"] = list(messages)
+        for message in messages.values():
+            print(message)
     stats["seconds"] = time.perf_counter() - t0
     stats["device"] = str(device)
     table.attrs["stats"] = stats

@@ -26,8 +26,9 @@ class NoFaceFound(ValueError):
 class FacePrediction:
     """One face of a photo: its box (x1, y1, x2, y2), the name (or "unknown") and the confidence.
 
-    ``closest`` is the gallery person the classifier ranked first (the name itself unless the confidence was
-    not above ``threshold``, the open-set threshold of the model).
+    ``closest`` is the gallery person the classifier named (the name itself unless the confidence was not above
+    ``threshold``, the open-set threshold of the model). The confidence measures the face against that person's
+    gallery faces only, so another candidate of ``--top-k`` can score higher than the classifier's guess.
     """
 
     box: tuple
@@ -36,18 +37,18 @@ class FacePrediction:
     detection_prob: float
     closest: str = ""
     threshold: float = 0.0
-    candidates: list = None            # [(person, score), ...] with --top-k, the first is ``closest``
+    candidates: list = None            # [(person, score), ...] with --top-k: ``closest`` first, then by score
 
     def line(self) -> str:
-        """Return the face as one printable line (for "unknown": the closest person and the threshold)."""
+        """Return the face as one printable line (for "unknown": the classifier's guess and the threshold)."""
         box = ", ".join(f"{v:.0f}" for v in self.box)
         if self.name == classify.UNKNOWN and self.closest:
-            text = (f"{self.name} (closest: {self.closest}, confidence {self.confidence:.2f} not above the "
+            text = (f"{self.name} (guess: {self.closest}, confidence {self.confidence:.2f} not above the "
                     f"threshold {self.threshold:.2f}) box=({box})")
         else:
             text = f"{self.name} (confidence {self.confidence:.2f}) box=({box})"
         if self.candidates and len(self.candidates) > 1:
-            text += " | top: " + ", ".join(f"{n} {c:.2f}" for n, c in self.candidates)
+            text += " | guess, then others by confidence: " + ", ".join(f"{n} {c:.2f}" for n, c in self.candidates)
         return text
 
 
@@ -156,13 +157,20 @@ def collect_photos(inputs) -> tuple[list[Path], list[str]]:
 
     A folder contributes every file in it (not recursively, hidden files skipped), sorted by name, whatever its
     extension: photos come as .jpg, .pgm or without an extension at all, and a file that is not an image gets its
-    one-line reason when it is read (:func:`problem_line`). Missing paths and empty folders are problems here.
+    one-line reason when it is read (:func:`problem_line`). Missing paths and empty folders are problems here, and
+    so are a folder's subfolders (a folder of person folders is named one subfolder at a time).
     """
     photos, problems = [], []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
-            if not found:
+            entries = [p for p in item.iterdir() if not p.name.startswith(".")]
+            found = sorted(p for p in entries if p.is_file())
+            subfolders = sorted(p.name for p in entries if p.is_dir())
+            if subfolders:
+                shown = ", ".join(subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
+                problems.append(f"{item}: its {len(subfolders)} subfolder(s) ({shown}) are not read: name them "
+                                f"on the command line, e.g. {item / subfolders[0]}")
+            if not found and not subfolders:
                 problems.append(f"{item}: no files in this folder")
             photos += found
         elif item.exists():

@@ -65,14 +65,14 @@ REPORT_TABLES = ("01_split", "02_detection", "03_ablation", "05_open_set", "06_c
 """Table stems ``report.tex`` inputs (``tables/<stem>.tex``, written by :func:`save_table`)."""
 
 REPORT_NUMBERS = (
-    "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest",          # 01
+    "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest", "FewestImages", "MostImages",  # 01
     "DetectionRate",                                                     # 02
     "ScratchAcc", "ScratchFone", "ScratchMinutes",                       # 03
     "ResNetSeedAcc", "PlainSeedAcc", "DeepBlocks", "DeepResNetAcc", "DeepPlainAcc", "SeedCount",  # 03 (ablation)
     "ResNetSeedVer", "PlainSeedVer", "DeepResNetVer", "DeepPlainVer", "ScratchBlocks",  # 03 (features, depth)
     "SeedPairTest", "DeepPairTest",                                     # 03 (the pairs face by face)
     "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",  # 03 (small data)
-    "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages",  # 03 (background people)
+    "SmallBackground", "SmallAloneAcc", "SmallPhotoPoints", "BackgroundPeople", "BackgroundImages",  # 03 (background people)
     "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes",  # 04
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
     "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",  # 05 (open set)
@@ -125,6 +125,12 @@ def pct(x, digits: int = 1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "--"
     return f"{100 * float(x):.{digits}f}\\%"
+
+
+def pct_range(interval, digits: int = 1) -> str:
+    """Return a (low, high) interval of fractions as a LaTeX percentage range, e.g. ``"97.9\\%--99.1\\%"``."""
+    low, high = interval
+    return f"{pct(low, digits)}--{pct(high, digits)}"
 
 
 def num(x, digits: int = 1) -> str:

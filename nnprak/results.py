@@ -152,7 +152,8 @@ def comparison_table(records: list[dict]) -> pd.DataFrame:
 
 def save_verification(name: str, title: str, result, folder: str | os.PathLike | None = None,
                       errata: pd.DataFrame | None | str = "lfw") -> Path:
-    """Write an LFW verification result (``evaluate.VerificationResult``) to ``<results>/verification/<name>.json``.
+    """Write an LFW verification result (``evaluate.VerificationResult``) to ``<results>/verification/<name>.json``;
+    return that path.
 
     Besides the summary it keeps the misclassified pairs (``"errors"``: names, images as ``<person>/<file>`` in
     the LFW images folder, distance, threshold, and ``mislabelled`` per :func:`nnprak.evaluate.read_lfw_errata`),
@@ -220,6 +221,31 @@ def per_person_accuracy(predictions: pd.DataFrame, train_counts: pd.Series) -> p
     acc = predictions.assign(correct=predictions["true"] == predictions["pred"]).groupby("true")["correct"].mean()
     return pd.DataFrame({"person": acc.index, "train_images": train_counts.reindex(acc.index).to_numpy(),
                          "accuracy": acc.to_numpy()})
+
+
+def per_person_report(y_true, y_pred) -> pd.DataFrame:
+    """Return precision, recall, F1 and support per person, worst F1 first (scikit-learn's
+    ``classification_report`` without its summary rows: accuracy, macro and weighted averages)."""
+    from sklearn.metrics import classification_report
+
+    report = classification_report(np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str),
+                                   output_dict=True, zero_division=0)
+    people = {k: v for k, v in report.items() if k not in ("accuracy", "macro avg", "weighted avg")}
+    frame = pd.DataFrame(people).T.rename_axis("person")
+    frame["support"] = frame["support"].astype(int)
+    return frame.sort_values(["f1-score", "support"], kind="stable")
+
+
+def save_crop_variants(variants: pd.DataFrame, folder: str | os.PathLike | None = None) -> Path:
+    """Write notebook 04's crop-variant comparison (one row per crop variant: model, variant and the
+    :func:`classification_metrics`) as ``<folder>/crop_variants.json`` with its data set; return the path.
+
+    Notebook 06 reads it with ``load_result("crop_variants")``."""
+    missing = {"model", "variant", "accuracy", "macro_f1"} - set(variants.columns)
+    if missing:
+        raise ValueError(f"crop variants lack the columns {sorted(missing)}")
+    return write_json(_folder(folder) / "crop_variants.json",
+                      {"name": "crop_variants", "variants": variants.to_dict("records"), "dataset": current_dataset()})
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"

@@ -423,7 +423,7 @@ def _cpu_state(model: nn.Module) -> dict:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write a checkpoint dict with ``torch.save`` atomically (a crash never leaves half a file)."""
+    """Write a checkpoint dict with ``torch.save`` atomically (a crash never leaves half a file); return its path."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
@@ -700,7 +700,7 @@ def fit_from_settings(model: nn.Module, loaders: Sequence[DataLoader | None], se
                       epochs: int | None = None, checkpoint_path: str | os.PathLike | None = None,
                       resume: bool = False, max_minutes: float | None = None, seed: int = config.SEED,
                       progress: bool = True, **fit_kwargs) -> pd.DataFrame:
-    """Build optimiser and schedule from a settings dict (``cfg.scratch``) and run :func:`fit`.
+    """Build optimiser and schedule from a settings dict (``cfg.scratch``), run :func:`fit` and return its history.
 
     ``settings`` keys used: ``optimizer`` ("adamw" | "sgd"), ``lr``, ``weight_decay``, ``schedule``
     ("onecycle" | "cosine"), ``epochs``, ``label_smoothing``, ``patience`` and, if present,

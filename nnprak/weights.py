@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nnprak.utils import atomic_path, user_cache_dir
+from nnprak.utils import atomic_path, display_path, user_cache_dir
 
 DEFAULT_TIMEOUT = 6.0
 """Seconds to wait for a connection and for each read during a download (the whole connect phase, DNS
@@ -207,14 +207,14 @@ def how_to_get(name: str | WeightsSpec) -> str:
     lines += [f"  mirror:   {m}" for m in spec.mirrors]
     lines += [
         f"  sha256:   {h + ('' if spec.sha256 else '…  (prefix, from the file name)') if h else 'not published'}",
-        f"  put it in {folder}{os.sep}  (or pass path=..., or set {WEIGHTS_DIR_ENV} to its folder)",
+        f"  put it in {display_path(folder)}/  (or pass path=..., or set {WEIGHTS_DIR_ENV} to its folder)",
     ]
     return "\n".join(lines)
 
 
 def _unavailable(spec: WeightsSpec, searched, reason: str) -> WeightsUnavailable:
     msg = (f"Pretrained weights {spec.name!r} ({spec.description}) are not available: {reason}.\n"
-           f"Searched: {', '.join(str(s) for s in searched) or '-'}.\n"
+           f"Searched: {', '.join(display_path(s) for s in searched) or '-'}.\n"
            f"To use them offline, download the file on a machine with internet and copy it:\n{how_to_get(spec)}")
     return WeightsUnavailable(msg, spec=spec, searched=searched, reason=reason)
 

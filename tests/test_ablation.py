@@ -213,8 +213,10 @@ def test_small_data_numbers_from_the_small_data_bench(tmp_path):
                  parameters=10, minutes=3.0) for s, acc in ((42, 0.8), (43, 0.7), (44, 0.75))]
     rows.append(dict(rows[0], network="ResNet 2-2-2-2", blocks="2-2-2-2", accuracy=0.6))   # not the rule's depth
     path = tmp_path / "bench_small_data.json"
+    runs = [dict(r, test_correct=[1] * 60 + [0] * 20) for r in rows[:3]]      # 80 test photos a run
     path.write_text(json.dumps({"people": 40, "train_images": 240, "eigenfaces": {"accuracy": 0.5},
-                                "background_people": 118, "summary": ablation.summary_json(pd.DataFrame(rows))}))
+                                "background_people": 118, "summary": ablation.summary_json(pd.DataFrame(rows)),
+                                "runs": runs}))
     alone = tmp_path / "bench_small_data_alone.json"                  # the same set without background people
     alone.write_text(json.dumps({"people": 40, "train_images": 240, "eigenfaces": {"accuracy": 0.5},
                                  "summary": ablation.summary_json(pd.DataFrame(rows[1:3]))}))
@@ -222,8 +224,10 @@ def test_small_data_numbers_from_the_small_data_bench(tmp_path):
     assert numbers == {"SmallPeople": "40", "SmallTrain": "240", "SmallSeeds": "3",
                        "SmallAcc": "75.0\\% $\\pm$ 5.0\\%", "SmallEigenAcc": "50.0\\%",
                        "SmallErrorCut": "50\\%",                       # errors 25 % against 50 %: half avoided
-                       "SmallBackground": "118", "SmallAloneAcc": "72.5\\% $\\pm$ 3.5\\%"}
+                       "SmallBackground": "118", "SmallAloneAcc": "72.5\\% $\\pm$ 3.5\\%",
+                       "SmallPhotoPoints": "1.25"}                     # one of 80 test photos
     assert ablation.small_data_numbers(path)["SmallAloneAcc"] == "--"
+    assert ablation.small_data_numbers(alone)["SmallPhotoPoints"] == "--"   # no per-face results: not guessed
     assert set(ablation.small_data_numbers(tmp_path / "missing.json").values()) == {"--"}
 
 

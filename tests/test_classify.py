@@ -190,3 +190,30 @@ def test_choose_threshold_with_confidence_keeps_the_upper_bound_within_the_budge
         assert beta.ppf(0.95, k + 2, n - k - 1) > far       # ... and accepting one more impostor would break it
     assert classify.choose_threshold(np.arange(20.0), 0.1, confidence=0.95) == 19.0   # too few: accept none
     assert classify.choose_threshold(np.arange(1100.0), 0.01, confidence=0.95) == 1094.0  # 5 accepted (0.45 %)
+
+
+def test_best_open_set_is_chosen_on_validation_not_on_test(gallery):
+    """The default model of ``predict`` is chosen before the test split is looked at: changing the test rates
+    cannot change the choice, changing the validation comparison does."""
+    imp = gallery["imp"]
+    val, test = (imp["split"] == "val").to_numpy(), (imp["split"] == "test").to_numpy()
+    half = len(gallery["X_test"]) // 2
+    evs = {}
+    for kind in ("svm_linear", "knn"):
+        search = classify.fit_classifier(kind, gallery["X_train"], gallery["y_train"])
+        _, evs[kind] = classify.open_set_model(
+            search, kind, gallery["X_train"], gallery["y_train"], gallery["X_test"][:half],
+            gallery["y_test"][:half], gallery["X_imp"][val], gallery["X_test"][half:], gallery["y_test"][half:],
+            gallery["X_imp"][test], "dlib", far=0.0)
+    val_key = {k: (ev["comparison"][ev["score"]]["dir"], ev["comparison"][ev["score"]]["auc"]) for k, ev in evs.items()}
+    chosen = classify.best_open_set(evs)
+    assert val_key[chosen] == max(val_key.values())
+    other = next(k for k in evs if k != chosen)
+    evs[other]["rates"] = dict(evs[other]["rates"], dir=1.0, far=0.0)       # a perfect test result ...
+    evs[chosen]["rates"] = dict(evs[chosen]["rates"], dir=0.0, far=1.0)     # ... and the worst: no change
+    assert classify.best_open_set(evs) == chosen
+    evs[other]["comparison"][evs[other]["score"]]["dir"] = val_key[chosen][0] + 0.01   # better on validation
+    assert classify.best_open_set(evs) == other
+    del evs[other]["comparison"]
+    with pytest.raises(ValueError, match="open_set_model"):
+        classify.best_open_set(evs)

@@ -134,7 +134,11 @@ def test_enroll_then_named_with_top_k(classroom, tmp_path):
     r = _cli("predict", photos[10], "--model", out, "--top-k", "3")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"face 1: {new} (confidence"), r.stdout
-    assert r.stdout.count(" | top: ") == 1 and len(r.stdout.split(" | top: ")[1].split(", ")) == 3
+    sep = " | guess, then others by confidence: "
+    assert r.stdout.count(sep) == 1
+    cands = [c.rsplit(" ", 1) for c in r.stdout.split(sep)[1].strip().split(", ")]
+    assert len(cands) == 3 and cands[0][0] == new                      # the classifier's guess first ...
+    assert float(cands[1][1]) >= float(cands[2][1])                    # ... then the others by confidence
     r = _cli("predict", classroom["strangers"][0], "--model", out)
     assert r.stdout.startswith("face 1: unknown")  # strangers stay out
     r = _cli("enroll", new, tmp_path / "bad.jpg", "--model", out)
@@ -156,3 +160,18 @@ def test_contact_sheet_draws_cjk_names(classroom, tmp_path):
     # the label is drawn: green pixels of the named face's box appear in the annotated photo
     arr = np.asarray(annotated).astype(int)
     assert ((arr[..., 1] > 140) & (arr[..., 0] < 80) & (arr[..., 2] < 80)).sum() > 50
+
+
+def test_collect_photos_names_the_subfolders_it_does_not_read(tmp_path):
+    """``predict FOLDER`` on a folder of person folders says how to name them instead of reading nothing silently."""
+    photos = tmp_path / "class"
+    (photos / "张伟").mkdir(parents=True)
+    (photos / "Ada").mkdir()
+    (photos / "group.jpg").write_bytes(b"not read here")
+    (photos / ".DS_Store").write_bytes(b"")
+    found, problems = predict.collect_photos([photos, tmp_path / "missing"])
+    assert found == [photos / "group.jpg"]                                   # hidden files skipped
+    assert len(problems) == 2 and "2 subfolder(s) (Ada, 张伟) are not read" in problems[0]
+    assert str(photos / "Ada") in problems[0] and problems[1].endswith("does not exist")
+    found, problems = predict.collect_photos([photos / "Ada"])
+    assert found == [] and problems == [f"{photos / 'Ada'}: no files in this folder"]

@@ -35,6 +35,16 @@ def test_lfw62_manifest_is_stratified_and_leak_free(lfw62):
     assert abs(totals["train"] - 0.70) < 0.01 and abs(totals["test"] - 0.15) < 0.01
 
 
+def test_split_table_counts_the_usable_images(lfw62):
+    odd = lfw62.copy()
+    odd.loc[odd.index[:5], "status"] = "corrupt"                 # unusable rows are not counted
+    row = data.split_table(odd).iloc[0]
+    per_person = odd[odd["status"] == "ok"].groupby("person").size()
+    assert row["people"] == 62 and row["total"] == 3018 == row["train"] + row["val"] + row["test"]
+    assert (row["fewest a person"], row["most a person"]) == (per_person.min(), per_person.max())
+    assert row["most a person"] == lfw62["person"].value_counts().max() > 500       # George W Bush
+
+
 def test_split_is_deterministic_per_seed(lfw62):
     base = lfw62.drop(columns="split")
     again = data.split_manifest(base, seed=config.SEED)

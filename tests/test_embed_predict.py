@@ -138,14 +138,14 @@ def test_predict_names_an_lfw_photo(model_file, lfw_images, tmp_path):
     assert Image.open(out).size == (250, 250)
 
 
-def test_unknown_face_names_the_closest_person_and_the_threshold(model_file, lfw_images, tmp_path):
+def test_unknown_face_names_the_classifiers_guess_and_the_threshold(model_file, lfw_images, tmp_path):
     person, files = list(lfw_images.items())[0]
     strict = classify.FaceClassifier.load(model_file)
     strict.threshold = 1.0                                  # no confidence is above 1: every face is unknown
     strict.save(tmp_path / "strict.joblib")
     r = _predict(files[15], "--model", tmp_path / "strict.joblib")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"face 1: unknown (closest: {person}, confidence ")
+    assert r.stdout.startswith(f"face 1: unknown (guess: {person}, confidence ")
     assert "not above the threshold 1.00" in r.stdout
 
 

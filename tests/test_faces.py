@@ -280,6 +280,24 @@ def test_failures_and_summary(mixed):
     assert s["ok"] == 6 and s["no_face"] == 2 and s["unreadable"] == 1 and s["skipped"] == 1
 
 
+def test_people_without_a_training_face_are_left_out_with_a_message(mixed):
+    t = mixed["table"].copy()
+    blair = t.index[(t["person"] == "Tony_Blair") & (t["face_status"] == "ok")]       # gray.jpg: his one face
+    t.loc[blair, "split"] = "test"                                                     # ... now a test photo
+    t.loc[t["path"].str.endswith("broken_later.jpg"), "split"] = "train"               # his training photo: unreadable
+    before = t.copy()
+    out, messages = faces.leave_out_faceless_people(t)
+    pd.testing.assert_frame_equal(t, before)                                          # the table passed in is kept
+    assert list(messages) == ["Nobody", "Tony_Blair"]                                  # no face at all / none in train
+    assert "Tony_Blair (no face found in any of the 1 training photo(s); faces in 1 of 2 photos)" in messages["Tony_Blair"]
+    assert "add photos" in messages["Nobody"] and "faces in 0 of 2 photos" in messages["Nobody"]
+    assert (out.loc[blair, "face_status"] == faces.NO_TRAINING_FACE).all() and out.loc[blair, "face_reason"].str.len().all()
+    changed = (out["face_status"] != before["face_status"])
+    assert changed.sum() == len(blair)                                                 # everyone else untouched
+    assert faces.summary(out)[faces.NO_TRAINING_FACE] == len(blair) and faces.NO_TRAINING_FACE in faces.FACE_STATUSES
+    assert faces.leave_out_faceless_people(mixed["table"])[1].keys() == {"Nobody"}      # all in train: only Nobody
+
+
 def test_figures(mixed):
     import matplotlib.pyplot as plt
 

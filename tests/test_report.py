@@ -37,7 +37,8 @@ CONTRACT_NUMBERS = {
     "LfwFullNormStd", "LfwFullNormErrors", "ResNetSeedVer", "PlainSeedVer", "DeepResNetVer", "DeepPlainVer",
     "ScratchBlocks", "SeedPairTest", "DeepPairTest", "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc",
     "SmallEigenAcc", "SmallErrorCut",
-    "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages"}
+    "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages", "FewestImages", "MostImages",
+    "SmallPhotoPoints"}
 
 
 def require_latexmk():

