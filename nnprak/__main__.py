@@ -67,6 +67,33 @@ def kernel_config():
     return Config({"KernelManager": {"transport": "ipc"}})
 
 
+def data_summary(cfg: config.Config) -> list[str]:
+    """Return the lines the terminal shows after a run: files notebook 01 left out, images without a face and people
+    notebook 02 left out (each with the notebook that lists them), and where the executed notebooks are."""
+    from . import data, faces
+
+    lines = []
+    if cfg.paths.manifest.exists():
+        manifest = data.load_manifest(cfg.paths.manifest)
+        bad = manifest.loc[manifest["status"] != data.STATUS_OK, "status"].value_counts()
+        if len(bad):
+            what = ", ".join(f"{n} {status}" for status, n in bad.items())
+            lines.append(f"left out by notebook 01 (its table says why and what to do): {what}")
+    if cfg.paths.crops.exists():
+        crops = faces.load_crops(cfg.paths.crops)
+        usable = crops[crops["status"] == data.STATUS_OK]
+        no_face = usable.loc[~usable["face_status"].isin(["ok", faces.NO_TRAINING_FACE]), "face_status"].value_counts()
+        if len(no_face):
+            lines.append("images without a usable face (notebook 02 lists them): "
+                         + ", ".join(f"{n} {status}" for status, n in no_face.items()))
+        left = sorted(faces.left_out_people(crops))
+        if left:
+            lines.append(f"people left out by notebook 02 (no face in a training photo): {', '.join(left)}")
+    lines.append(f"executed notebooks: {data.rel_path(cfg.paths.notebooks_out)}/ | results: "
+                 f"{data.rel_path(cfg.paths.results)}/")
+    return lines
+
+
 def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool = False) -> dict:
     """Execute the notebooks with papermill (``PROFILE`` parameter) and return seconds per notebook.
 
@@ -128,6 +155,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
                             raise
                         finally:
                             monitor.end_notebook()
+                    (out_dir / f"{nb.stem}.failed.ipynb").unlink(missing_ok=True)   # an earlier failure is fixed
                     times[nb.stem] = round(time.perf_counter() - t0, 1)
                     monitor.print(f"[{profile}] {nb.name} done in {times[nb.stem]:.0f} s")
         finally:
@@ -145,6 +173,8 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
 
             results.update_readme(config.ROOT / "README.md", cfg.paths.results)
     print(f"[{profile}] all notebooks done in {times['total'] / 60:.1f} min")
+    for line in data_summary(cfg):
+        print(f"[{profile}] {line}")
     return times
 
 

@@ -337,10 +337,17 @@ def mark_duplicates(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def cross_person_duplicates(df: pd.DataFrame) -> pd.DataFrame:
-    """Return the usable rows whose exact bytes (sha1) also appear under another person."""
+    """Return the usable rows whose exact bytes (sha1) also appear under another person, with what to do (``advice``).
+
+    They are kept (a group photo can show both people), in one split; a portrait filed under the wrong person
+    teaches the models a wrong label and should be moved."""
     ok = df[df["status"] == STATUS_OK]
     n_people = ok.groupby("sha1")["person"].transform("nunique")
-    return ok[n_people > 1].sort_values(["sha1", "person"])[["sha1", "person", "path", "split"]]
+    out = ok[n_people > 1].sort_values(["sha1", "person"])[["sha1", "person", "path", "split"]]
+    others = {sha: sorted(set(g)) for sha, g in out.groupby("sha1")["person"]}
+    out["advice"] = [f"also filed under {', '.join(p for p in others[sha] if p != person)}: if it shows one person "
+                     "only, remove it from the other folder(s)" for sha, person in zip(out["sha1"], out["person"])]
+    return out
 
 
 def _person_rng(seed: int, person: str) -> np.random.Generator:

@@ -544,7 +544,8 @@ def leave_out_faceless_people(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
 
     A network or classifier cannot learn a person from no photo, and that person's validation and test faces could
     then only be named wrong: such people are left out of every later notebook, as notebook 01 leaves out people
-    with too few photos. The table passed in is not changed.
+    with too few photos. Their rows lose their crop paths, as rows without a face have none (the crop files stay
+    on disk for a later run). The table passed in is not changed.
     """
     table = table.copy()
     usable = table[table["status"] == data.STATUS_OK]
@@ -555,12 +556,34 @@ def leave_out_faceless_people(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
             continue
         faces_found = int(has_face.sum())
         train = int((rows["split"] == "train").sum())
-        table.loc[has_face[has_face].index, ["face_status", "face_reason"]] = [
-            NO_TRAINING_FACE, f"{person}: no face found in any of the {train} training photo(s)"]
+        table.loc[has_face[has_face].index, ["face_status", "face_reason", "crop_plain", "crop_aligned"]] = [
+            NO_TRAINING_FACE, f"{person}: no face found in any of the {train} training photo(s)", "", ""]
         messages[person] = (f"left out: {person} (no face found in any of the {train} training photo(s); faces in "
                             f"{faces_found} of {len(rows)} photos): add photos in which the face is large, frontal "
                             "and lit, then run notebooks 01 and 02 again")
     return table, messages
+
+
+def left_out_people(table: pd.DataFrame) -> set[str]:
+    """Return the people of a crops table's usable photos that have no face to learn from: none found, or left out by
+    :func:`leave_out_faceless_people`. Later notebooks leave all their photos out."""
+    usable = table[table["status"] == data.STATUS_OK]
+    return set(usable["person"]) - set(usable.loc[usable["face_status"] == "ok", "person"])
+
+
+def faceless_predictions(table: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Return one prediction row (``path``, ``crop`` "", ``true``, ``pred`` "no_face", ``score`` 0) per usable photo
+    of ``split`` in which no face was found, for the people the models know.
+
+    A model that sees only face crops (notebooks 03 and 04) never meets these photos; appended to its predictions,
+    they count as errors, as in the embedding pipeline of notebook 05 (:func:`nnprak.classify.predict_with_missing`),
+    so every model is scored on the same test photos.
+    """
+    known = ~table["person"].isin(left_out_people(table))
+    rows = table[(table["status"] == data.STATUS_OK) & (table["split"] == split) & known
+                 & (table["face_status"] != "ok")]
+    return pd.DataFrame({"path": rows["path"].to_numpy(), "crop": "", "true": rows["person"].to_numpy(),
+                         "pred": "no_face", "score": 0.0})
 
 
 def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.PathLike | None = None,

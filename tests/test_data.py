@@ -84,7 +84,9 @@ def test_duplicates_kept_once_and_never_straddle_splits(tmp_path, lfw_images):
         kept = same[same["status"] == "ok"]
         assert kept["person"].nunique() == 2 and kept["split"].nunique() == 1
         assert all(data.split_checks(df).values())
-        assert len(data.cross_person_duplicates(df)) == 2
+        cross = data.cross_person_duplicates(df)
+        assert len(cross) == 2 and cross["advice"].str.startswith("also filed under ").all()
+        assert f"also filed under {people[1]}:" in cross.loc[cross["person"] == people[0], "advice"].iloc[0]
 
 
 def _save(img, path, **kw):

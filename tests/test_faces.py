@@ -292,10 +292,40 @@ def test_people_without_a_training_face_are_left_out_with_a_message(mixed):
     assert "Tony_Blair (no face found in any of the 1 training photo(s); faces in 1 of 2 photos)" in messages["Tony_Blair"]
     assert "add photos" in messages["Nobody"] and "faces in 0 of 2 photos" in messages["Nobody"]
     assert (out.loc[blair, "face_status"] == faces.NO_TRAINING_FACE).all() and out.loc[blair, "face_reason"].str.len().all()
+    assert (out.loc[blair, ["crop_plain", "crop_aligned"]] == "").all(axis=None)      # no dataset reads them
+    kept = sorted(set(out["person"]) - faces.left_out_people(out))
+    assert len(data.FaceDataset(out, "test", path_column="crop_aligned", classes=kept)) == 0   # no KeyError either
     changed = (out["face_status"] != before["face_status"])
     assert changed.sum() == len(blair)                                                 # everyone else untouched
     assert faces.summary(out)[faces.NO_TRAINING_FACE] == len(blair) and faces.NO_TRAINING_FACE in faces.FACE_STATUSES
     assert faces.leave_out_faceless_people(mixed["table"])[1].keys() == {"Nobody"}      # all in train: only Nobody
+    assert faces.left_out_people(out) == {"Nobody", "Tony_Blair"} and faces.left_out_people(before) == {"Nobody"}
+
+
+def test_photos_without_a_face_count_as_errors_for_the_people_models_know(mixed):
+    t = mixed["table"].copy()
+    t["split"] = np.where(t["status"] == "ok", "test", "")          # every usable photo a test photo
+    rows = faces.faceless_predictions(t)
+    # Tony Blair is known (gray.jpg has a face): his unreadable photo is an error; Nobody has no face at all: left out
+    assert rows["path"].map(lambda p: Path(p).name).tolist() == ["broken_later.jpg"]
+    assert rows[["true", "pred", "score", "crop"]].values.tolist() == [["Tony_Blair", "no_face", 0.0, ""]]
+    assert faces.faceless_predictions(t, split="train").empty
+
+
+def test_run_summary_names_what_was_left_out(mixed, tmp_path):
+    """``nnprak run`` ends with what notebooks 01 and 02 left out, so a student watching the terminal sees it."""
+    from nnprak.__main__ import data_summary
+
+    cfg = make_cfg(tmp_path)
+    cfg.paths.make()
+    assert data_summary(cfg) == [f"executed notebooks: {data.rel_path(cfg.paths.notebooks_out)}/ | results: "
+                                 f"{data.rel_path(cfg.paths.results)}/"]          # nothing run yet: nothing left out
+    data.save_manifest(mixed["manifest"], cfg.paths.manifest)
+    data.save_manifest(faces.leave_out_faceless_people(mixed["table"])[0], cfg.paths.crops)
+    lines = data_summary(cfg)
+    assert lines[0] == "left out by notebook 01 (its table says why and what to do): 1 corrupt"
+    assert lines[1] == "images without a usable face (notebook 02 lists them): 2 no_face, 1 unreadable"
+    assert lines[2] == "people left out by notebook 02 (no face in a training photo): Nobody" and len(lines) == 4
 
 
 def test_figures(mixed):
