@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .utils import PROGRESS_ENV, atomic_path, write_json
+from .utils import PROGRESS_ENV, atomic_path, count, write_json
 
 NOTEBOOK_DIR = config.ROOT / "notebooks"
 KERNELSPEC = {"name": "nnprak", "display_name": "Python (nnprak)", "language": "python"}
@@ -310,8 +310,8 @@ def predict_command(args) -> int:
     written = contact_sheet(results, sheet)
     named = sum(p.name != classify.UNKNOWN for r in results for p in r.faces)
     faces = sum(len(r.faces) for r in results)
-    print(f"{len(results)} photos, {faces} faces ({named} named, {faces - named} unknown), {failed} without a "
-          f"usable face | contact sheet: {', '.join(map(str, written))}")
+    print(f"{count(len(results), 'photo')}, {count(faces, 'face')} ({named} named, {faces - named} unknown), "
+          f"{failed} without a usable face | contact sheet: {', '.join(map(str, written))}")
     return 1 if failed or problems else 0
 
 

@@ -130,6 +130,7 @@ def images_per_person(manifest: pd.DataFrame, top: int | None = None):
     ax.invert_yaxis()
     ax.set_xlabel("images")
     ax.set_title(f"Images per person ({len(counts)} people, {int(left.sum())} images)")
+    ax.set_xlim(0, max(1.0, float(left.max())) * 1.3)   # room on the right: the legend covers no bar of an even set
     ax.legend(loc="lower right")
     ax.tick_params(axis="y", labelsize=7)
     return fig

@@ -236,6 +236,7 @@ def contact_sheet(results: list[PhotoResult], out: str | os.PathLike, title: str
     ncols = ncols or min(n, 5 if n > 12 else 4)
     nrows = int(np.ceil(n / ncols))
     fits = max(6, plots.chars_fitting(thumb, CAPTION_PT, em=0.6))   # characters of a caption in a photo's width
+    max_lines = max(2, int(thumb * 72 / (CAPTION_PT * 1.3)))         # lines of a caption in a photo's height
     fig, axes = plt.subplots(nrows, ncols, figsize=(thumb * ncols, (thumb + 0.25) * nrows + (0.25 if title else 0)),
                              squeeze=False)
     for ax in axes.flat:
@@ -245,9 +246,12 @@ def contact_sheet(results: list[PhotoResult], out: str | os.PathLike, title: str
         if plots.text_width(name) > fits:
             name = plots.clip_text(name[:-8], fits - 8) + name[-8:]
         ax.set_title(name, fontsize=CAPTION_PT, pad=2)
-        if r.image is None:
-            ax.text(0.5, 0.5, textwrap.fill(r.problem.split(": ", 1)[-1], fits), ha="center", va="center",
-                    fontsize=CAPTION_PT, transform=ax.transAxes, color="#a00")
+        if r.image is None:   # the reason, cut to the lines that fit the photo's square (the terminal has it whole)
+            lines = textwrap.wrap(r.problem.split(": ", 1)[-1], fits)
+            if len(lines) > max_lines:
+                lines = lines[:max_lines - 1] + [plots.clip_text(lines[max_lines - 1], fits - 1).removesuffix("…") + "…"]
+            ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=CAPTION_PT,
+                    transform=ax.transAxes, color="#a00")
             continue
         ax.imshow(r.image)
         _draw_faces(ax, r.faces, fontsize=LABEL_PT, width=plots.chars_fitting(thumb, LABEL_PT))

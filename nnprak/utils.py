@@ -17,6 +17,11 @@ PROGRESS_INTERVAL = 1.0
 """Seconds between two writes of the progress file (the last status of a loop is always written)."""
 
 
+def count(n: int, noun: str) -> str:
+    """Return ``n`` with ``noun``, plural unless ``n`` is 1: ``count(1, "photo") == "1 photo"``, ``"3 photos"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def display_path(path: str | os.PathLike) -> str:
     """Return ``path`` as recorded in results: relative to the checkout if inside it, ``~/...`` if in the home folder.
 

@@ -110,6 +110,10 @@ def test_bad_photos_give_one_line_each_and_the_rest_still_works(classroom, tmp_p
         assert sum(name in line for line in lines) == 1, (name, r.stderr)
     assert any("wall.png" in line and "no face" in line for line in lines)
     assert "good.jpg: face 1: " in r.stdout
+    import re
+    summary = r.stdout.strip().splitlines()[-1]
+    faces = int(re.match(r"5 photos, (\d+) faces? \(", summary).group(1))
+    assert summary.startswith(f"5 photos, {faces} face{'' if faces == 1 else 's'} (") and "4 without a usable face" in summary
     assert (tmp_path / "s.png").exists() and (tmp_path / "s.pdf").exists()
 
 
@@ -175,3 +179,28 @@ def test_collect_photos_names_the_subfolders_it_does_not_read(tmp_path):
     assert str(photos / "Ada") in problems[0] and problems[1].endswith("does not exist")
     found, problems = predict.collect_photos([photos / "Ada"])
     assert found == [] and problems == [f"{photos / 'Ada'}: no files in this folder"]
+
+
+def test_contact_sheet_cuts_a_long_reason_to_its_photos_square(tmp_path):
+    """A bad photo's reason is wrapped and cut to the lines that fit its square: it never runs over the file name."""
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LTTextLine
+
+    long = "notes.jpg: not_image (an HTML/XML/SVG file (a saved web page?), not a photo); " + data.BAD_STATUSES["not_image"]
+    res = [predict.PhotoResult(tmp_path / "notes.jpg", [], long)]
+    pdf = [p for p in predict.contact_sheet(res, tmp_path / "sheet.png") if p.suffix == ".pdf"][0]
+    lines = []
+
+    def walk(item):
+        if isinstance(item, LTTextLine):
+            lines.append((item.get_text().strip(), item.y0, item.y1))
+        elif hasattr(item, "__iter__"):
+            for child in item:
+                walk(child)
+    for page in extract_pages(str(pdf)):
+        walk(page)
+    title = [ln for ln in lines if ln[0] == "notes.jpg"]
+    reason = [ln for ln in lines if ln[0] != "notes.jpg"]
+    assert len(title) == 1 and 2 <= len(reason) < 10 and reason[-1][0].endswith("…")   # cut, with a mark
+    assert max(y1 for _, _, y1 in reason) <= title[0][1]                               # all below the file name
+    assert "".join(t for t, _, _ in reason).startswith("not_image")
