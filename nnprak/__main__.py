@@ -51,7 +51,7 @@ def use_photos(folder: str | os.PathLike) -> Path:
                                 "(one folder per person) and pass that folder.")
     if not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
         raise FileNotFoundError(f"{folder} has no person folders. Put the photos in {folder}/<person name>/<photo>.jpg "
-                                "(one folder per person, at least 3 photos each).")
+                                "(one folder per person, at least 4 photos each).")
     os.environ[config.PHOTOS_ENV] = str(root)
     return root
 
@@ -88,7 +88,8 @@ def data_summary(cfg: config.Config) -> list[str]:
                          + ", ".join(f"{n} {status}" for status, n in no_face.items()))
         left = sorted(faces.left_out_people(crops))
         if left:
-            lines.append(f"people left out by notebook 02 (no face in a training photo): {', '.join(left)}")
+            lines.append(f"people left out by notebook 02 (fewer than {faces.MIN_TRAINING_FACES} training photos with a "
+                         f"face): {', '.join(left)}")
     lines.append(f"executed notebooks: {data.rel_path(cfg.paths.notebooks_out)}/ | results: "
                  f"{data.rel_path(cfg.paths.results)}/")
     return lines

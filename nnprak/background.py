@@ -19,7 +19,6 @@ learns from the set alone (and says so).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Iterable
 
@@ -28,14 +27,10 @@ import pandas as pd
 import torch
 
 from . import config
+from .data import person_key  # noqa: F401  (the name matching of background people, documented here too)
 
 BACKGROUND_CROPS = "background_crops.csv"
 """Notebook 02's crops table of the background people, in the profile's processed folder."""
-
-
-def person_key(name: str) -> str:
-    """Return a person's name without case, spaces, underscores or hyphens (to match folder names with LFW's)."""
-    return re.sub(r"[\s_\-]+", "", str(name)).casefold()
 
 
 def background_images(lfw_dir: str | os.PathLike, exclude: Iterable[str] = (), min_images: int = 10,

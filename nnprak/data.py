@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 import zlib
 from pathlib import Path
@@ -350,6 +351,34 @@ def cross_person_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def difference_hash(path: str | os.PathLike, size: int = 8) -> str:
+    """Return an image's difference hash (dHash: whether each pixel of a ``size+1`` x ``size`` grey thumbnail is brighter
+    than its left neighbour) as hex digits: the same for a photo and its copies in another format, size or quality."""
+    thumb = load_image(path).convert("L").resize((size + 1, size), Image.Resampling.LANCZOS)
+    a = np.asarray(thumb, dtype=np.int16)
+    bits = (a[:, 1:] > a[:, :-1]).flatten()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):0{size * size // 4}x}"
+
+
+NEAR_DUPLICATE_ADVICE = ("the same photo twice (another format, size or quality) in two splits: the test sees a photo "
+                         "the model was trained on; delete one copy and run notebook 01 again")
+
+
+def near_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Return one person's photos that are the same photo saved twice (equal :func:`difference_hash`, other bytes)
+    and lie in different splits: person, path, split, hash and ``advice`` (:data:`NEAR_DUPLICATE_ADVICE`).
+
+    Exact copies (same bytes) are kept once by :func:`mark_duplicates`; these slip past it. Video frames are left
+    out (neighbouring frames look alike by nature and are split in time blocks)."""
+    photo = df["video"].astype(str) == "" if "video" in df else pd.Series(True, index=df.index)
+    ok = df[(df["status"] == STATUS_OK) & photo]
+    hashes = pd.Series([difference_hash(abs_path(p)) for p in ok["path"]], index=ok.index, dtype=str)
+    ok = ok.assign(dhash=hashes)
+    groups = ok.groupby(["person", "dhash"])["split"].transform("nunique")
+    out = ok.loc[groups > 1, ["person", "path", "split", "dhash"]].sort_values(["person", "dhash", "path"])
+    return out.assign(advice=NEAR_DUPLICATE_ADVICE).reset_index(drop=True)
+
+
 def _person_rng(seed: int, person: str) -> np.random.Generator:
     # One generator per person: a person's split does not change when other people are added or removed.
     return np.random.default_rng([seed, zlib.crc32(person.encode("utf-8"))])
@@ -373,8 +402,13 @@ def _assign_split(df: pd.DataFrame, rows: list, order, fractions) -> None:
         df.at[rows[i], "split"] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
 
 
+MIN_PHOTOS_PER_PERSON = 4
+"""Usable photos a person needs: 4 split into 2 training, 1 validation and 1 test photo, and notebook 05 needs two
+training faces a person for its cross-validation (:data:`nnprak.faces.MIN_TRAINING_FACES`)."""
+
+
 def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = config.SEED,
-                   min_per_person: int = 3) -> pd.DataFrame:
+                   min_per_person: int = MIN_PHOTOS_PER_PERSON) -> pd.DataFrame:
     """Return a copy with a per-person stratified ``split`` (train/val/test) for every usable row.
 
     People with fewer than ``min_per_person`` usable images get status ``too_few`` (a message says so).
@@ -418,13 +452,19 @@ def split_checks(df: pd.DataFrame) -> dict[str, bool]:
     }
 
 
+def person_key(name: str) -> str:
+    """Return a person's name without case, spaces, underscores or hyphens (to match folder names with LFW's)."""
+    return re.sub(r"[\s_\-]+", "", str(name)).casefold()
+
+
 def lfw_impostors(lfw_dir: str | os.PathLike, exclude: Iterable[str], n_people: int = 100,
                   images_per_person: int = 2, min_images: int = 2, max_images: int = 19,
                   seed: int = config.SEED, progress: bool = False,
                   faces_per_split: int | None = None) -> pd.DataFrame:
     """Return manifest rows of LFW people outside the gallery, for testing the open-set "unknown" decision.
 
-    People with ``min_images``–``max_images`` images (none of ``exclude``) are drawn in a seeded random order,
+    People with ``min_images``–``max_images`` images (none of ``exclude``, names compared by :func:`person_key`: a
+    folder "Aaron Peirsol" is LFW's ``Aaron_Peirsol``) are drawn in a seeded random order,
     ``images_per_person`` images each. Whole people go to ``val`` (choosing the threshold) or ``test``
     (measuring it), so test impostors are people the threshold has never seen.
 
@@ -434,7 +474,8 @@ def lfw_impostors(lfw_dir: str | os.PathLike, exclude: Iterable[str], n_people: 
       (``n_people`` is then ignored). Raises ValueError when LFW has too few such people.
     """
     counts = lfw_counts(lfw_dir)
-    pool = sorted(set(counts[(counts >= min_images) & (counts <= max_images)].index) - set(exclude))
+    skip = {person_key(p) for p in exclude}
+    pool = sorted(p for p in counts[(counts >= min_images) & (counts <= max_images)].index if person_key(p) not in skip)
     rng = np.random.default_rng(seed)
     if faces_per_split is None:
         chosen = sorted(rng.choice(pool, size=min(n_people, len(pool)), replace=False).tolist())

@@ -240,14 +240,28 @@ def cache_file(folder: str | os.PathLike, embedder: Embedder) -> Path:
     return Path(folder) / f"{embedder.name}_{embedder.variant}.npz"
 
 
+CACHE_KEY_COLUMNS = ("path", "sha1", "face_status", "box", "landmarks")
+"""What an embedding depends on: the image (path, bytes) and notebook 02's face in it (status, box, landmarks)."""
+
+
+def cache_keys(table: pd.DataFrame) -> np.ndarray:
+    """Return one embedding-cache key per row of ``table``: its :data:`CACHE_KEY_COLUMNS` (those it has) joined."""
+    cols = [table[c].astype(str) for c in CACHE_KEY_COLUMNS if c in table]
+    keys = cols[0]
+    for col in cols[1:]:
+        keys = keys + "|" + col
+    return keys.to_numpy()
+
+
 def cached_embeddings(embedder: Embedder, table: pd.DataFrame, folder: str | os.PathLike,
                       progress: bool = True) -> np.ndarray:
     """Return the embeddings of ``table``'s rows, computing only rows missing from the cache, then saving it.
 
-    Rows are matched on (path, sha1), so a changed image is embedded again.
+    Rows are matched on the image (path, sha1) and its face (status, box, landmarks: :func:`cache_keys`), so a
+    changed image, or a face notebook 02 found, lost or placed anew, is embedded again.
     """
     path = cache_file(folder, embedder)
-    keys = (table["path"].astype(str) + "|" + table["sha1"].astype(str)).to_numpy()
+    keys = cache_keys(table)
     cache: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path, allow_pickle=False) as z:

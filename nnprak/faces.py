@@ -109,7 +109,7 @@ ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.025
                                  [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
 """Canonical positions of the 5 MTCNN landmarks in a 112×112 ArcFace crop (insightface)."""
 
-SIDECAR_VERSION = 2
+SIDECAR_VERSION = 3   # 3: the image's sha1 is recorded and checked
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -403,7 +403,10 @@ def _mtime(path: Path) -> float:
         return -math.inf
 
 
-def _read_sidecar(path: Path, src_mtime: float, settings: DetectorSettings) -> dict | None:
+def _read_sidecar(path: Path, src_mtime: float, settings: DetectorSettings, sha1: str = "") -> dict | None:
+    """Return an earlier run's detection of an image, or None when it cannot be reused: older than the image, made
+    with other detector settings, or of other bytes (``sha1``: a photo replaced by another under the same name keeps
+    its old date when it is moved, copied with ``cp -p`` or unpacked)."""
     if _mtime(path) < src_mtime:
         return None
     try:
@@ -412,7 +415,15 @@ def _read_sidecar(path: Path, src_mtime: float, settings: DetectorSettings) -> d
         return None
     if rec.get("version") != SIDECAR_VERSION or rec.get("detector") != settings.as_dict():
         return None
+    if sha1 and rec.get("sha1") != sha1:
+        return None
     return rec
+
+
+def _sha1_of(df: pd.DataFrame, i) -> str:
+    """Return the manifest's sha1 of row ``i`` ("" when the table has none)."""
+    value = df.at[i, "sha1"] if "sha1" in df else ""
+    return value if isinstance(value, str) else ""
 
 
 def _sidecar_detection(rec: dict) -> Detection:
@@ -422,9 +433,9 @@ def _sidecar_detection(rec: dict) -> Detection:
 
 
 def _write_sidecar(path: Path, source: str, image_size, settings: DetectorSettings, det: Detection,
-                   crop: dict | None, used: int, problem: str) -> None:
+                   crop: dict | None, used: int, problem: str, sha1: str = "") -> None:
     boxes, probs, points = det
-    write_json(path, dict(version=SIDECAR_VERSION, source=source, image_size=list(image_size),
+    write_json(path, dict(version=SIDECAR_VERSION, source=source, sha1=sha1, image_size=list(image_size),
                           detector=settings.as_dict(), min_face_size_used=int(used), problem=problem,
                           boxes=boxes.tolist(), probs=probs.tolist(), landmarks=points.tolist(), crop=crop))
 
@@ -535,32 +546,37 @@ def _chunks(todo: list[int], batch: int, pixels: dict[int, int]) -> list[list[in
 
 
 NO_TRAINING_FACE = "no_training_face"
-"""Face status of the faces of a person none of whose training photos gave a face (:func:`leave_out_faceless_people`)."""
+"""Face status of the faces of a person with too few training faces (:func:`leave_out_faceless_people`)."""
+MIN_TRAINING_FACES = 2
+"""Training faces a person needs: notebook 05 cross-validates its classifiers with at least two folds, each holding a
+face of every person (:func:`nnprak.config.cv_folds`). Notebook 01's :data:`nnprak.data.MIN_PHOTOS_PER_PERSON` gives
+every person two training photos; this catches the people whose training photos show no face."""
 
 
 def leave_out_faceless_people(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Return (the crops table with the faces of every person without a training face set to ``no_training_face``,
-    {person: message} for every person without a training face, in name order).
+    """Return (the crops table with the faces of every person with fewer than :data:`MIN_TRAINING_FACES` training
+    faces set to ``no_training_face``, {person: message} for each such person, in name order).
 
-    A network or classifier cannot learn a person from no photo, and that person's validation and test faces could
-    then only be named wrong: such people are left out of every later notebook, as notebook 01 leaves out people
-    with too few photos. Their rows lose their crop paths, as rows without a face have none (the crop files stay
-    on disk for a later run). The table passed in is not changed.
+    The models cannot learn a person from fewer (notebook 05's cross-validation stops), and that person's validation
+    and test faces could then only be named wrong: such people are left out of every later notebook, as notebook 01
+    leaves out people with too few photos. Their rows lose their crop paths, as rows without a face have none (the
+    crop files stay on disk for a later run). The table passed in is not changed.
     """
     table = table.copy()
     usable = table[table["status"] == data.STATUS_OK]
     messages = {}
     for person, rows in usable.groupby("person", sort=True):
         has_face = rows["face_status"] == "ok"
-        if (has_face & (rows["split"] == "train")).any():
+        in_train = rows["split"] == "train"
+        train_faces = int((has_face & in_train).sum())
+        if train_faces >= MIN_TRAINING_FACES:
             continue
-        faces_found = int(has_face.sum())
-        train = int((rows["split"] == "train").sum())
+        reason = (f"{train_faces} of the {int(in_train.sum())} training photo(s) with a face, fewer than "
+                  f"{MIN_TRAINING_FACES}")
         table.loc[has_face[has_face].index, ["face_status", "face_reason", "crop_plain", "crop_aligned"]] = [
-            NO_TRAINING_FACE, f"{person}: no face found in any of the {train} training photo(s)", "", ""]
-        messages[person] = (f"left out: {person} (no face found in any of the {train} training photo(s); faces in "
-                            f"{faces_found} of {len(rows)} photos): add photos in which the face is large, frontal "
-                            "and lit, then run notebooks 01 and 02 again")
+            NO_TRAINING_FACE, f"{person}: {reason}", "", ""]
+        messages[person] = (f"left out: {person} ({reason}; faces in {int(has_face.sum())} of {len(rows)} photos): add "
+                            "photos in which the face is large, frontal and lit, then run notebooks 01 and 02 again")
     return table, messages
 
 
@@ -645,6 +661,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
         paths = {i: crop_paths(faces_dir, df.at[i, "person"], names[i]) for i in chunk}
         src = {i: data.abs_path(df.at[i, "path"]) for i in chunk}
         src_mtime = {i: _mtime(src[i]) for i in chunk}
+        sha1s = {i: _sha1_of(df, i) for i in chunk}
         dets: dict[int, Detection] = {}
         sizes: dict[int, tuple] = {}
         used: dict[int, int] = {}        # min_face_size of the detection kept
@@ -656,7 +673,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
             counts[key] = counts.get(key, 0) + 1
 
         for i in chunk:
-            rec = _read_sidecar(paths[i]["detections"], src_mtime[i], settings)
+            rec = _read_sidecar(paths[i]["detections"], src_mtime[i], settings, sha1s[i])
             if rec is not None:
                 dets[i], sizes[i], done_crops[i] = _sidecar_detection(rec), tuple(rec["image_size"]), rec.get("crop")
                 used[i], problems[i] = int(rec["min_face_size_used"]), rec["problem"]
@@ -704,7 +721,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
                 continue
             crop = dict(crop_key, face_index=rows[i]["face_index"]) if rows[i]["face_status"] == "ok" else None
             _write_sidecar(paths[i]["detections"], df.at[i, "path"], sizes[i], settings, dets[i], crop, used[i],
-                           problems[i])
+                           problems[i], sha1s[i])
         return counts
 
     # Batches run in parallel, each with one PyTorch thread (see detection_workers): every batch then computes

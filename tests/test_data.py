@@ -149,7 +149,7 @@ def test_own_photos_end_to_end_with_too_few_images(tmp_path, lfw_images, capsys)
         shutil.copy(f, raw / "Jürgen_Ölschläger" / f.name)
     cfg = config.load("smoke", source=str(raw))
     df = data.build_manifest(cfg, progress=False)
-    assert "left out: Jürgen_Ölschläger (2 usable images < 3)" in capsys.readouterr().out
+    assert "left out: Jürgen_Ölschläger (2 usable images < 4)" in capsys.readouterr().out
     assert (df.loc[df["person"] == "Jürgen_Ölschläger", "status"] == "too_few").all()
     ok = df[df["status"] == "ok"]
     assert ok["person"].nunique() == 2 and all(data.split_checks(df).values())
@@ -196,3 +196,38 @@ def test_video_frames_split_in_time_blocks_photos_shuffled():
     photos_b = out[out["person"] == "B"]["split"].value_counts()
     assert photos_b.to_dict() == dict(zip(("train", "val", "test"), data.split_counts(10)))
     assert all(data.split_checks(out).values())
+
+
+def test_impostors_leave_out_the_gallery_people_however_their_folders_are_spelled(lfw_dir):
+    """A student's folder "aaron peirsol" is LFW's Aaron_Peirsol: never a stranger of the open-set test."""
+    counts = data.lfw_counts(lfw_dir)
+    small = sorted(counts[(counts >= 1) & (counts <= 19)].index)
+    gallery = [small[0].replace("_", " ").lower(), small[1].replace("_", "-").upper()]
+    assert data.person_key(gallery[0]) == data.person_key(small[0])
+    df = data.lfw_impostors(lfw_dir, exclude=gallery, n_people=len(small), min_images=1)   # everyone else
+    assert set(df["person"]).isdisjoint(small[:2]) and df["person"].nunique() == len(small) - 2
+
+
+def test_the_same_photo_saved_twice_is_found_across_splits(tmp_path, lfw_images):
+    """A photo and its PNG or resized copy (other bytes) get one difference hash; other photos of the person do not."""
+    from pathlib import Path
+
+    person, files = next(iter(lfw_images.items()))
+    folder = tmp_path / "photos" / person
+    folder.mkdir(parents=True)
+    for f in files[:6]:
+        shutil.copy(f, folder / f.name)
+    img = data.load_image(files[0])
+    img.save(folder / "copy.png")                                           # lossless: the same pixels
+    img.resize((500, 500)).save(folder / "big.jpg", quality=80)             # another size and quality
+    df = data.scan_folder(tmp_path / "photos", progress=False)
+    assert len(set(df["sha1"])) == len(df) == 8                              # all other bytes: no exact duplicates
+    name = df["path"].map(lambda p: Path(p).name)
+    df["split"] = "train"
+    df.loc[name == "copy.png", "split"] = "test"
+    df.loc[name == "big.jpg", "split"] = "val"
+    twins = data.near_duplicates(df)
+    assert sorted(twins["path"].map(lambda p: Path(p).name)) == sorted(["big.jpg", "copy.png", files[0].name])
+    assert twins["dhash"].nunique() == 1 and twins["advice"].str.contains("delete one copy").all()
+    df["split"] = "train"
+    assert data.near_duplicates(df).empty                                    # all in one split: nothing to say

@@ -84,6 +84,15 @@ def test_cache_embeds_only_missing_rows(tmp_path, crops):
     changed.loc[3, "sha1"] = "0" * 40  # a changed image is embedded again
     embed.cached_embeddings(emb, changed, tmp_path, progress=False)
     assert emb.rows == 13
+    lost = changed.copy()
+    lost.loc[5, "face_status"] = "no_face"                  # notebook 02 lost this face (other settings) ...
+    assert np.isnan(embed.cached_embeddings(emb, lost, tmp_path, progress=False)[5]).all() and emb.rows == 14
+    back = embed.cached_embeddings(emb, changed, tmp_path, progress=False)   # ... and found it again: its embedding
+    assert emb.rows == 14 and not np.isnan(back[5]).any()                   # (cached under its face) is back
+    moved = changed.copy()
+    moved.loc[7, "landmarks"] = changed.loc[8, "landmarks"]   # another face chosen in the photo: embedded anew
+    embed.cached_embeddings(emb, moved, tmp_path, progress=False)
+    assert emb.rows == 15
 
 
 def test_auto_backend_falls_back_to_dlib_offline(tmp_path, monkeypatch, capsys):

@@ -289,7 +289,8 @@ def test_people_without_a_training_face_are_left_out_with_a_message(mixed):
     out, messages = faces.leave_out_faceless_people(t)
     pd.testing.assert_frame_equal(t, before)                                          # the table passed in is kept
     assert list(messages) == ["Nobody", "Tony_Blair"]                                  # no face at all / none in train
-    assert "Tony_Blair (no face found in any of the 1 training photo(s); faces in 1 of 2 photos)" in messages["Tony_Blair"]
+    assert "Tony_Blair (0 of the 1 training photo(s) with a face, fewer than 2; faces in 1 of 2 photos)" in messages[
+        "Tony_Blair"]
     assert "add photos" in messages["Nobody"] and "faces in 0 of 2 photos" in messages["Nobody"]
     assert (out.loc[blair, "face_status"] == faces.NO_TRAINING_FACE).all() and out.loc[blair, "face_reason"].str.len().all()
     assert (out.loc[blair, ["crop_plain", "crop_aligned"]] == "").all(axis=None)      # no dataset reads them
@@ -298,7 +299,10 @@ def test_people_without_a_training_face_are_left_out_with_a_message(mixed):
     changed = (out["face_status"] != before["face_status"])
     assert changed.sum() == len(blair)                                                 # everyone else untouched
     assert faces.summary(out)[faces.NO_TRAINING_FACE] == len(blair) and faces.NO_TRAINING_FACE in faces.FACE_STATUSES
-    assert faces.leave_out_faceless_people(mixed["table"])[1].keys() == {"Nobody"}      # all in train: only Nobody
+    # as cropped (all in train): Serena Williams has her 2 faces; Tony Blair 1 (gray.jpg; broken_later is unreadable)
+    _, as_cropped = faces.leave_out_faceless_people(mixed["table"])
+    assert list(as_cropped) == ["Nobody", "Tony_Blair"] and "1 of the 2 training photo(s) with a face" in as_cropped[
+        "Tony_Blair"]
     assert faces.left_out_people(out) == {"Nobody", "Tony_Blair"} and faces.left_out_people(before) == {"Nobody"}
 
 
@@ -325,7 +329,8 @@ def test_run_summary_names_what_was_left_out(mixed, tmp_path):
     lines = data_summary(cfg)
     assert lines[0] == "left out by notebook 01 (its table says why and what to do): 1 corrupt"
     assert lines[1] == "images without a usable face (notebook 02 lists them): 2 no_face, 1 unreadable"
-    assert lines[2] == "people left out by notebook 02 (no face in a training photo): Nobody" and len(lines) == 4
+    assert lines[2] == "people left out by notebook 02 (fewer than 2 training photos with a face): Nobody, Tony_Blair"
+    assert len(lines) == 4
 
 
 def test_figures(mixed):
@@ -370,6 +375,28 @@ def _assert_same_table(a: pd.DataFrame, b: pd.DataFrame):
 
 class Interrupt(RuntimeError):
     pass
+
+
+def test_a_photo_replaced_under_its_name_is_detected_again_even_with_its_old_date(tmp_path):
+    """``mv b.jpg a.jpg`` (or ``cp -p``, an unpacked archive) keeps b's old date: the saved detection of the old a.jpg
+    must not be reused for it; the manifest's sha1 tells them apart."""
+    a, b = LFW / "Tony_Blair" / "Tony_Blair_0001.jpg", LFW / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+    photo = tmp_path / "photos" / "Tony_Blair" / "a.jpg"
+    photo.parent.mkdir(parents=True)
+    shutil.copy(a, photo)
+    cfg = make_cfg(tmp_path)
+    first = faces.crop_manifest(manifest_of({"Tony_Blair": [photo]}), cfg, progress=False)
+    old = os.stat(photo).st_mtime - 3600
+    shutil.copy(b, photo)
+    os.utime(photo, (old, old))                                       # the new bytes carry an old date
+    stats: dict = {}
+    second = faces.crop_manifest(manifest_of({"Tony_Blair": [photo]}), cfg, progress=False, stats=stats)
+    assert stats.get("detected") == 1 and not stats.get("reused")
+    fresh = faces.crop_manifest(manifest_of({"Tony_Blair": [photo]}), make_cfg(tmp_path / "fresh"), progress=False)
+    assert second["box"].iloc[0] == fresh["box"].iloc[0] != first["box"].iloc[0]
+    again: dict = {}
+    faces.crop_manifest(manifest_of({"Tony_Blair": [photo]}), cfg, progress=False, stats=again)
+    assert again.get("reused") == 1 and not again.get("detected")    # unchanged bytes: reused as before
 
 
 def test_parallel_detection_equals_one_batch_at_a_time(tmp_path):

@@ -14,6 +14,16 @@ def test_metrics_by_hand():
     assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
 
 
+def test_a_photo_without_a_face_is_an_error_of_its_person_not_a_class():
+    """"no_face" (a test photo without a face) lowers its person's recall; it is no extra class with an F1 of 0."""
+    true, pred = ["a", "a", "b", "b"], ["a", "no_face", "b", "b"]
+    m = results.classification_metrics(true, pred)
+    assert m["accuracy"] == 0.75 and m["balanced_accuracy"] == pytest.approx((0.5 + 1) / 2)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)                  # a: precision 1, recall 1/2; b: 1
+    table = results.per_person_report(true, pred)
+    assert list(table.index) == ["a", "b"] and table.loc["a", "recall"] == 0.5 and table["support"].tolist() == [2, 2]
+
+
 def test_save_and_load_round_trip(tmp_path):
     config.load("smoke")
     preds = pd.DataFrame({"path": ["x.png", "y.png"], "true": ["a", "b"], "pred": ["a", "a"], "score": [0.9, 0.4]})

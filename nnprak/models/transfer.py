@@ -495,6 +495,7 @@ def crop_variant_heads(model: TransferModel, record: WeightsRecord, table: pd.Da
     whose own input they are) the crops are resized to ``size``, passed through ``transform`` and the frozen
     ``model.backbone``; a head is trained on the training split (:func:`train_head`, early stopping on validation)
     and scored once on the test split. Columns: ``model``, ``variant`` and :func:`nnprak.results.classification_metrics`.
+    The backbone is used as it is: call this before fine-tuning changes it (notebook 04 does, after stage 1).
     """
     from torch.utils.data import DataLoader
 
