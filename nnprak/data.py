@@ -453,8 +453,12 @@ def split_checks(df: pd.DataFrame) -> dict[str, bool]:
 
 
 def person_key(name: str) -> str:
-    """Return a person's name without case, spaces, underscores or hyphens (to match folder names with LFW's)."""
-    return re.sub(r"[\s_\-]+", "", str(name)).casefold()
+    """Return a person's name without case, accents, spaces, underscores or hyphens (to match folder names with LFW's:
+    "renée zellweger" is ``Renee_Zellweger``). Names in other scripts are kept as they are (no transliteration)."""
+    import unicodedata
+
+    plain = "".join(c for c in unicodedata.normalize("NFKD", str(name)) if not unicodedata.combining(c))
+    return re.sub(r"[\s_\-]+", "", plain).casefold()
 
 
 def lfw_impostors(lfw_dir: str | os.PathLike, exclude: Iterable[str], n_people: int = 100,

@@ -542,8 +542,10 @@ def without_people(pairs: pd.DataFrame, people) -> pd.DataFrame:
     A network trained to tell LFW-62's people apart has seen those people: pairs with them would flatter its
     verification accuracy. The folds stay as they are (with fewer, and fewer matched, pairs).
     """
-    people = set(people)
-    keep = ~(pairs["name1"].isin(people) | pairs["name2"].isin(people))
+    from .data import person_key
+
+    people = {person_key(p) for p in people}      # a folder "bill gates" is LFW's Bill_Gates
+    keep = ~(pairs["name1"].map(person_key).isin(people) | pairs["name2"].map(person_key).isin(people))
     return pairs[keep].reset_index(drop=True)
 
 

@@ -66,7 +66,7 @@ REPORT_TABLES = ("01_split", "02_detection", "03_ablation", "05_open_set", "06_c
 
 REPORT_NUMBERS = (
     "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest", "FewestImages", "MostImages",  # 01
-    "NearDuplicatePairs",                                                # 01 (the same photo in two splits)
+    "NearDuplicatePairs", "DataSetNote",                                 # 01 (twins across splits; own photos)
     "DetectionRate",                                                     # 02
     "ScratchAcc", "ScratchFone", "ScratchMinutes",                       # 03
     "ResNetSeedAcc", "PlainSeedAcc", "DeepBlocks", "DeepResNetAcc", "DeepPlainAcc", "SeedCount",  # 03 (ablation)
@@ -74,7 +74,7 @@ REPORT_NUMBERS = (
     "SeedPairTest", "DeepPairTest",                                     # 03 (the pairs face by face)
     "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",  # 03 (small data)
     "SmallBackground", "SmallAloneAcc", "SmallPhotoPoints", "BackgroundPeople", "BackgroundImages",  # 03 (background people)
-    "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes",  # 04
+    "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "TransferStage",  # 04
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
     "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",  # 05 (open set)
     "OpenSetStrictTarget", "OpenSetStrictDIR", "OpenSetStrictFAR", "PlattValDIR", "ImpostorFaces",
@@ -132,6 +132,21 @@ def pct_range(interval, digits: int = 1) -> str:
     """Return a (low, high) interval of fractions as a LaTeX percentage range, e.g. ``"97.9\\%--99.1\\%"``."""
     low, high = interval
     return f"{pct(low, digits)}--{pct(high, digits)}"
+
+
+def dataset_note(cfg: config.Config, people: int, images: int) -> str:
+    """Return the report's note on its data set: empty for LFW (the text was written for it), else a LaTeX paragraph
+    saying that the numbers, tables and figures are of the own photos and which passages still speak of LFW."""
+    if cfg.is_lfw:
+        return ""
+    from .utils import display_path
+
+    where = tex_escape(display_path(cfg.photo_dir))
+    return ("\\par\\medskip\\noindent\\fbox{\\parbox{0.97\\linewidth}{\\textbf{Data set of this run:} own photos "
+            f"in \\texttt{{{where}}}, {num(int(people))} people, {num(int(images))} images. The numbers, tables and "
+            "figures are of these photos; the prose was written for the LFW-62 benchmark, and where it describes LFW "
+            "(its people, imbalance, image size, label errors and the trials of Sections 4.2--4.3) it does not "
+            "describe this set: rewrite those passages before handing the report in.}}\\par\\medskip")
 
 
 def num(x, digits: int = 1) -> str:

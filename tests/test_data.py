@@ -231,3 +231,19 @@ def test_the_same_photo_saved_twice_is_found_across_splits(tmp_path, lfw_images)
     assert twins["dhash"].nunique() == 1 and twins["advice"].str.contains("delete one copy").all()
     df["split"] = "train"
     assert data.near_duplicates(df).empty                                    # all in one split: nothing to say
+
+
+def test_person_names_match_lfw_whatever_the_spelling_of_the_folder():
+    """Folder names are matched with LFW's (background people, strangers, verification pairs) without case, accents,
+    spaces, underscores or hyphens; other scripts are not transliterated."""
+    import pandas as pd
+
+    from nnprak import evaluate
+
+    assert data.person_key("renée  zellweger") == data.person_key("Renee_Zellweger") == "reneezellweger"
+    assert data.person_key("Jean-Claude Van Damme") == data.person_key("Jean_Claude_Van_Damme")
+    assert data.person_key("张伟") == "张伟" and data.person_key("Anna") != data.person_key("Hanna")
+    pairs = pd.DataFrame({"name1": ["Bill_Gates", "Renee_Zellweger", "Tony_Blair"],
+                          "name2": ["Bill_Gates", "Tony_Blair", "Colin_Powell"], "fold": [0, 0, 0]})
+    kept = evaluate.without_people(pairs, ["bill gates", "Renée Zellweger"])     # a student's folder names
+    assert kept[["name1", "name2"]].values.tolist() == [["Tony_Blair", "Colin_Powell"]]

@@ -38,7 +38,7 @@ CONTRACT_NUMBERS = {
     "ScratchBlocks", "SeedPairTest", "DeepPairTest", "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc",
     "SmallEigenAcc", "SmallErrorCut",
     "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages", "FewestImages", "MostImages",
-    "SmallPhotoPoints", "NearDuplicatePairs"}
+    "SmallPhotoPoints", "NearDuplicatePairs", "TransferStage", "DataSetNote"}
 
 
 def require_latexmk():
@@ -245,6 +245,26 @@ def test_build_pdf_compiles_a_tiny_document(tmp_path):
                    "\\begin{document}Accuracy \\DemoAcc.\\par\\input{tables/demo}\\end{document}\n")
     pdf = report.build_pdf(tex)
     assert pdf == tmp_path / "tiny.pdf" and pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_the_report_of_own_photos_says_which_passages_describe_lfw(tmp_path):
+    """On LFW the note is empty; on own photos it names the folder and the set and compiles (underscores escaped)."""
+    require_latexmk()
+    import subprocess
+
+    assert report.dataset_note(config.load("smoke"), 5, 100) == ""
+    photos = tmp_path / "my_photos"
+    photos.mkdir()
+    note = report.dataset_note(config.load("smoke", source=str(photos)), 8, 96)
+    config.load("smoke")
+    assert "8 people, 96 images" in note and "my\\_photos" in note and "LFW-62" in note
+    report.write_numbers({"DataSetNote": note}, folder=tmp_path / "tables")
+    tex = tmp_path / "note.tex"
+    tex.write_text("\\documentclass{article}\\usepackage[T1]{fontenc}\\input{tables/numbers}\n"
+                   "\\begin{document}Abstract.\\DataSetNote{}Text.\\end{document}\n")
+    text = subprocess.run(["pdftotext", str(report.build_pdf(tex)), "-"], capture_output=True, text=True).stdout
+    flat = " ".join(text.split())
+    assert "set of this run: own photos in" in flat and "my_photos, 8 people, 96 images" in flat
 
 
 def test_build_pdf_reports_latex_errors(tmp_path):

@@ -173,3 +173,23 @@ def test_cached_features_then_head_training_lowers_the_loss(tmp_path):
     model.eval()
     with torch.no_grad():
         assert model(xv).shape == (8, 4)
+
+
+def test_fine_tuning_is_kept_only_when_it_beats_stage_1_on_validation():
+    import pandas as pd
+
+    model = T.TransferModel(torch.nn.Flatten(), 4, 3)
+    stage1 = T.state_copy(model)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(1.0)                                              # what fine-tuning changed
+    tuned = T.state_copy(model)
+    history = pd.DataFrame({"epoch": [1, 2], "val_acc": [0.90, 0.95]})
+    history.attrs["best_val_acc"] = 0.95
+    kept, why = T.keep_better_stage(model, stage1, 0.93, history)
+    assert kept == 2 and "raised the validation accuracy from 93.00% to 95.00%" in why
+    assert all(torch.equal(model.state_dict()[k], tuned[k]) for k in tuned)          # the fine-tuned weights stay
+    kept, why = T.keep_better_stage(model, stage1, 0.95, history)             # a tie: back to stage 1
+    assert kept == 1 and "not above stage 1's 95.00%" in why
+    assert all(torch.equal(model.state_dict()[k], stage1[k]) for k in stage1)
+    assert any(not torch.equal(stage1[k], tuned[k]) for k in stage1)                 # the copy was a copy
