@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from . import config
-from .data import person_key  # noqa: F401  (the name matching of background people, documented here too)
+from .data import person_key
 
 BACKGROUND_CROPS = "background_crops.csv"
 """Notebook 02's crops table of the background people, in the profile's processed folder."""

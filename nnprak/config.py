@@ -99,7 +99,8 @@ class Paths:
 
     @property
     def transfer_checkpoint(self) -> Path:
-        """Return the checkpoint of notebook 04's fine-tuned backbone."""
+        """Return notebook 04's stage-2 (fine-tuning) checkpoint, which ``train.fit`` resumes from; when fine-tuning is
+        not kept (:func:`nnprak.models.transfer.keep_better_stage`), the model scored is stage 1's, not this one."""
         return self.models / "resnet50_transfer.pt"
 
     def classifier(self, name: str) -> Path:

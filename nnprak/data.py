@@ -453,8 +453,9 @@ def split_checks(df: pd.DataFrame) -> dict[str, bool]:
 
 
 def person_key(name: str) -> str:
-    """Return a person's name without case, accents, spaces, underscores or hyphens (to match folder names with LFW's:
-    "renée zellweger" is ``Renee_Zellweger``). Names in other scripts are kept as they are (no transliteration)."""
+    """Return a person's name without case, accents (combining marks), spaces, underscores or hyphens, to match folder
+    names with LFW's ASCII names: "renée zellweger" is ``Renee_Zellweger``. Names in other scripts are not
+    transliterated ("胡锦涛" matches no LFW name)."""
     import unicodedata
 
     plain = "".join(c for c in unicodedata.normalize("NFKD", str(name)) if not unicodedata.combining(c))
@@ -520,7 +521,8 @@ def build_manifest(cfg: config.Config, progress: bool = True) -> pd.DataFrame:
     """Return the validated, de-duplicated and split manifest of ``cfg.source``.
 
     ``cfg.source`` is ``"lfw"``, ``"raw"`` (own photos in ``data/raw/<person>/``) or any folder laid out the same.
-    Excluded files are printed with their reason; the scan never stops at a bad file.
+    Excluded files are printed with their reason; the scan never stops at a bad file. Raises ValueError when no
+    person is left with :data:`MIN_PHOTOS_PER_PERSON` usable photos (nothing to train on).
     """
     if cfg.is_lfw:
         df = scan_lfw(config.find_lfw(), cfg.min_images_per_person, cfg.max_people, cfg.min_image_side, progress)
@@ -528,7 +530,12 @@ def build_manifest(cfg: config.Config, progress: bool = True) -> pd.DataFrame:
         df = scan_folder(cfg.photo_dir, cfg.min_image_side, progress, frames_dir=cfg.paths.interim / "frames")
     for _, row in df[df["status"] != STATUS_OK].iterrows():
         print(f"excluded: {row['path']}: {row['status']}: {row['reason']}")
-    return split_manifest(mark_duplicates(df), cfg.split_fractions, cfg.seed)
+    df = split_manifest(mark_duplicates(df), cfg.split_fractions, cfg.seed)
+    if not (df["status"] == STATUS_OK).any():
+        raise ValueError(f"no person in {cfg.describe_source()} has {MIN_PHOTOS_PER_PERSON} or more usable photos "
+                         "(the lines above say why each file or person was left out): add photos, one folder per "
+                         "person, then run notebook 01 again")
+    return df
 
 
 def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -583,9 +590,10 @@ def split_table(df: pd.DataFrame) -> pd.DataFrame:
     table = pd.crosstab(ok["person"], ok["split"]).reindex(columns=list(SPLITS), fill_value=0)
     table["total"] = table.sum(axis=1)
     summary = pd.DataFrame({"people": [len(table)], **{c: [int(table[c].sum())] for c in table.columns}})
-    summary["fraction"] = [" / ".join(f"{table[s].sum() / table['total'].sum():.2f}" for s in SPLITS)]
-    summary["fewest a person"] = [int(table["total"].min())]
-    summary["most a person"] = [int(table["total"].max())]
+    total = max(1, int(table["total"].sum()))
+    summary["fraction"] = [" / ".join(f"{table[s].sum() / total:.2f}" for s in SPLITS)]
+    summary["fewest a person"] = [int(table["total"].min()) if len(table) else 0]
+    summary["most a person"] = [int(table["total"].max()) if len(table) else 0]
     return summary
 
 

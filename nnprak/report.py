@@ -141,12 +141,15 @@ def dataset_note(cfg: config.Config, people: int, images: int) -> str:
         return ""
     from .utils import display_path
 
-    where = tex_escape(display_path(cfg.photo_dir))
-    return ("\\par\\medskip\\noindent\\fbox{\\parbox{0.97\\linewidth}{\\textbf{Data set of this run:} own photos "
-            f"in \\texttt{{{where}}}, {num(int(people))} people, {num(int(images))} images. The numbers, tables and "
+    path = display_path(cfg.photo_dir)
+    # pdflatex's fonts have no CJK or Cyrillic letters: such a folder is named in the notebooks, not here
+    where = f" in \\texttt{{{tex_escape(path)}}}" if path.isascii() else ""
+    return ("\\par\\medskip\\noindent\\fbox{\\parbox{0.97\\linewidth}{\\textbf{Data set of this run:} own photos"
+            f"{where}, {num(int(people))} people, {num(int(images))} images. The numbers, tables and "
             "figures are of these photos; the prose was written for the LFW-62 benchmark, and where it describes LFW "
-            "(its people, imbalance, image size, label errors and the trials of Sections 4.2--4.3) it does not "
-            "describe this set: rewrite those passages before handing the report in.}}\\par\\medskip")
+            "(its people, imbalance, image size, label errors and the trials of Sections~\\ref{sec:residual} "
+            "and~\\ref{sec:small-data}) it does not describe this set: rewrite those passages before handing the "
+            "report in.}}\\par\\medskip")
 
 
 def num(x, digits: int = 1) -> str:

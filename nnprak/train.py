@@ -418,7 +418,8 @@ def _scheduler_step(scheduler, how: str) -> str | None:
 # ----------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------
-def _cpu_state(model: nn.Module) -> dict:
+def cpu_state(model: nn.Module) -> dict:
+    """Return a copy of ``model``'s weights on the CPU (``state_dict`` tensors copied), for ``load_state_dict``."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
@@ -645,7 +646,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             improved = val_loader is None or keep == "last" or row["val_acc"] > best["acc"] or (
                 row["val_acc"] == best["acc"] and row["val_loss"] < best["loss"])
             if improved:
-                best.update(epoch=epoch + 1, acc=row["val_acc"], loss=row["val_loss"], state=_cpu_state(model))
+                best.update(epoch=epoch + 1, acc=row["val_acc"], loss=row["val_loss"], state=cpu_state(model))
                 bad_epochs = 0
             else:
                 bad_epochs += 1

@@ -151,6 +151,13 @@ def test_own_photos_end_to_end_with_too_few_images(tmp_path, lfw_images, capsys)
     df = data.build_manifest(cfg, progress=False)
     assert "left out: Jürgen_Ölschläger (2 usable images < 4)" in capsys.readouterr().out
     assert (df.loc[df["person"] == "Jürgen_Ölschläger", "status"] == "too_few").all()
+    only_few = tmp_path / "few"
+    shutil.copytree(raw / "Jürgen_Ölschläger", only_few / "Jürgen_Ölschläger")     # nobody with 4 photos
+    with pytest.raises(ValueError, match="has 4 or more usable photos .* add photos"):
+        data.build_manifest(config.load("smoke", source=str(only_few)), progress=False)
+    config.load("smoke")
+    empty = data.split_table(df.assign(status="too_few")).iloc[0]
+    assert (empty["people"], empty["total"], empty["fewest a person"]) == (0, 0, 0)
     ok = df[df["status"] == "ok"]
     assert ok["person"].nunique() == 2 and all(data.split_checks(df).values())
     # paths are stored relative to the checkout and resolve back to the files

@@ -265,6 +265,17 @@ def test_the_report_of_own_photos_says_which_passages_describe_lfw(tmp_path):
     text = subprocess.run(["pdftotext", str(report.build_pdf(tex)), "-"], capture_output=True, text=True).stdout
     flat = " ".join(text.split())
     assert "set of this run: own photos in" in flat and "my_photos, 8 people, 96 images" in flat
+    cjk = tmp_path / "照片"
+    cjk.mkdir()
+    note = report.dataset_note(config.load("smoke", source=str(cjk)), 3, 40)      # pdflatex has no CJK letters:
+    config.load("smoke")
+    assert "照片" not in note and "own photos, 3 people, 40 images" in note       # the folder is left out
+    report.write_numbers({"DataSetNote": note}, folder=tmp_path / "tables")
+    tex.write_text("\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage[utf8]{inputenc}"
+                   "\\input{tables/numbers}\n\\begin{document}\\section{A}\\label{sec:residual}"
+                   "\\section{B}\\label{sec:small-data}\\DataSetNote{}\\end{document}\n")
+    text = subprocess.run(["pdftotext", str(report.build_pdf(tex)), "-"], capture_output=True, text=True).stdout
+    assert "Sections 1 and 2" in " ".join(text.split())                         # the sections are referenced
 
 
 def test_build_pdf_reports_latex_errors(tmp_path):

@@ -178,12 +178,14 @@ def test_cached_features_then_head_training_lowers_the_loss(tmp_path):
 def test_fine_tuning_is_kept_only_when_it_beats_stage_1_on_validation():
     import pandas as pd
 
+    from nnprak import train
+
     model = T.TransferModel(torch.nn.Flatten(), 4, 3)
-    stage1 = T.state_copy(model)
+    stage1 = train.cpu_state(model)
     with torch.no_grad():
         for p in model.head.parameters():
             p.add_(1.0)                                              # what fine-tuning changed
-    tuned = T.state_copy(model)
+    tuned = train.cpu_state(model)
     history = pd.DataFrame({"epoch": [1, 2], "val_acc": [0.90, 0.95]})
     history.attrs["best_val_acc"] = 0.95
     kept, why = T.keep_better_stage(model, stage1, 0.93, history)
@@ -193,3 +195,6 @@ def test_fine_tuning_is_kept_only_when_it_beats_stage_1_on_validation():
     assert kept == 1 and "not above stage 1's 95.00%" in why
     assert all(torch.equal(model.state_dict()[k], stage1[k]) for k in stage1)
     assert any(not torch.equal(stage1[k], tuned[k]) for k in stage1)                 # the copy was a copy
+    no_val = pd.DataFrame({"epoch": [1], "val_acc": [float("nan")]})               # no validation faces at all
+    kept, why = T.keep_better_stage(model, stage1, float("nan"), no_val)
+    assert kept == 1 and "without validation faces" in why and "nan" not in why

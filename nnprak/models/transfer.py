@@ -486,21 +486,19 @@ def build_transfer(num_classes: int, weights: str | None = "imagenet") -> tuple[
     return model, record, messages
 
 
-def state_copy(model: nn.Module) -> dict:
-    """Return a copy of ``model``'s weights (``state_dict`` tensors cloned), to go back to with ``load_state_dict``."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def keep_better_stage(model: nn.Module, stage1_state: dict, stage1_val: float, history2: pd.DataFrame
                       ) -> tuple[int, str]:
     """Return (the stage kept: 1 or 2, one line saying why), after giving ``model`` stage 1's weights back unless
     fine-tuning (stage 2) raised the validation accuracy.
 
-    ``stage1_state``: :func:`state_copy` of the model after stage 1 (the new head on the frozen backbone);
+    ``stage1_state``: :func:`nnprak.train.cpu_state` of the model after stage 1 (the new head on the frozen backbone);
     ``stage1_val``: its best validation accuracy; ``history2``: :func:`nnprak.train.fit`'s history of stage 2, whose
     best epoch the model holds. A tie keeps stage 1: fine-tuning must earn its place on validation, not on test.
     """
     stage2_val = float(history2.attrs.get("best_val_acc", history2["val_acc"].max()))
+    if math.isnan(stage1_val) or math.isnan(stage2_val):
+        model.load_state_dict(stage1_state)
+        return 1, "stage 1 kept: without validation faces fine-tuning cannot show that it helps"
     if stage2_val > stage1_val:
         return 2, f"stage 2 kept: fine-tuning raised the validation accuracy from {stage1_val:.2%} to {stage2_val:.2%}"
     model.load_state_dict(stage1_state)
