@@ -347,9 +347,9 @@ def test_results_of_two_data_sets_are_not_mixed(tmp_path, pgm40_small):
 
 @pytest.fixture
 def pgm40_small(tmp_path, lfw_images):
-    """Two tiny own-photo data sets (3 people x 4 photos; the second leaves one photo out), each with a manifest."""
+    """Two tiny own-photo data sets (3 people x 5 photos; the second leaves one photo out), each with a manifest."""
     cfgs = []
-    for k, n in enumerate((4, 3)):
+    for k, n in enumerate((5, 4)):
         photos = tmp_path / f"photos{k}"
         for person, files in list(lfw_images.items())[:3]:
             (photos / person).mkdir(parents=True)
