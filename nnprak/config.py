@@ -50,6 +50,12 @@ LFW_URL = "http://vis-www.cs.umass.edu/lfw/"
 LFW_FILES = ("lfw-deepfunneled.tgz", "pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt", "people.txt")
 
 
+SEED_BENCH = "bench_scratch_seeds"
+"""Results file (stem) of ``bench/bench_scratch_seeds.py`` on a profile's data (notebook 03, the README table)."""
+SMALL_DATA_BENCHES = ("bench_small_data", "bench_small_data_alone")
+"""Results files (stems) of ``bench/bench_small_data.py``: with background people, and the set alone."""
+
+
 @dataclass(frozen=True)
 class Paths:
     """Folders one profile reads and writes (cookiecutter-data-science layout)."""
@@ -119,12 +125,12 @@ class Paths:
     @property
     def seed_bench(self) -> Path:
         """Return the scratch CNN's seed bench on this profile's data (``bench/bench_scratch_seeds.py``)."""
-        return self.bench("bench_scratch_seeds")
+        return self.bench(SEED_BENCH)
 
     @property
     def small_data_benches(self) -> tuple[Path, Path]:
         """Return the 40 x 10 grey benches with and without background people (``bench/bench_small_data.py``)."""
-        return self.bench("bench_small_data"), self.bench("bench_small_data_alone")
+        return tuple(self.bench(name) for name in SMALL_DATA_BENCHES)
 
     def make(self) -> "Paths":
         """Create every output folder (never the inputs) and return self."""

@@ -330,9 +330,9 @@ def _seed_bench_lines(folder: Path) -> list[str]:
     """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, ``bench_small_data.json``,
     ``bench_small_data_alone.json``: the same set without background people)."""
     rows = []
-    for name, data_label in (("bench_scratch_seeds.json", "LFW-62"), ("bench_small_data.json", "40 × 10 grey"),
-                             ("bench_small_data_alone.json", "40 × 10 grey")):
-        path = folder / name
+    for name, data_label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES), ("LFW-62", "40 × 10 grey",
+                                                                               "40 × 10 grey")):
+        path = folder / f"{name}.json"
         if not path.exists():
             continue
         b = json.loads(path.read_text())
