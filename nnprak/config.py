@@ -368,7 +368,11 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # 88.7/89.8/87.9 % (88.8 % +- 0.9 %), 3.5-4.1 min a run on a slower day; without it 94.7 % +- 1.0 % and 88.4 % +- 0.5 %,
 # the plain twin 94.8 % +- 1.1 %: within the variation between seeds, so it stays off. Nor did a deeper second half
 # tip the tie between the shortcuts and none: blocks (1, 1, 2, 2), seeds 42/43: 94.0/94.2 % test accuracy, features
-# 86.6/87.7 %, 4.3-4.4 min a run (below 88 % and near the 5-minute budget; the plain twin was not trained).
+# 86.6/87.7 %, 4.3-4.4 min a run (below 88 % and near the 5-minute budget; the plain twin was not trained). Nor two
+# blocks per stage at three quarters of the width, to fit the depth where shortcuts matter into the budget (widths
+# 24-48-96-192, 1.59 M parameters; --depths 2,2,2,2 --residual-only --verify --set "widths=(24,48,96,192)", seed 42, on
+# the 451 test faces before the same_photo rule): 94.0 % test accuracy, features 87.7 %, 5.5 min a run, no quicker
+# than the full width on two cores (narrow convolutions use the cores less well), so it was not pursued.
 # preact (not set: False): the residual blocks in the pre-activation form of He et al. 2016b (models.scratch.
 # PreActBlock: batch norm and ReLU before each convolution, nothing after the sum; its plain twin is the same network as
 # the original blocks' plain twin, layer for layer and with the same initial weights). Seeds 42/43/44, with the

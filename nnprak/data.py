@@ -33,6 +33,7 @@ BAD_STATUSES = {
     "corrupt": "image data is truncated or corrupt: copy the photo again or remove it",
     "unreadable": "file cannot be opened (permissions?): check the file",
     "duplicate": "same bytes as another image of this person: kept once",
+    "same_photo": "left out of the later split, so that no photo is both trained on and tested: delete one copy",
     "too_few": "person has too few usable images for a train/val/test split",
     "too_large": "the image declares more pixels than PIL opens safely (a decompression bomb or a huge scan): "
                  "resize it below 50 megapixels or remove it",
@@ -45,9 +46,10 @@ BAD_STATUSES = {
 }
 """Statuses of rows the later stages skip, with the advice printed for each."""
 
-MANIFEST_COLUMNS = ["path", "person", "split", "sha1", "width", "height", "orig_mode", "tiny", "status", "reason",
-                    "video", "frame"]
-"""Manifest columns; ``video``/``frame`` name the video and frame index a row was sampled from ("" / -1 for photos)."""
+MANIFEST_COLUMNS = ["path", "person", "split", "sha1", "dhash", "width", "height", "orig_mode", "tiny", "status",
+                    "reason", "video", "frame"]
+"""Manifest columns; ``dhash`` is the photo's :func:`difference_hash`; ``video``/``frame`` name the video and frame index
+a row was sampled from ("" / -1 for photos)."""
 SPLITS = ("train", "val", "test")
 
 
@@ -161,9 +163,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def inspect_image(path: str | os.PathLike, min_side: int = 64) -> dict:
-    """Return a manifest row's image fields (sha1, width, height, orig_mode, tiny, status, reason); never raises."""
+    """Return a manifest row's image fields (sha1, dhash, width, height, orig_mode, tiny, status, reason); never raises."""
     path = Path(path)
-    row = dict(sha1="", width=0, height=0, orig_mode="", tiny=False, status=STATUS_OK, reason="", video="", frame=-1)
+    row = dict(sha1="", dhash="", width=0, height=0, orig_mode="", tiny=False, status=STATUS_OK, reason="", video="", frame=-1)
     try:
         row["sha1"] = sha1_file(path)
         img, mode = open_image(path)
@@ -173,7 +175,8 @@ def inspect_image(path: str | os.PathLike, min_side: int = 64) -> dict:
     except OSError as err:  # sha1 failed: permissions, vanished file
         row.update(status="unreadable", reason=f"{err.strerror or err}; {BAD_STATUSES['unreadable']}")
         return row
-    row.update(width=img.width, height=img.height, orig_mode=mode, tiny=min(img.size) < min_side)
+    row.update(dhash=difference_hash(img), width=img.width, height=img.height, orig_mode=mode,
+               tiny=min(img.size) < min_side)
     if row["tiny"]:
         row["reason"] = f"tiny image ({img.width}x{img.height} < {min_side} px): kept, but faces may not be found"
     return row
@@ -217,7 +220,7 @@ def loose_files(root: str | os.PathLike) -> list[Path]:
 
 
 def _problem_row(path: Path, person: str, status: str, detail: str) -> dict:
-    return dict(path=rel_path(path), person=person, split="", sha1="", width=0, height=0, orig_mode="", tiny=False,
+    return dict(path=rel_path(path), person=person, split="", sha1="", dhash="", width=0, height=0, orig_mode="", tiny=False,
                 status=status, reason=f"{detail}; {BAD_STATUSES[status]}", video="", frame=-1)
 
 
@@ -351,32 +354,40 @@ def cross_person_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def difference_hash(path: str | os.PathLike, size: int = 8) -> str:
+def difference_hash(img: Image.Image, size: int = 8) -> str:
     """Return an image's difference hash (dHash: whether each pixel of a ``size+1`` x ``size`` grey thumbnail is brighter
     than its left neighbour) as hex digits: the same for a photo and its copies in another format, size or quality."""
-    thumb = load_image(path).convert("L").resize((size + 1, size), Image.Resampling.LANCZOS)
+    thumb = img.convert("L").resize((size + 1, size), Image.Resampling.LANCZOS)
     a = np.asarray(thumb, dtype=np.int16)
     bits = (a[:, 1:] > a[:, :-1]).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):0{size * size // 4}x}"
 
 
-NEAR_DUPLICATE_ADVICE = ("the same photo twice (another format, size or quality) in two splits: the test sees a photo "
-                         "the model was trained on; delete one copy and run notebook 01 again")
+def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy where a person's photo that is the same photo as one in an earlier split (equal ``dhash``, other
+    bytes; train before val before test) gets status ``same_photo`` and no split (the reason names the twin and the split
+    it was drawn into): the test never sees a photo the model was trained on.
 
-
-def near_duplicates(df: pd.DataFrame) -> pd.DataFrame:
-    """Return one person's photos that are the same photo saved twice (equal :func:`difference_hash`, other bytes)
-    and lie in different splits: person, path, split, hash and ``advice`` (:data:`NEAR_DUPLICATE_ADVICE`).
-
-    Exact copies (same bytes) are kept once by :func:`mark_duplicates`; these slip past it. Video frames are left
-    out (neighbouring frames look alike by nature and are split in time blocks)."""
+    Exact copies (same bytes) are kept once by :func:`mark_duplicates` and put into one split by :func:`split_manifest`;
+    these copies in another format, size or quality slip past both. Twins within one split are kept (a photo trained
+    on twice does no harm), and so is the split of every other photo. Video frames are left out (neighbouring frames
+    look alike by nature and are split in time blocks); so are rows without a hash (manifests from before it).
+    """
+    df = df.copy()
     photo = df["video"].astype(str) == "" if "video" in df else pd.Series(True, index=df.index)
-    ok = df[(df["status"] == STATUS_OK) & photo]
-    hashes = pd.Series([difference_hash(abs_path(p)) for p in ok["path"]], index=ok.index, dtype=str)
-    ok = ok.assign(dhash=hashes)
-    groups = ok.groupby(["person", "dhash"])["split"].transform("nunique")
-    out = ok.loc[groups > 1, ["person", "path", "split", "dhash"]].sort_values(["person", "dhash", "path"])
-    return out.assign(advice=NEAR_DUPLICATE_ADVICE).reset_index(drop=True)
+    dhash = df["dhash"].astype(str) if "dhash" in df else pd.Series("", index=df.index)
+    ok = df[(df["status"] == STATUS_OK) & photo & (dhash != "")]
+    rank = ok["split"].map({s: i for i, s in enumerate(SPLITS)})
+    first = rank.groupby([ok["person"], dhash[ok.index]]).transform("min")
+    for i in rank.index[rank > first]:
+        twins = ok[(ok["person"] == ok.at[i, "person"]) & (dhash[ok.index] == dhash[i]) & (rank == first[i])]
+        kept = twins.sort_values("path").iloc[0]
+        split = df.at[i, "split"]
+        df.loc[i, ["status", "split"]] = ["same_photo", ""]   # like every row left out: no split, no later stage uses it
+        df.at[i, "reason"] = (f"the same photo as {kept['path']} ({kept['split']}) in another format, size or quality, "
+                              f"drawn into {split}; {BAD_STATUSES['same_photo']}")
+        print(f"left out: {df.at[i, 'path']} (drawn into {split}): the same photo as {kept['path']} ({kept['split']})")
+    return df
 
 
 def _person_rng(seed: int, person: str) -> np.random.Generator:
@@ -412,7 +423,9 @@ def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = c
     """Return a copy with a per-person stratified ``split`` (train/val/test) for every usable row.
 
     People with fewer than ``min_per_person`` usable images get status ``too_few`` (a message says so).
-    Rows with identical bytes never end up in two splits: each group of identical images follows its first row.
+    Rows with identical bytes never end up in two splits: each group of identical images follows its first row. A
+    photo saved again in another format, size or quality that lands in a later split than its twin is left out
+    (status ``same_photo``, :func:`leave_out_split_twins`); no other photo changes its split.
     Frames of a video (column ``video``) are split in time blocks per video, not shuffled: the first 70 % of a
     video's frames train, the next 15 % validation, the last 15 % test (neighbouring frames are near-duplicates).
     """
@@ -437,18 +450,21 @@ def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = c
             _assign_split(df, rows, range(len(rows)), fractions)
     ok = df["status"] == STATUS_OK
     df.loc[ok, "split"] = df[ok].groupby("sha1")["split"].transform("first")
-    return df
+    return leave_out_split_twins(df)
 
 
 def split_checks(df: pd.DataFrame) -> dict[str, bool]:
     """Return the split's invariants (each True when it holds): stratified, disjoint, duplicates together."""
     ok = df[df["status"] == STATUS_OK]
+    photos = ok[(ok["video"].astype(str) == "") & (ok["dhash"].astype(str) != "")] if "dhash" in ok else ok.iloc[:0]
     per_person = pd.crosstab(ok["person"], ok["split"]).reindex(columns=list(SPLITS), fill_value=0)
     return {
         "every usable image has a split": bool(ok["split"].isin(SPLITS).all()),
         "every person is in train, val and test": bool((per_person > 0).all(axis=None)),
         "no file is in two splits": bool(ok.groupby("path")["split"].nunique().max() <= 1),
         "identical images share one split": bool(ok.groupby("sha1")["split"].nunique().max() <= 1),
+        "no photo of a person is in two splits in two copies":
+            bool(photos.groupby(["person", "dhash"])["split"].nunique().max() <= 1) if len(photos) else True,
     }
 
 
@@ -550,10 +566,12 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebooks/01_data_collection_and_split.ipynb first.")
-    df = pd.read_csv(path, dtype={"path": str, "person": str, "split": str, "sha1": str, "status": str,
+    df = pd.read_csv(path, dtype={"path": str, "person": str, "split": str, "sha1": str, "dhash": str, "status": str,
                                   "reason": str, "orig_mode": str, "video": str}, keep_default_na=False)
     if "video" not in df:  # manifests written before videos were supported
         df["video"], df["frame"] = "", -1
+    if "dhash" not in df:  # manifests written before the difference hash
+        df["dhash"] = ""
     return df
 
 

@@ -66,7 +66,7 @@ REPORT_TABLES = ("01_split", "02_detection", "03_ablation", "05_open_set", "06_c
 
 REPORT_NUMBERS = (
     "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest", "FewestImages", "MostImages",  # 01
-    "NearDuplicatePairs", "DataSetNote",                                 # 01 (twins across splits; own photos)
+    "SamePhotoLeftOut", "DataSetNote",                                   # 01 (twins across splits; own photos)
     "DetectionRate",                                                     # 02
     "ScratchAcc", "ScratchFone", "ScratchMinutes",                       # 03
     "ResNetSeedAcc", "PlainSeedAcc", "DeepBlocks", "DeepResNetAcc", "DeepPlainAcc", "SeedCount",  # 03 (ablation)

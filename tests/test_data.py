@@ -10,8 +10,13 @@ from nnprak import config, data
 
 
 @pytest.fixture(scope="module")
-def lfw62(lfw_dir):
-    return data.split_manifest(data.mark_duplicates(data.scan_lfw(lfw_dir, 20, progress=False)))
+def lfw62_scan(lfw_dir):
+    return data.mark_duplicates(data.scan_lfw(lfw_dir, 20, progress=False))
+
+
+@pytest.fixture(scope="module")
+def lfw62(lfw62_scan):
+    return data.split_manifest(lfw62_scan)
 
 
 def test_lfw_counts(lfw_dir):
@@ -24,13 +29,19 @@ def test_lfw_counts(lfw_dir):
 
 def test_lfw62_manifest_is_stratified_and_leak_free(lfw62):
     assert len(lfw62) == 3023 and lfw62["person"].nunique() == 62
-    assert (lfw62["status"] == "ok").all() and (lfw62[["width", "height"]] == 250).all(axis=None)
+    assert (lfw62[["width", "height"]] == 250).all(axis=None) and (lfw62["dhash"].str.len() == 16).all()
     assert all(data.split_checks(lfw62).values())
-    # each person is split 70/15/15 up to rounding (val and test get round(0.15 n) each)
-    for person, rows in lfw62.groupby("person"):
+    # each person is split 70/15/15 up to rounding (val and test get round(0.15 n) each), before a photo that is the
+    # same as one in an earlier split is left out: LFW-62 has one, a copy in test of a training photo
+    drawn = lfw62["reason"].str.extract(r"drawn into (\w+)", expand=False).fillna(lfw62["split"])
+    for person, rows in lfw62.assign(split=drawn).groupby("person"):
         n = len(rows)
         counts = rows["split"].value_counts()
         assert (counts["train"], counts["val"], counts["test"]) == data.split_counts(n), person
+    left = lfw62[lfw62["status"] != "ok"]
+    assert list(left["status"]) == ["same_photo"] and left["reason"].str.contains("drawn into test").all()
+    twin = lfw62[(lfw62["dhash"] == left["dhash"].iloc[0]) & (lfw62["person"] == left["person"].iloc[0])]
+    assert sorted(twin["split"]) == ["", "train"] and twin["sha1"].nunique() == 2
     totals = lfw62["split"].value_counts(normalize=True)
     assert abs(totals["train"] - 0.70) < 0.01 and abs(totals["test"] - 0.15) < 0.01
 
@@ -40,13 +51,13 @@ def test_split_table_counts_the_usable_images(lfw62):
     odd.loc[odd.index[:5], "status"] = "corrupt"                 # unusable rows are not counted
     row = data.split_table(odd).iloc[0]
     per_person = odd[odd["status"] == "ok"].groupby("person").size()
-    assert row["people"] == 62 and row["total"] == 3018 == row["train"] + row["val"] + row["test"]
+    assert row["people"] == 62 and row["total"] == 3023 - 5 - 1 == row["train"] + row["val"] + row["test"]
     assert (row["fewest a person"], row["most a person"]) == (per_person.min(), per_person.max())
     assert row["most a person"] == lfw62["person"].value_counts().max() > 500       # George W Bush
 
 
-def test_split_is_deterministic_per_seed(lfw62):
-    base = lfw62.drop(columns="split")
+def test_split_is_deterministic_per_seed(lfw62, lfw62_scan):
+    base = lfw62_scan
     again = data.split_manifest(base, seed=config.SEED)
     assert again["split"].tolist() == lfw62["split"].tolist()
     other = data.split_manifest(base, seed=config.SEED + 1)
@@ -215,8 +226,9 @@ def test_impostors_leave_out_the_gallery_people_however_their_folders_are_spelle
     assert set(df["person"]).isdisjoint(small[:2]) and df["person"].nunique() == len(small) - 2
 
 
-def test_the_same_photo_saved_twice_is_found_across_splits(tmp_path, lfw_images):
-    """A photo and its PNG or resized copy (other bytes) get one difference hash; other photos of the person do not."""
+def test_the_same_photo_saved_twice_is_left_out_of_the_later_split(tmp_path, lfw_images):
+    """A photo's PNG or resized copy (other bytes) gets its difference hash; a copy in a later split than its twin is
+    left out (``same_photo``, naming the twin), a copy in the same split is kept, and no other photo changes split."""
     from pathlib import Path
 
     person, files = next(iter(lfw_images.items()))
@@ -230,14 +242,23 @@ def test_the_same_photo_saved_twice_is_found_across_splits(tmp_path, lfw_images)
     df = data.scan_folder(tmp_path / "photos", progress=False)
     assert len(set(df["sha1"])) == len(df) == 8                              # all other bytes: no exact duplicates
     name = df["path"].map(lambda p: Path(p).name)
+    assert df.loc[name.isin(["copy.png", "big.jpg", files[0].name]), "dhash"].nunique() == 1
+    assert df["dhash"].nunique() == 6                                        # the other photos differ
     df["split"] = "train"
     df.loc[name == "copy.png", "split"] = "test"
     df.loc[name == "big.jpg", "split"] = "val"
-    twins = data.near_duplicates(df)
-    assert sorted(twins["path"].map(lambda p: Path(p).name)) == sorted(["big.jpg", "copy.png", files[0].name])
-    assert twins["dhash"].nunique() == 1 and twins["advice"].str.contains("delete one copy").all()
+    out = data.leave_out_split_twins(df)
+    left = out[out["status"] == "same_photo"]
+    assert sorted(left["path"].map(lambda p: Path(p).name)) == ["big.jpg", "copy.png"]
+    assert left["reason"].str.contains(files[0].name).all() and left["reason"].str.contains("delete one copy").all()
+    assert (left["split"] == "").all() and left["reason"].str.contains("drawn into (?:val|test)").all()
+    rest = out.loc[~out.index.isin(left.index)]
+    assert (rest["split"] == df.loc[rest.index, "split"]).all() and (rest["status"] == "ok").all()
     df["split"] = "train"
-    assert data.near_duplicates(df).empty                                    # all in one split: nothing to say
+    assert (data.leave_out_split_twins(df)["status"] == "ok").all()          # all in one split: all kept
+    df.loc[name == files[0].name, "split"] = "test"                          # the original later: it goes, a copy stays
+    out = data.leave_out_split_twins(df)
+    assert list(out.loc[out["status"] == "same_photo", "path"].map(lambda p: Path(p).name)) == [files[0].name]
 
 
 def test_person_names_match_lfw_whatever_the_spelling_of_the_folder():

@@ -38,7 +38,7 @@ CONTRACT_NUMBERS = {
     "ScratchBlocks", "SeedPairTest", "DeepPairTest", "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc",
     "SmallEigenAcc", "SmallErrorCut",
     "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages", "FewestImages", "MostImages",
-    "SmallPhotoPoints", "NearDuplicatePairs", "TransferStage", "DataSetNote"}
+    "SmallPhotoPoints", "SamePhotoLeftOut", "TransferStage", "DataSetNote"}
 
 
 def require_latexmk():
