@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
     table = faces.load_crops(args.crops or cfg.paths.crops)
     ok = faces.usable_crops(table, column)
     classes = sorted(ok["person"].unique())
-    n_train = int((ok["split"] == "train").sum())
+    n_train, n_test = int((ok["split"] == "train").sum()), int((ok["split"] == "test").sum())
     t0 = time.perf_counter()
     bg_table = None
     if settings.get("background"):
@@ -164,6 +164,7 @@ def main(argv=None) -> dict:
         same = (old.get("people"), old.get("train_images"), old.get("background_people", 0),
                 old.get("background_images", 0), old.get("crop_column"), old.get("epochs_override"))
         if (same != (len(classes), n_train, bg_people, bg_images, column, args.epochs)
+                or old.get("test_images", n_test) != n_test   # files from before the count was kept: not compared
                 or _recipe(old.get("settings")) != _recipe(jsettings)):
             raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
         new_keys = {(r["network"], r["seed"]) for r in rows}
@@ -174,7 +175,7 @@ def main(argv=None) -> dict:
     frame = pd.DataFrame(rows)
     print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     res = {"data": data_label(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes),
-           "train_images": n_train, "background_people": bg_people, "background_images": bg_images,
+           "train_images": n_train, "test_images": n_test, "background_people": bg_people, "background_images": bg_images,
            "threads": threads, "settings": jsettings, "epochs_override": args.epochs,
            "summary": ablation.summary_json(frame),
            "runs": [dict(r, **extra) for r, extra in zip(json.loads(frame.to_json(orient="records")), lists)],

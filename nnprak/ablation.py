@@ -203,18 +203,22 @@ def _read_json(path) -> dict | None:
         return None
 
 
-def load_seed_bench(path, n_people: int, n_train: int, n_background: int = 0) -> dict | None:
+def load_seed_bench(path, n_people: int, n_train: int, n_background: int = 0,
+                    n_test: int | None = None) -> dict | None:
     """Return ``bench/bench_scratch_seeds.py``'s results file if it was measured on this data, else None.
 
     "This data" means the same number of people, of training images and of background people's images
-    (:mod:`nnprak.background`; LFW-62 for the committed file): the numbers of another data set must not appear as
-    this one's. A missing or unreadable file gives None.
+    (:mod:`nnprak.background`; LFW-62 for the committed file) and, when ``n_test`` is given, of test images (a file
+    without that count is then refused): the numbers of another data set must not appear as this one's. A missing or
+    unreadable file gives None.
     """
     bench = _read_json(path)
     if bench is None:
         return None
     seen = (bench.get("people", -1), bench.get("train_images", -1), bench.get("background_images", 0))
     if tuple(int(v) for v in seen) != (int(n_people), int(n_train), int(n_background)):
+        return None
+    if n_test is not None and int(bench.get("test_images", -1)) != int(n_test):
         return None
     return bench
 

@@ -33,7 +33,7 @@ BAD_STATUSES = {
     "corrupt": "image data is truncated or corrupt: copy the photo again or remove it",
     "unreadable": "file cannot be opened (permissions?): check the file",
     "duplicate": "same bytes as another image of this person: kept once",
-    "same_photo": "left out of the later split, so that no photo is both trained on and tested: delete one copy",
+    "same_photo": "left out, so that no photo is in two splits (trained on and then validated or tested): delete one copy",
     "too_few": "person has too few usable images for a train/val/test split",
     "too_large": "the image declares more pixels than PIL opens safely (a decompression bomb or a huge scan): "
                  "resize it below 50 megapixels or remove it",
@@ -363,30 +363,52 @@ def difference_hash(img: Image.Image, size: int = 8) -> str:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):0{size * size // 4}x}"
 
 
+def informative_hash(dhash: str, min_bits: int = 8) -> bool:
+    """Return whether a :func:`difference_hash` says something about the photo: at least ``min_bits`` of its bits set
+    and as many unset. A flat or nearly flat image (a blank scan, a black frame) hashes to (almost) all zeros, so two
+    such images would look like one photo."""
+    if not dhash:
+        return False
+    ones = bin(int(dhash, 16)).count("1")
+    return min_bits <= ones <= len(dhash) * 4 - min_bits
+
+
+def _twin_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Return the usable photo rows (not video frames) whose ``dhash`` is :func:`informative_hash`, with column ``dhash``."""
+    photo = df["video"].astype(str) == "" if "video" in df else pd.Series(True, index=df.index)
+    dhash = df["dhash"].astype(str) if "dhash" in df else pd.Series("", index=df.index)
+    keep = (df["status"] == STATUS_OK) & photo & dhash.map(informative_hash)
+    return df[keep].assign(dhash=dhash[keep])
+
+
 def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
     """Return a copy where a person's photo that is the same photo as one in an earlier split (equal ``dhash``, other
     bytes; train before val before test) gets status ``same_photo`` and no split (the reason names the twin and the split
-    it was drawn into): the test never sees a photo the model was trained on.
+    it was drawn into): no photo is both trained on and validated or tested.
 
     Exact copies (same bytes) are kept once by :func:`mark_duplicates` and put into one split by :func:`split_manifest`;
     these copies in another format, size or quality slip past both. Twins within one split are kept (a photo trained
-    on twice does no harm), and so is the split of every other photo. Video frames are left out (neighbouring frames
-    look alike by nature and are split in time blocks); so are rows without a hash (manifests from before it).
+    on twice does no harm), and so is the split of every other photo; a person left without a validation or test photo
+    gets a warning. Video frames are skipped (neighbouring frames look alike by nature and are split in time blocks);
+    so are rows without a hash (manifests from before it) or with a flat image's (:func:`informative_hash`).
     """
     df = df.copy()
-    photo = df["video"].astype(str) == "" if "video" in df else pd.Series(True, index=df.index)
-    dhash = df["dhash"].astype(str) if "dhash" in df else pd.Series("", index=df.index)
-    ok = df[(df["status"] == STATUS_OK) & photo & (dhash != "")]
+    ok = _twin_rows(df)
     rank = ok["split"].map({s: i for i, s in enumerate(SPLITS)})
-    first = rank.groupby([ok["person"], dhash[ok.index]]).transform("min")
+    first = rank.groupby([ok["person"], ok["dhash"]]).transform("min")
     for i in rank.index[rank > first]:
-        twins = ok[(ok["person"] == ok.at[i, "person"]) & (dhash[ok.index] == dhash[i]) & (rank == first[i])]
+        twins = ok[(ok["person"] == ok.at[i, "person"]) & (ok["dhash"] == ok.at[i, "dhash"]) & (rank == first[i])]
         kept = twins.sort_values("path").iloc[0]
         split = df.at[i, "split"]
         df.loc[i, ["status", "split"]] = ["same_photo", ""]   # like every row left out: no split, no later stage uses it
-        df.at[i, "reason"] = (f"the same photo as {kept['path']} ({kept['split']}) in another format, size or quality, "
-                              f"drawn into {split}; {BAD_STATUSES['same_photo']}")
+        df.at[i, "reason"] = (f"this copy was drawn into {split}; {kept['path']}, in {kept['split']}, is the same photo in "
+                              f"another format, size or quality; {BAD_STATUSES['same_photo']}")
         print(f"left out: {df.at[i, 'path']} (drawn into {split}): the same photo as {kept['path']} ({kept['split']})")
+    for person, split in sorted({(df.at[i, "person"], s) for i, s in zip(rank.index[rank > first],
+                                                                          ok.loc[rank > first, "split"])}):
+        if not ((df["person"] == person) & (df["status"] == STATUS_OK) & (df["split"] == split)).any():
+            print(f"warning: {person} has no {split} photo left after leaving out a second copy of a photo: delete "
+                  f"the copy, add a photo of {person} and run notebook 01 again")
     return df
 
 
@@ -454,16 +476,17 @@ def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = c
 
 
 def split_checks(df: pd.DataFrame) -> dict[str, bool]:
-    """Return the split's invariants (each True when it holds): stratified, disjoint, duplicates together."""
+    """Return the split's invariants (each True when it holds): stratified, disjoint, duplicates and copies of one photo
+    (:func:`leave_out_split_twins`) together."""
     ok = df[df["status"] == STATUS_OK]
-    photos = ok[(ok["video"].astype(str) == "") & (ok["dhash"].astype(str) != "")] if "dhash" in ok else ok.iloc[:0]
+    photos = _twin_rows(df)
     per_person = pd.crosstab(ok["person"], ok["split"]).reindex(columns=list(SPLITS), fill_value=0)
     return {
         "every usable image has a split": bool(ok["split"].isin(SPLITS).all()),
         "every person is in train, val and test": bool((per_person > 0).all(axis=None)),
         "no file is in two splits": bool(ok.groupby("path")["split"].nunique().max() <= 1),
         "identical images share one split": bool(ok.groupby("sha1")["split"].nunique().max() <= 1),
-        "no photo of a person is in two splits in two copies":
+        "copies of one photo (equal difference hash) share one split":
             bool(photos.groupby(["person", "dhash"])["split"].nunique().max() <= 1) if len(photos) else True,
     }
 

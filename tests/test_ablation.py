@@ -152,6 +152,11 @@ def test_seed_bench_is_read_only_for_its_own_data(tmp_path):
     assert ablation.load_seed_bench(path, 62, 2121)["people"] == 62
     assert ablation.load_seed_bench(path, 40, 265) is None          # another data set: not this one's numbers
     assert ablation.load_seed_bench(path, 62, 2121, 1301) is None    # measured without the background people
+    assert ablation.load_seed_bench(path, 62, 2121, n_test=450) is None   # a file that does not say its test images
+    with_test = tmp_path / "with_test.json"
+    with_test.write_text(json.dumps({**json.loads(path.read_text()), "test_images": 451}))
+    assert ablation.load_seed_bench(with_test, 62, 2121, n_test=451)["test_images"] == 451
+    assert ablation.load_seed_bench(with_test, 62, 2121, n_test=450) is None   # a photo left the test split since
     assert ablation.load_seed_bench(tmp_path / "missing.json", 62, 2121) is None
     (tmp_path / "broken.json").write_text("{not json")
     assert ablation.load_seed_bench(tmp_path / "broken.json", 62, 2121) is None

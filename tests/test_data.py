@@ -73,6 +73,26 @@ def test_split_rejects_bad_fractions(lfw62):
         data.split_manifest(lfw62, fractions=(0.8, 0.15, 0.15))
 
 
+def test_flat_images_are_not_copies_and_a_person_left_without_a_test_photo_is_warned(capsys):
+    """Blank images all hash to zero bits: they are never taken for one photo. A copy that was its person's only test
+    photo is still left out, with a warning that names the person and what to do."""
+    flat = data.difference_hash(Image.new("RGB", (120, 90), (200, 200, 200)))
+    dark = data.difference_hash(Image.new("L", (640, 480), 3))
+    assert flat == dark == "0" * 16 and not data.informative_hash(flat)
+    rng = np.random.default_rng(0)
+    photo = data.difference_hash(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    assert data.informative_hash(photo)
+    df = pd.DataFrame({"path": ["a.jpg", "b.png", "c.jpg", "d.jpg", "e.png", "f.png"], "person": ["Ann"] * 4 + ["Bo"] * 2,
+                       "split": ["train", "test", "val", "train", "train", "test"], "status": "ok", "reason": "", "sha1": list("abcdef"),
+                       "dhash": [photo, photo, "1234abcd5678ef90", "0fedcba987654321", flat, flat], "video": ""})
+    out = data.leave_out_split_twins(df)
+    assert list(out["status"]) == ["ok", "same_photo", "ok", "ok", "ok", "ok"]      # Bo's blank images both stay
+    said = capsys.readouterr().out
+    assert "left out: b.png (drawn into test)" in said and "warning: Ann has no test photo left" in said
+    assert data.split_checks(out)["copies of one photo (equal difference hash) share one split"]
+    assert not data.split_checks(out)["every person is in train, val and test"]
+
+
 def _copy_people(lfw_images, root, n_people=3, n_images=6):
     for person, files in list(lfw_images.items())[:n_people]:
         (root / person).mkdir(parents=True)
