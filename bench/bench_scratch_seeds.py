@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
         same = (old.get("people"), old.get("train_images"), old.get("background_people", 0),
                 old.get("background_images", 0), old.get("crop_column"), old.get("epochs_override"))
         if (same != (len(classes), n_train, bg_people, bg_images, column, args.epochs)
-                or old.get("test_images", n_test) != n_test   # files from before the count was kept: not compared
+                or old.get("test_images") != n_test   # a file from before the count was kept: measured on other faces
                 or _recipe(old.get("settings")) != _recipe(jsettings)):
             raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
         new_keys = {(r["network"], r["seed"]) for r in rows}

@@ -323,8 +323,9 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # same_photo rule left Serena_Williams_0016 out of test, 1,281 against 1,282 of 3 x 451; before the mirror image and
 # the validation on the set's people only: 94.0 % +- 1.3 % both). The trials below that quote 451 test faces or
 # compare with 94.8 % for the plain twin were measured before the same_photo rule. Two blocks per stage (--depths
-# 2,2,2,2 --merge): ResNet 94.2 % +- 0.3 % against 91.4 % +- 0.4 % for its plain twin (the shortcuts matter at this depth), features 87.8 % and 86.9 %, but
-# 5.5 min a run (6.2-7.0 min on the slower day), over the 5-minute budget of a model, and no better than one block.
+# 2,2,2,2 --merge): ResNet 94.1 % +- 0.3 % against 91.3 % +- 0.4 % for its plain twin (the shortcuts matter at this
+# depth), features 87.8 % and 86.9 %, but 5.5 min a run (6.2-7.2 min on slower days), over the 5-minute budget of a
+# model, and no better than one block.
 # Face by face (ablation.paired_test, exact McNemar, seeds pooled): one block 25 test faces only the ResNet named right
 # against 26 only the plain twin (p = 1.00), two blocks 66 against 28 (p = 0.0001). Before them
 # (2,121 images) two blocks were the main model (ResNet 93.9 % +- 0.5 % against 91.4 % +- 0.8 % plain, 86.2 %

@@ -62,3 +62,7 @@ def test_seed_bench_writes_and_merges_runs(grey_crops, tmp_path):
     with pytest.raises(SystemExit, match="other data or settings"):             # another schedule: not mixed in
         bench_scratch_seeds.main(args(2) + ["--seeds", "44", "--merge"])
     assert out.read_bytes() == before
+    assert merged["test_images"] == (table.loc[table["face_status"] == "ok", "split"] == "test").sum()
+    out.write_text(json.dumps({**merged, "test_images": merged["test_images"] + 1}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="other data or settings"):             # measured on other test faces
+        bench_scratch_seeds.main(args() + ["--seeds", "44", "--merge"])
