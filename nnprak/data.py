@@ -388,8 +388,9 @@ def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
 
     Exact copies (same bytes) are kept once by :func:`mark_duplicates` and put into one split by :func:`split_manifest`;
     these copies in another format, size or quality slip past both. Twins within one split are kept (a photo trained
-    on twice does no harm), and so is the split of every other photo; a person left without a validation or test photo
-    gets a warning. Video frames are skipped (neighbouring frames look alike by nature and are split in time blocks);
+    on twice does no harm), and so is the split of every other photo, except that a person left without a validation
+    or test photo gets one of their training photos there (the last by path that has no copy), when more than
+    :data:`MIN_TRAIN_PHOTOS` are left in training; otherwise a warning says what to do. Video frames are skipped (neighbouring frames look alike by nature and are split in time blocks);
     so are rows without a hash (manifests from before it) or with a flat image's (:func:`informative_hash`).
     """
     df = df.copy()
@@ -404,9 +405,20 @@ def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
         df.at[i, "reason"] = (f"this copy was drawn into {split}; {kept['path']}, in {kept['split']}, is the same photo in "
                               f"another format, size or quality; {BAD_STATUSES['same_photo']}")
         print(f"left out: {df.at[i, 'path']} (drawn into {split}): the same photo as {kept['path']} ({kept['split']})")
+    twin_hashes = set(ok.loc[rank.groupby([ok["person"], ok["dhash"]]).transform("size") > 1, "dhash"])
     for person, split in sorted({(df.at[i, "person"], s) for i, s in zip(rank.index[rank > first],
                                                                           ok.loc[rank > first, "split"])}):
-        if not ((df["person"] == person) & (df["status"] == STATUS_OK) & (df["split"] == split)).any():
+        mine = (df["person"] == person) & (df["status"] == STATUS_OK)
+        if (mine & (df["split"] == split)).any():
+            continue
+        shared = df.loc[df["status"] == STATUS_OK, "sha1"].value_counts()
+        spare = ok[(ok["person"] == person) & (df.loc[ok.index, "split"] == "train") & ~ok["dhash"].isin(twin_hashes)
+                   & (ok["sha1"].map(shared) == 1)]   # no copy of it anywhere, not filed under two people
+        if (mine & (df["split"] == "train")).sum() > MIN_TRAIN_PHOTOS and len(spare):
+            j = spare.sort_values("path").index[-1]
+            df.at[j, "split"] = split
+            print(f"moved: {df.at[j, 'path']} from train to {split}, so that {person} keeps a {split} photo")
+        else:
             print(f"warning: {person} has no {split} photo left after leaving out a second copy of a photo: delete "
                   f"the copy, add a photo of {person} and run notebook 01 again")
     return df
@@ -434,6 +446,9 @@ def _assign_split(df: pd.DataFrame, rows: list, order, fractions) -> None:
     for rank, i in enumerate(order):
         df.at[rows[i], "split"] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
 
+
+MIN_TRAIN_PHOTOS = 2
+"""Training photos a person keeps when :func:`leave_out_split_twins` moves one to validation or test."""
 
 MIN_PHOTOS_PER_PERSON = 4
 """Usable photos a person needs: 4 split into 2 training, 1 validation and 1 test photo, and notebook 05 needs two

@@ -91,6 +91,15 @@ def test_flat_images_are_not_copies_and_a_person_left_without_a_test_photo_is_wa
     assert "left out: b.png (drawn into test)" in said and "warning: Ann has no test photo left" in said
     assert data.split_checks(out)["copies of one photo (equal difference hash) share one split"]
     assert not data.split_checks(out)["every person is in train, val and test"]
+    # with a training photo to spare, one moves to test instead (the last by path without a copy), so every check holds
+    more = pd.concat([df, df.iloc[[2]].assign(path="g.jpg", split="train", sha1="g", dhash="f0f0f0f00f0f0f0f"),
+                      df.iloc[[2]].assign(path="h.jpg", split="train", sha1="h", dhash="123456789abcdef0")],
+                     ignore_index=True)
+    out = data.leave_out_split_twins(more)
+    assert out.loc[out["path"] == "b.png", "status"].item() == "same_photo"
+    assert out.loc[out["path"] == "h.jpg", "split"].item() == "test" and (out["split"] != more["split"]).sum() == 2
+    assert "moved: h.jpg from train to test, so that Ann keeps a test photo" in capsys.readouterr().out
+    assert all(data.split_checks(out[out["person"] == "Ann"]).values())
 
 
 def _copy_people(lfw_images, root, n_people=3, n_images=6):
@@ -273,7 +282,10 @@ def test_the_same_photo_saved_twice_is_left_out_of_the_later_split(tmp_path, lfw
     assert left["reason"].str.contains(files[0].name).all() and left["reason"].str.contains("delete one copy").all()
     assert (left["split"] == "").all() and left["reason"].str.contains("drawn into (?:val|test)").all()
     rest = out.loc[~out.index.isin(left.index)]
-    assert (rest["split"] == df.loc[rest.index, "split"]).all() and (rest["status"] == "ok").all()
+    assert (rest["status"] == "ok").all() and all(data.split_checks(out).values())
+    moved = rest[rest["split"] != df.loc[rest.index, "split"]]           # the person's only val and test photos left:
+    assert sorted(moved["split"]) == ["test", "val"]                       # two training photos took their places
+    assert files[0].name not in set(moved["path"].map(lambda p: Path(p).name))   # never the original of the copies
     df["split"] = "train"
     assert (data.leave_out_split_twins(df)["status"] == "ok").all()          # all in one split: all kept
     df.loc[name == files[0].name, "split"] = "test"                          # the original later: it goes, a copy stays
