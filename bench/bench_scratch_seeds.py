@@ -161,10 +161,9 @@ def main(argv=None) -> dict:
     runs = [dict(r, **extra) for r, extra in zip(rows, lists)]
     if args.merge and out.exists():
         old = json.loads(out.read_text(encoding="utf-8"))
-        same = (old.get("people"), old.get("train_images"), old.get("background_people", 0),
-                old.get("background_images", 0), old.get("crop_column"), old.get("epochs_override"))
-        if (same != (len(classes), n_train, bg_people, bg_images, column, args.epochs)
-                or old.get("test_images") != n_test   # a file from before the count was kept: measured on other faces
+        same = (old.get("background_people", 0), old.get("crop_column"), old.get("epochs_override"))
+        if (not ablation.same_data(old, len(classes), n_train, bg_images, n_test)   # a file without test_images: not
+                or same != (bg_people, column, args.epochs)                       # measured on these faces
                 or _recipe(old.get("settings")) != _recipe(jsettings)):
             raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
         new_keys = {(r["network"], r["seed"]) for r in rows}

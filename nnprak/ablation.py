@@ -213,14 +213,16 @@ def load_seed_bench(path, n_people: int, n_train: int, n_background: int = 0,
     unreadable file gives None.
     """
     bench = _read_json(path)
-    if bench is None:
-        return None
+    return bench if bench is not None and same_data(bench, n_people, n_train, n_background, n_test) else None
+
+
+def same_data(bench: dict, n_people: int, n_train: int, n_background: int = 0, n_test: int | None = None) -> bool:
+    """Return whether a seed-bench results file was measured on this data: the same number of people, of training
+    images, of background people's images and, when ``n_test`` is given, of test images (a file without it: False)."""
     seen = (bench.get("people", -1), bench.get("train_images", -1), bench.get("background_images", 0))
     if tuple(int(v) for v in seen) != (int(n_people), int(n_train), int(n_background)):
-        return None
-    if n_test is not None and int(bench.get("test_images", -1)) != int(n_test):
-        return None
-    return bench
+        return False
+    return n_test is None or int(bench.get("test_images", -1)) == int(n_test)
 
 
 def seed_table(bench: dict | None, run_rows: Sequence[dict] = (), extra_rows: Sequence[dict] = ()) -> pd.DataFrame:

@@ -381,6 +381,14 @@ def _twin_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep].assign(dhash=dhash[keep])
 
 
+MIN_TRAIN_PHOTOS = 2
+"""Training photos a person keeps when :func:`leave_out_split_twins` moves one to validation or test."""
+
+MIN_PHOTOS_PER_PERSON = 4
+"""Usable photos a person needs: 4 split into 2 training, 1 validation and 1 test photo, and notebook 05 needs two
+training faces a person for its cross-validation (:data:`nnprak.faces.MIN_TRAINING_FACES`)."""
+
+
 def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
     """Return a copy where a person's photo that is the same photo as one in an earlier split (equal ``dhash``, other
     bytes; train before val before test) gets status ``same_photo`` and no split (the reason names the twin and the split
@@ -396,8 +404,10 @@ def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     ok = _twin_rows(df)
     rank = ok["split"].map({s: i for i, s in enumerate(SPLITS)})
-    first = rank.groupby([ok["person"], ok["dhash"]]).transform("min")
-    for i in rank.index[rank > first]:
+    groups = rank.groupby([ok["person"], ok["dhash"]])
+    first, size = groups.transform("min"), groups.transform("size")
+    later = rank.index[rank > first]
+    for i in later:
         twins = ok[(ok["person"] == ok.at[i, "person"]) & (ok["dhash"] == ok.at[i, "dhash"]) & (rank == first[i])]
         kept = twins.sort_values("path").iloc[0]
         split = df.at[i, "split"]
@@ -405,23 +415,29 @@ def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
         df.at[i, "reason"] = (f"this copy was drawn into {split}; {kept['path']}, in {kept['split']}, is the same photo in "
                               f"another format, size or quality; {BAD_STATUSES['same_photo']}")
         print(f"left out: {df.at[i, 'path']} (drawn into {split}): the same photo as {kept['path']} ({kept['split']})")
-    twin_hashes = set(ok.loc[rank.groupby([ok["person"], ok["dhash"]]).transform("size") > 1, "dhash"])
-    for person, split in sorted({(df.at[i, "person"], s) for i, s in zip(rank.index[rank > first],
-                                                                          ok.loc[rank > first, "split"])}):
-        mine = (df["person"] == person) & (df["status"] == STATUS_OK)
-        if (mine & (df["split"] == split)).any():
-            continue
-        shared = df.loc[df["status"] == STATUS_OK, "sha1"].value_counts()
-        spare = ok[(ok["person"] == person) & (df.loc[ok.index, "split"] == "train") & ~ok["dhash"].isin(twin_hashes)
-                   & (ok["sha1"].map(shared) == 1)]   # no copy of it anywhere, not filed under two people
-        if (mine & (df["split"] == "train")).sum() > MIN_TRAIN_PHOTOS and len(spare):
-            j = spare.sort_values("path").index[-1]
-            df.at[j, "split"] = split
-            print(f"moved: {df.at[j, 'path']} from train to {split}, so that {person} keeps a {split} photo")
-        else:
-            print(f"warning: {person} has no {split} photo left after leaving out a second copy of a photo: delete "
-                  f"the copy, add a photo of {person} and run notebook 01 again")
+    shared = df.loc[df["status"] == STATUS_OK, "sha1"].value_counts()
+    spare = ok[~ok["dhash"].isin(set(ok.loc[size > 1, "dhash"])) & (ok["sha1"].map(shared) == 1)]  # no copy anywhere
+    emptied = sorted(set(zip(ok.loc[later, "person"], ok.loc[later, "split"])))
+    for person, split in emptied:
+        _refill_split(df, person, split, spare.index[spare["person"] == person])
     return df
+
+
+def _refill_split(df: pd.DataFrame, person: str, split: str, spare) -> None:
+    """Give ``person`` a ``split`` photo again when :func:`leave_out_split_twins` took their last one: the last by path
+    of their training rows among ``spare`` (index labels of photos without a copy) moves there, when more than
+    :data:`MIN_TRAIN_PHOTOS` are in training; else print a warning saying what to do. Changes ``df`` in place."""
+    mine = (df["person"] == person) & (df["status"] == STATUS_OK)
+    if (mine & (df["split"] == split)).any():
+        return
+    spare = df.loc[spare][df.loc[spare, "split"] == "train"]
+    if (mine & (df["split"] == "train")).sum() > MIN_TRAIN_PHOTOS and len(spare):
+        j = spare.sort_values("path").index[-1]
+        df.at[j, "split"] = split
+        print(f"moved: {df.at[j, 'path']} from train to {split}, so that {person} keeps a {split} photo")
+    else:
+        print(f"warning: {person} has no {split} photo left after leaving out a second copy of a photo: delete "
+              f"the copy, add a photo of {person} and run notebook 01 again")
 
 
 def _person_rng(seed: int, person: str) -> np.random.Generator:
@@ -445,14 +461,6 @@ def _assign_split(df: pd.DataFrame, rows: list, order, fractions) -> None:
     n_train, n_val, _ = split_counts(len(rows), fractions) if len(rows) >= 3 else (len(rows), 0, 0)
     for rank, i in enumerate(order):
         df.at[rows[i], "split"] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-
-
-MIN_TRAIN_PHOTOS = 2
-"""Training photos a person keeps when :func:`leave_out_split_twins` moves one to validation or test."""
-
-MIN_PHOTOS_PER_PERSON = 4
-"""Usable photos a person needs: 4 split into 2 training, 1 validation and 1 test photo, and notebook 05 needs two
-training faces a person for its cross-validation (:data:`nnprak.faces.MIN_TRAINING_FACES`)."""
 
 
 def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = config.SEED,

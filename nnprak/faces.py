@@ -547,9 +547,9 @@ def _chunks(todo: list[int], batch: int, pixels: dict[int, int]) -> list[list[in
 
 NO_TRAINING_FACE = "no_training_face"
 """Face status of the faces of a person with too few training faces (:func:`leave_out_faceless_people`)."""
-MIN_TRAINING_FACES = 2
-"""Training faces a person needs: notebook 05 cross-validates its classifiers with at least two folds, each holding a
-face of every person (:func:`nnprak.config.cv_folds`). Notebook 01's :data:`nnprak.data.MIN_PHOTOS_PER_PERSON` gives
+MIN_TRAINING_FACES = data.MIN_TRAIN_PHOTOS
+"""Training faces a person needs (as many training photos as notebook 01 keeps a person): notebook 05 cross-validates
+its classifiers with at least two folds, each holding a face of every person (:func:`nnprak.config.cv_folds`). Notebook 01's :data:`nnprak.data.MIN_PHOTOS_PER_PERSON` gives
 every person two training photos; this catches the people whose training photos show no face."""
 
 
