@@ -1,16 +1,18 @@
 """Train the scratch CNN and its plain twin for several seeds (optionally at other depths) and write mean ± std.
 
-    python bench/bench_scratch_seeds.py              # the main model's pair (2-2-2-2 on LFW-62), seeds 42 43 44, 2 threads
+    python bench/bench_scratch_seeds.py              # the main model's pair (1-1-1-1 on LFW-62), seeds 42 43 44, 2 threads
     python bench/bench_scratch_seeds.py --depths 1,1,1,1 2,2,2,2 --seeds 42 --verify
     python bench/bench_scratch_seeds.py --depths 3,3,3,3 --seeds 42 --merge       # add runs to the results file
+    python bench/bench_scratch_seeds.py --set preact=True --out results/x.json    # a trial: its own file
     python bench/bench_scratch_seeds.py --crops /tmp/pgm/processed/crops.csv --out results/x.json  # other data
 
 Data: notebook 02's MTCNN crops of the profile (the ``crop`` variant of the settings, ``crop_aligned`` by default,
 of ``crops.csv``), else ``--crops``; the background people (``cfg.scratch["background"]``, :mod:`nnprak.background`)
 from notebook 02's ``background_crops.csv``, else ``--background-crops``. Settings: ``cfg.scratch`` fitted to the
 training set by :func:`nnprak.config.scratch_for_data`.
-Writes ``results/bench_scratch_seeds.json`` (default): per network the seeds, and mean, std (ddof=1) and values
-of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run with
+Writes ``results/bench_scratch_seeds.json`` (default; notebook 03 and the report read it, so runs with other
+settings or data, or without the main model's pair and ``--merge``, are refused there and need ``--out``): per
+network the seeds, and mean, std (ddof=1) and values of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run with
 its learning curve (notebook 03 shows these when the default run trains the main model only). ``--verify`` adds
 each network's penultimate-feature verification on LFW pairs without its training people (notebook 03's measure).
 """
@@ -72,6 +74,24 @@ def _recipe(settings: dict | None) -> dict:
     return {k: v for k, v in (settings or {}).items() if k not in SELECTION_KEYS}
 
 
+def default_file_problem(args: argparse.Namespace, depths: list[tuple], main_blocks) -> str:
+    """Return why these runs must not go to the profile's own results file (notebook 03 and the report read it), or "".
+
+    That file holds the profile's settings and data: runs with ``--set``, ``--epochs`` or other crops are trials,
+    and without ``--merge`` a run must keep the main model's pair (its depth, ResNet and plain twin).
+    """
+    changed = [f"--{name}" for name, value in (("set", args.set), ("epochs", args.epochs), ("crops", args.crops),
+                                                ("path-column", args.path_column),
+                                                ("background-crops", args.background_crops)) if value]
+    if changed:
+        return f"these runs use {', '.join(changed)} (a trial)"
+    main = tuple(int(b) for b in main_blocks)
+    if not args.merge and (args.residual_only or args.plain_only or main not in depths):
+        return (f"without --merge they would replace the main model's pair ({'-'.join(map(str, main))}, ResNet and "
+                "plain twin)")
+    return ""
+
+
 def data_label(crops: str | os.PathLike) -> str:
     """Return how the results file names its crops table: relative to the checkout, or, outside it (a temporary
     work folder of ``bench_small_data.py``), ``<work>/`` and the last two parts (no machine paths in results/)."""
@@ -117,6 +137,20 @@ def main(argv=None) -> dict:
     print(f"{len(classes)} people, {n_train} training images, background {bg_people} people / {bg_images} images; "
           f"decoded in {time.perf_counter() - t0:.1f} s; settings {settings}", flush=True)
     depths = [tuple(int(b) for b in d.split(",")) for d in args.depths] if args.depths else [settings["blocks"]]
+    out = args.out or cfg.paths.seed_bench
+    problem = "" if args.out is not None else default_file_problem(args, depths, settings["blocks"])
+    if problem:
+        raise SystemExit(f"{out} is the seed bench of the profile's own settings, which notebook 03 and the report "
+                         f"read; {problem}: name another results file with --out results/<name>.json")
+    jsettings = json.loads(json.dumps(settings))   # as the results file stores them (tuples become lists)
+    old = None
+    if args.merge and out.exists():   # checked before training: a refused merge must not cost the runs
+        old = json.loads(out.read_text(encoding="utf-8"))
+        same = (old.get("background_people", 0), old.get("crop_column"), old.get("epochs_override"))
+        if (not ablation.same_data(old, len(classes), n_train, bg_images, n_test)   # a file without test_images: not
+                or same != (bg_people, column, args.epochs)                       # measured on these faces
+                or _recipe(old.get("settings")) != _recipe(jsettings)):
+            raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
     rows, lists, baseline_row = [], [], None   # lists: each run's RUN_LISTS
     ver_ds = None
     if args.verify:   # the pairs' faces, decoded once for every run
@@ -156,16 +190,8 @@ def main(argv=None) -> dict:
                       f"{r['minutes']:.2f} min wall, {r['cpu_minutes_per_thread']:.2f} CPU min / thread", flush=True)
     import pandas as pd
 
-    out = args.out or cfg.paths.seed_bench
-    jsettings = json.loads(json.dumps(settings))   # as the results file stores them (tuples become lists)
     runs = [dict(r, **extra) for r, extra in zip(rows, lists)]
-    if args.merge and out.exists():
-        old = json.loads(out.read_text(encoding="utf-8"))
-        same = (old.get("background_people", 0), old.get("crop_column"), old.get("epochs_override"))
-        if (not ablation.same_data(old, len(classes), n_train, bg_images, n_test)   # a file without test_images: not
-                or same != (bg_people, column, args.epochs)                       # measured on these faces
-                or _recipe(old.get("settings")) != _recipe(jsettings)):
-            raise SystemExit(f"--merge: {out} was measured on other data or settings; write to another --out")
+    if old is not None:
         new_keys = {(r["network"], r["seed"]) for r in rows}
         runs = [r for r in old.get("runs", []) if (r["network"], r["seed"]) not in new_keys] + runs
         baseline_row = baseline_row or old.get("eigenfaces")

@@ -1,14 +1,15 @@
 """The scratch CNN and eigenfaces on a student-sized set made from LFW: 40 people x 10 grayscale photos.
 
     python bench/bench_small_data.py                       # 40 x 10 grayscale PGM files, seeds 42 43 44
-    python bench/bench_small_data.py --seeds 42 --set lr=0.002 --work /tmp/pgm40
+    python bench/bench_small_data.py --seeds 42 --set lr=0.002 --work /tmp/pgm40 --out results/x.json  # a trial
 
 Builds the set with ``bench/make_photo_sets.py`` (LFW people outside the default 62, 10 images each, saved as
-grayscale PGM; the split gives 6-7 training, 1-2 validation and 2 test photos per person), runs stages 01 and 02
+grayscale PGM; the split gives 6 training, 2 validation and 2 test photos per person), runs stages 01 and 02
 on it (manifest, split, MTCNN crops, the background people's crops) into ``--work`` and then
 ``bench/bench_scratch_seeds.py`` on those crops with
 the eigenfaces baseline: the scratch settings come from :func:`nnprak.config.scratch_for_data`, the rules a
-student's set gets. Writes ``results/bench_small_data.json``. LFW is only read.
+student's set gets. Writes ``results/bench_small_data.json`` (the report reads it: a run with other settings or
+another set is refused there and needs ``--out``). LFW is only read.
 """
 from __future__ import annotations
 
@@ -58,15 +59,30 @@ def prepare(work: Path, people: int, images: int) -> Path:
     return paths.crops
 
 
+PASSED_ON = ("--seeds", "--threads", "--no-progress", "--checkpoint-dir", "--merge")
+"""Options of ``bench_scratch_seeds.py`` that keep a run fit for the default results file (they change no result)."""
+
+
+def trial_options(args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """Return the options that make this run a trial (another set or other settings), [] for the set of the report."""
+    own = [f"--{name}" for name, default in (("people", 40), ("images", 10)) if getattr(args, name) != default]
+    return own + [a.split("=")[0] for a in rest if a.startswith("--") and a.split("=")[0] not in PASSED_ON]
+
+
 def main(argv=None) -> dict:
     args, rest = parse(argv)
     import bench_scratch_seeds
 
     from nnprak import config
 
+    out = args.out or config.load("default").paths.small_data_benches[0]
+    trial = [] if args.out is not None else trial_options(args, rest)
+    if trial:   # before building the set: the report reads the default file
+        raise SystemExit(f"{out} is the 40 x 10 set's bench with the default settings, which the report reads; "
+                         f"{', '.join(trial)} make this run a trial: name another results file with --out "
+                         "results/<name>.json")
     work = args.work or Path(tempfile.mkdtemp(prefix="nnprak_small_"))
     crops = prepare(work, args.people, args.images)
-    out = args.out or config.load("default").paths.small_data_benches[0]
     if "--seeds" not in rest:
         rest += ["--seeds", "42", "43", "44"]
     bg = ["--background-crops", str(crops.parent / "background_crops.csv")]

@@ -66,3 +66,38 @@ def test_seed_bench_writes_and_merges_runs(grey_crops, tmp_path):
     out.write_text(json.dumps({**merged, "test_images": merged["test_images"] + 1}), encoding="utf-8")
     with pytest.raises(SystemExit, match="other data or settings"):             # measured on other test faces
         bench_scratch_seeds.main(args() + ["--seeds", "44", "--merge"])
+
+
+def test_trials_are_refused_in_the_profiles_own_results_file(grey_crops):
+    """The seed bench notebook 03 and the report read takes only the profile's settings and main pair."""
+    parse, problem = bench_scratch_seeds.parse, bench_scratch_seeds.default_file_problem
+    main_pair = (1, 1, 1, 1)
+    assert problem(parse([]), [main_pair], main_pair) == ""
+    assert problem(parse(["--depths", "2,2,2,2", "--merge"]), [(2, 2, 2, 2)], main_pair) == ""
+    assert "--set" in problem(parse(["--set", "preact=True"]), [main_pair], main_pair)
+    assert "--epochs" in problem(parse(["--epochs", "3", "--merge"]), [main_pair], main_pair)
+    assert "without --merge" in problem(parse(["--residual-only"]), [main_pair], main_pair)
+    assert "without --merge" in problem(parse(["--depths", "1,1,2,2"]), [(1, 1, 2, 2)], main_pair)
+
+    own = config.load("smoke").paths.seed_bench
+    before = own.read_bytes() if own.exists() else None
+    with pytest.raises(SystemExit, match="--out results/"):      # other crops, no --out: refused before training
+        bench_scratch_seeds.main(["--profile", "smoke", "--crops", str(grey_crops), "--residual-only", "--epochs",
+                                  "1", "--seeds", "42", "--threads", "1", "--no-progress", "--background-crops",
+                                  str(grey_crops.parent / background.BACKGROUND_CROPS)])
+    assert (own.read_bytes() if own.exists() else None) == before
+
+
+def test_small_data_trials_need_their_own_file():
+    """bench_small_data.py writes the report's file only for the 40 x 10 set with the default settings."""
+    import bench_small_data
+
+    def trial(*argv):
+        return bench_small_data.trial_options(*bench_small_data.parse(list(argv)))
+
+    assert trial() == [] and trial("--seeds", "42", "--threads", "2", "--no-progress") == []
+    assert trial("--set", "preact=True") == ["--set"] and trial("--set=background=False") == ["--set"]
+    assert trial("--people", "5", "--images", "15") == ["--people", "--images"]
+    assert trial("--depths", "2,2,2,2") == ["--depths"]
+    with pytest.raises(SystemExit, match="--out results/"):
+        bench_small_data.main(["--set", "preact=True"])
