@@ -142,6 +142,11 @@ def make_bad(out: Path, seed: int) -> None:
     os.symlink(out / "does_not_exist.jpg", first / "broken_link.jpg")
     (out / "Empty_Person").mkdir()
     (out / "loose_photo.jpg").write_bytes(good)
+    # names in another encoding (a zip made on Windows, unpacked with unzip): Latin-1 "Grüße", GBK "王芳"
+    (first / os.fsdecode(b"Gr\xfc\xdfe.jpg")).write_bytes(good)
+    gbk = out / os.fsdecode(b"\xcd\xf5\xb7\xbc")
+    gbk.mkdir()
+    (gbk / "00.jpg").write_bytes(good)
     few = out / people[4]
     few.mkdir()
     for k, src in enumerate(lfw_images(people[4], 2)):

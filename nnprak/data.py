@@ -43,6 +43,8 @@ BAD_STATUSES = {
     "not_video": "video file OpenCV cannot read: re-export it as MP4 (H.264) or remove it",
     "empty_video": "video without readable frames: re-export it as MP4 (H.264) or remove it",
     "no_frames": "no sharp, distinct frame in this video: film the face longer, steadier and better lit",
+    "bad_name": "the file or folder name is not UTF-8 (a zip made on Windows and unpacked with unzip?): rename it, "
+                "e.g. convmv -r -f gbk -t utf-8 --notest <folder>, or unpack again with unzip -O gbk",
 }
 """Statuses of rows the later stages skip, with the advice printed for each."""
 
@@ -219,21 +221,34 @@ def loose_files(root: str | os.PathLike) -> list[Path]:
                   if (f.is_file() or f.is_symlink()) and not f.name.startswith(".") and not f.is_dir())
 
 
+def printable_name(text: str) -> str:
+    """Return a file name with the bytes that are not UTF-8 written as ``\\xNN`` (they cannot go into a CSV or a figure)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def bad_name(path: str | os.PathLike) -> bool:
+    """Return whether a path holds bytes that are not UTF-8 (a name made on a system with another encoding)."""
+    return printable_name(str(path)) != str(path)
+
+
 def _problem_row(path: Path, person: str, status: str, detail: str) -> dict:
-    return dict(path=rel_path(path), person=person, split="", sha1="", dhash="", width=0, height=0, orig_mode="", tiny=False,
+    return dict(path=printable_name(rel_path(path)), person=printable_name(person), split="", sha1="", dhash="", width=0, height=0, orig_mode="", tiny=False,
                 status=status, reason=f"{detail}; {BAD_STATUSES[status]}", video="", frame=-1)
 
 
-def video_rows(video: Path, person: str, frames_dir: Path, min_side: int = 64) -> list[dict]:
+def video_rows(video: Path, person: str, frames_dir: Path, min_side: int = 64, subfolder: str | os.PathLike = ""
+               ) -> list[dict]:
     """Return manifest rows for a person's video: one per kept frame (written under ``frames_dir``), or one problem row.
 
     Frames are sampled, blurred and near-duplicate ones dropped (:func:`nnprak.video.extract_frames`); each kept
     frame becomes a photo of the person with ``video`` (the video's path) and ``frame`` (its index) filled in.
+    They go to ``frames_dir/<person>/<subfolder>``: ``subfolder`` is the video's folder inside the person's folder, so
+    ``2023/IMG_0001.mp4`` and ``2024/IMG_0001.mp4`` (phones restart their numbering) keep their frames apart.
     """
     from . import video as video_mod
 
     try:
-        frames = video_mod.extract_frames(video, Path(frames_dir) / person)
+        frames = video_mod.extract_frames(video, Path(frames_dir) / person / subfolder)
     except video_mod.VideoError as err:
         return [_problem_row(video, person, err.status, err.detail)]
     kept = frames[frames["kept"]]
@@ -249,21 +264,27 @@ def video_rows(video: Path, person: str, frames_dir: Path, min_side: int = 64) -
 
 
 def scan_files(people: dict[str, Iterable[Path]], min_side: int = 64, progress: bool = True,
-               frames_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+               frames_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
     """Return manifest rows (split still empty) for ``{person: files}``, validating every file.
 
     Videos (:data:`nnprak.video.VIDEO_SUFFIXES`) become rows of sampled frames written under ``frames_dir``
-    (listed as ``not_image`` when ``frames_dir`` is None); broken links get ``broken_link``.
+    (listed as ``not_image`` when ``frames_dir`` is None); broken links get ``broken_link``, and a file whose name
+    or folder name is not UTF-8 gets ``bad_name`` (its row shows the name with ``\\xNN`` for those bytes).
+    ``root``: the folder holding the person folders (:func:`scan_folder`), so that a video's frames keep the
+    sub-folder it lies in.
     """
     from .video import is_video
 
     items = [(person, Path(f)) for person, files in people.items() for f in files]
     rows = []
     for person, f in progress_iter(items, desc="validating images", unit="img", progress=progress):
-        if f.is_symlink() and not f.exists():
+        if bad_name(f):
+            rows.append(_problem_row(f, person, "bad_name", f"{printable_name(f.name)} in {printable_name(person)}/"))
+        elif f.is_symlink() and not f.exists():
             rows.append(_problem_row(f, person, "broken_link", f"link to {os.readlink(f)}"))
         elif is_video(f) and frames_dir is not None:
-            rows.extend(video_rows(f, person, Path(frames_dir), min_side))
+            sub = f.parent.relative_to(Path(root) / person) if root is not None else ""
+            rows.extend(video_rows(f, person, Path(frames_dir), min_side, subfolder=sub))
         else:
             rows.append(dict(path=rel_path(f), person=person, split="", **inspect_image(f, min_side)))
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
@@ -281,7 +302,7 @@ def scan_folder(root: str | os.PathLike, min_side: int = 64, progress: bool = Tr
     (``no_person``, person "").
     """
     people = person_files(root)
-    df = scan_files(people, min_side, progress, frames_dir)
+    df = scan_files(people, min_side, progress, frames_dir, root=root)
     extra = [_problem_row(Path(root) / person, person, "empty_folder", "no files")
              for person, files in people.items() if not files]
     extra += [_problem_row(f, "", "no_person", f"lies directly in {Path(root).name}/") for f in loose_files(root)]

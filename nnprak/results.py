@@ -140,8 +140,9 @@ def load_results(folder: str | os.PathLike | None = None) -> list[dict]:
 
 
 def load_predictions(name: str, folder: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Return ``<name>_predictions.csv`` (path, true, pred, score, ...)."""
-    return pd.read_csv(_folder(folder) / f"{name}_predictions.csv", keep_default_na=False)
+    """Return ``<name>_predictions.csv`` (path, true, pred, score, ...); names stay text (a person "007" is no number)."""
+    return pd.read_csv(_folder(folder) / f"{name}_predictions.csv", keep_default_na=False,
+                       dtype={"path": str, "crop": str, "true": str, "pred": str})
 
 
 def comparison_table(records: list[dict]) -> pd.DataFrame:

@@ -129,6 +129,13 @@ def progress_iter(iterable: Iterable, total: int | None = None, desc: str = "", 
             bar.update(1)
 
 
+def _umask() -> int:
+    """Return the process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically, on error it is removed.
@@ -138,6 +145,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
         with atomic_path("crop.png") as tmp:
             img.save(tmp)
+
+    The file gets the permissions of a plain ``open(path, "w")`` (0666 less the umask), not the temporary file's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +155,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide outputs from a team sharing the folder
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -45,3 +45,21 @@ def test_save_fig_writes_pdf_and_png_atomically(tmp_path):
     assert written[0].read_bytes().startswith(b"%PDF") and written[1].read_bytes()[1:4] == b"PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.pdf", "demo.png"]  # no temp files left
     plt.close(fig)
+
+
+def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
+    """Outputs written through a temporary file are readable as a plain write's (not mkstemp's 0600)."""
+    import os
+
+    from nnprak import utils
+
+    old = os.umask(0o022)
+    try:
+        utils.atomic_write_text(tmp_path / "a.txt", "x")
+        (tmp_path / "b.txt").write_text("x")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        utils.atomic_write_text(tmp_path / "a.txt", "y")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -239,6 +239,8 @@ def _status(df, name):
     ("truncated.jpg", "corrupt", "truncated"),
     ("copy_of_00.jpg", "duplicate", "same bytes as"),
     ("clip.mp4", "not_video", "MP4"),
+    ("Gr\\xfc\\xdfe.jpg", "bad_name", "not UTF-8"),
+    ("\\xcd\\xf5\\xb7\\xbc/00.jpg", "bad_name", "unzip -O gbk"),
 ])
 def test_bad_inputs_are_listed_with_a_reason(bad, name, status, words):
     r = _status(bad["manifest"], name)
@@ -292,20 +294,28 @@ def test_video_frames_become_photos_of_the_person(tmp_path, lfw_images):
     (photos / person).mkdir(parents=True)
     for f in files[:3]:
         (photos / person / f.name).write_bytes(f.read_bytes())
-    writer = cv2.VideoWriter(str(photos / person / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (250, 250))
-    for f in files[3:7]:                       # 4 distinct images, 5 frames each (0.5 s apart at 10 fps)
-        frame = cv2.imread(str(f))
-        for _ in range(5):
-            writer.write(frame)
-    writer.release()
+    # a second video of the same name in a sub-folder (phones restart their numbering): its frames stay its own
+    (photos / person / "2024").mkdir()
+    for video, images in ((photos / person / "clip.mp4", files[3:7]), (photos / person / "2024" / "clip.mp4", files[7:10])):
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (250, 250))
+        for f in images:                       # distinct images, 5 frames each (0.5 s apart at 10 fps)
+            frame = cv2.imread(str(f))
+            for _ in range(5):
+                writer.write(frame)
+        writer.release()
     before = tree_digest(photos)
     cfg = cfg_for(tmp_path / "out", photos)
     m = data.build_manifest(cfg, progress=False)
     frames = m[m["video"] != ""]
-    assert len(frames) == 4 and (frames["status"] == "ok").all()
-    assert sorted(frames["frame"]) == [0, 5, 10, 15]
+    assert frames["path"].is_unique and frames["sha1"].is_unique and (frames["status"] == "ok").all()
+    first = frames[~frames["video"].str.contains("/2024/")]
+    assert sorted(first["frame"]) == [0, 5, 10, 15]
     assert all(data.abs_path(p).is_relative_to(cfg.paths.interim / "frames" / person) for p in frames["path"])
-    assert (m[m["video"] == ""]["frame"] == -1).all() and len(m) == 3 + 4
+    later = frames[frames["video"].str.contains("/2024/")]
+    assert len(later) >= 2   # one of its three images is blurred (kept frames: 0 and 5)
+    assert all(data.abs_path(p).parent == cfg.paths.interim / "frames" / person / "2024" for p in later["path"])
+    assert all(data.abs_path(p).is_file() for p in frames["path"])
+    assert (m[m["video"] == ""]["frame"] == -1).all() and len(m) == 3 + len(frames)
     assert tree_digest(photos) == before
 
 

@@ -44,6 +44,19 @@ def test_save_and_load_round_trip(tmp_path):
         results.load_result("nope", tmp_path)
 
 
+def test_people_named_by_numbers_stay_names(tmp_path):
+    """Folders named "01", "007" (student ids): the predictions read back as the same text, and score per person."""
+    config.load("smoke")
+    preds = pd.DataFrame({"path": ["x.jpg", "y.jpg", "z.jpg"], "crop": ["x.png", "y.png", ""],
+                          "true": ["01", "007", "007"], "pred": ["01", "01", "no_face"], "score": [0.9, 0.4, 0.0]})
+    results.save_result("m", title="M", metrics={}, weights="w", predictions=preds, folder=tmp_path)
+    back = results.load_predictions("m", tmp_path)
+    pd.testing.assert_frame_equal(back, preds)
+    table = results.per_person_accuracy(back, pd.Series({"01": 6, "007": 5}))
+    assert table.set_index("person")["accuracy"].to_dict() == {"007": 0.0, "01": 1.0}
+    assert table.set_index("person")["train_images"].to_dict() == {"007": 5, "01": 6}
+
+
 def test_show_progress_follows_tqdm_disable(monkeypatch):
     from nnprak.utils import show_progress
 
