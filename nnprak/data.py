@@ -418,9 +418,10 @@ def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
     Exact copies (same bytes) are kept once by :func:`mark_duplicates` and put into one split by :func:`split_manifest`;
     these copies in another format, size or quality slip past both. Twins within one split are kept (a photo trained
     on twice does no harm), and so is the split of every other photo, except that a person left without a validation
-    or test photo gets one of their training photos there (the last by path that has no copy), when more than
-    :data:`MIN_TRAIN_PHOTOS` are left in training; otherwise a warning says what to do. Video frames are skipped (neighbouring frames look alike by nature and are split in time blocks);
-    so are rows without a hash (manifests from before it) or with a flat image's (:func:`informative_hash`).
+    or test photo gets one of their photos without a copy there (:func:`_keep_split_minimums`: from training when
+    more than :data:`MIN_TRAIN_PHOTOS` are left there); otherwise a warning says what to do. Video frames are skipped
+    (neighbouring frames look alike by nature and are split in time blocks); so are rows without a hash (manifests from
+    before it) or with a flat image's (:func:`informative_hash`).
     """
     df = df.copy()
     ok = _twin_rows(df)
@@ -438,27 +439,37 @@ def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
         print(f"left out: {df.at[i, 'path']} (drawn into {split}): the same photo as {kept['path']} ({kept['split']})")
     shared = df.loc[df["status"] == STATUS_OK, "sha1"].value_counts()
     spare = ok[~ok["dhash"].isin(set(ok.loc[size > 1, "dhash"])) & (ok["sha1"].map(shared) == 1)]  # no copy anywhere
-    emptied = sorted(set(zip(ok.loc[later, "person"], ok.loc[later, "split"])))
-    for person, split in emptied:
-        _refill_split(df, person, split, spare.index[spare["person"] == person])
+    for person in sorted(set(ok.loc[later, "person"])):
+        _keep_split_minimums(df, person, spare.index[spare["person"] == person],
+                             "after leaving out a second copy of a photo: delete the copy")
     return df
 
 
-def _refill_split(df: pd.DataFrame, person: str, split: str, spare) -> None:
-    """Give ``person`` a ``split`` photo again when :func:`leave_out_split_twins` took their last one: the last by path
-    of their training rows among ``spare`` (index labels of photos without a copy) moves there, when more than
-    :data:`MIN_TRAIN_PHOTOS` are in training; else print a warning saying what to do. Changes ``df`` in place."""
+SPLIT_MINIMUMS = {"train": MIN_TRAIN_PHOTOS, "val": 1, "test": 1}
+"""Photos a person keeps in each split when a rule of :func:`split_manifest` moves or leaves out some."""
+_DONORS = {"train": ("test", "val"), "val": ("train", "test"), "test": ("train", "val")}
+
+
+def _keep_split_minimums(df: pd.DataFrame, person: str, free, why: str) -> None:
+    """Give ``person`` :data:`SPLIT_MINIMUMS` again after a rule took photos from a split: the last by path of their
+    photos among ``free`` (index labels of photos that may move) in a split with more than its minimum (for training:
+    test, then validation; for validation or test: training, then the other one) moves there; what cannot be mended
+    is printed as a warning (``why``: what took the photo and what to do). Changes ``df`` in place."""
     mine = (df["person"] == person) & (df["status"] == STATUS_OK)
-    if (mine & (df["split"] == split)).any():
-        return
-    spare = df.loc[spare][df.loc[spare, "split"] == "train"]
-    if (mine & (df["split"] == "train")).sum() > MIN_TRAIN_PHOTOS and len(spare):
-        j = spare.sort_values("path").index[-1]
-        df.at[j, "split"] = split
-        print(f"moved: {df.at[j, 'path']} from train to {split}, so that {person} keeps a {split} photo")
-    else:
-        print(f"warning: {person} has no {split} photo left after leaving out a second copy of a photo: delete "
-              f"the copy, add a photo of {person} and run notebook 01 again")
+    free = pd.Index(free)
+    for split, minimum in SPLIT_MINIMUMS.items():
+        while (have := int((mine & (df["split"] == split)).sum())) < minimum:
+            counts = df.loc[mine, "split"].value_counts()
+            donors = [d for d in _DONORS[split] if counts.get(d, 0) > SPLIT_MINIMUMS[d]
+                      and len(df.index[mine & (df["split"] == d)].intersection(free))]
+            if not donors:
+                left = f"no {split} photo" if not have else f"only {have} {split} photo(s)"
+                print(f"warning: {person} has {left} left {why}, add a photo of {person} and run notebook 01 again")
+                break
+            j = df.loc[df.index[mine & (df["split"] == donors[0])].intersection(free)].sort_values("path").index[-1]
+            df.at[j, "split"] = split
+            print(f"moved: {df.at[j, 'path']} from {donors[0]} to {split}, so that {person} keeps "
+                  + (f"a {split} photo" if minimum == 1 else f"{minimum} {split} photos"))
 
 
 def _person_rng(seed: int, person: str) -> np.random.Generator:
@@ -489,7 +500,9 @@ def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = c
     """Return a copy with a per-person stratified ``split`` (train/val/test) for every usable row.
 
     People with fewer than ``min_per_person`` usable images get status ``too_few`` (a message says so).
-    Rows with identical bytes never end up in two splits: each group of identical images follows its first row. A
+    Rows with identical bytes never end up in two splits: each group of identical images follows its first row (a
+    person whose split this leaves without :data:`MIN_TRAIN_PHOTOS` training photos or a validation or test photo
+    gets other photos of theirs moved, :func:`_keep_split_minimums`). A
     photo saved again in another format, size or quality that lands in a later split than its twin is left out
     (status ``same_photo``, :func:`leave_out_split_twins`); no other photo changes its split.
     Frames of a video (column ``video``) are split in time blocks per video, not shuffled: the first 70 % of a
@@ -515,7 +528,13 @@ def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = c
             rows = sorted(rows.index, key=lambda i: (int(df.at[i, "frame"]), df.at[i, "path"]))
             _assign_split(df, rows, range(len(rows)), fractions)
     ok = df["status"] == STATUS_OK
-    df.loc[ok, "split"] = df[ok].groupby("sha1")["split"].transform("first")
+    drawn = df["split"].copy()
+    df.loc[ok, "split"] = df[ok].groupby("sha1")["split"].transform("first")   # one photo filed under two people
+    copies = df.loc[ok, "sha1"].map(df.loc[ok, "sha1"].value_counts())
+    free = copies.index[copies == 1]                                              # photos that may move again
+    for person in sorted(set(df.loc[df.index[ok & (df["split"] != drawn)], "person"])):
+        _keep_split_minimums(df, person, free, "after a photo filed under two people followed the other person's "
+                             "split: move a wrongly filed photo")
     return leave_out_split_twins(df)
 
 

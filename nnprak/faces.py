@@ -386,11 +386,16 @@ def crop_paths(faces_dir: str | os.PathLike, person: str, name: str) -> dict[str
 
 
 def _unique_names(manifest: pd.DataFrame) -> list[str]:
+    """Return each row's crop name (:func:`crop_name`), made unique per person: photo.jpg and photo.png of one person
+    become photo.png and photo_png.png, a third clash (e.g. ``Anna/Anna/photo.jpg``) photo_jpg_2.png."""
     names, seen = [], set()
     for path, person in zip(manifest["path"], manifest["person"]):
         name = crop_name(path, person)
-        if (person, name) in seen:  # photo.jpg and photo.png of one person: keep both
-            name = Path(name).with_suffix("").as_posix() + Path(path).suffix.replace(".", "_") + ".png"
+        if (person, name) in seen:
+            stem = Path(name).with_suffix("").as_posix() + Path(path).suffix.replace(".", "_")
+            name, k = stem + ".png", 2
+            while (person, name) in seen:
+                name, k = f"{stem}_{k}.png", k + 1
         seen.add((person, name))
         names.append(name)
     return names

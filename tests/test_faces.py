@@ -132,6 +132,13 @@ def test_crop_column_names_the_variants():
         faces.crop_column("tight")
 
 
+def test_crop_names_stay_unique_within_a_person():
+    """Photos whose crop names clash (another suffix, a nested folder of the person's name) get one file each."""
+    paths = ["p/Anna/a.jpeg", "p/Anna/a.jpg", "p/Anna/Anna/a.jpg", "p/Anna/a_jpg.png", "p/Ben/a.jpg"]
+    names = faces._unique_names(pd.DataFrame({"path": paths, "person": ["Anna"] * 4 + ["Ben"]}))
+    assert len(set(names[:4])) == 4 and names[0] == "a.png" and names[4] == "a.png"
+
+
 def test_crop_name_and_paths(tmp_path):
     assert faces.crop_name("../shared/lfw/Tony_Blair/Tony_Blair_0001.jpg", "Tony_Blair") == "Tony_Blair_0001.png"
     assert faces.crop_name("data/raw/Ana/holiday/img 1.JPG", "Ana") == "holiday/img 1.png"
