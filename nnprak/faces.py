@@ -776,8 +776,21 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
 
 
 def load_crops(path: str | os.PathLike) -> pd.DataFrame:
-    """Return the crops table written by :func:`crop_manifest` with numeric columns parsed (prob NaN when none)."""
+    """Return the crops table written by :func:`crop_manifest` with numeric columns parsed (prob NaN when none).
+
+    A ``crops.csv`` beside a ``manifest.csv`` (a profile's ``data/processed``) must have been cropped from that
+    manifest (:func:`nnprak.data.dataset_id`): after notebook 01 ran again (photos added, another seed), notebooks
+    03-05 would otherwise train on the old split and record their results as the new one's. A ValueError says to
+    run notebook 02 again.
+    """
+    path = Path(path)
     df = data.load_manifest(path)
+    manifest = path.parent / "manifest.csv"
+    if path.name == "crops.csv" and manifest.exists():
+        now, cropped = data.dataset_id(data.load_manifest(manifest)), data.dataset_id(df)
+        if now != cropped:
+            raise ValueError(f"{path} was cropped from another manifest than {manifest} (data set {cropped}, now "
+                             f"{now}): notebook 01 ran again since notebook 02. Run notebook 02 again, then this one.")
     for col in ("face_status", "face_reason", "box", "landmarks", "crop_plain", "crop_aligned"):
         df[col] = df[col].astype(str)
     df["prob"] = pd.to_numeric(df["prob"], errors="coerce").astype(float)

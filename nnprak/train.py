@@ -291,6 +291,18 @@ def cached_splits(manifest, size: int, path_column: str = "path", crop: int | fl
                                  crop=crop, progress=progress) for split in splits}
 
 
+def data_fingerprint(ds: Dataset) -> str:
+    """Return a SHA-1 hex digest of a training set: its pixels and labels when cached (:meth:`CachedDataset.digest`),
+    else its size, image paths and labels (what :func:`fit` stores in a checkpoint and checks before resuming)."""
+    import hashlib
+
+    if hasattr(ds, "digest"):
+        return ds.digest()
+    h = hashlib.sha1(str((len(ds), list(getattr(ds, "paths", [])))).encode("utf-8"))
+    h.update(np.asarray(dataset_targets(ds), dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
 def dataset_targets(ds: Dataset) -> list[int]:
     """Return the labels of a dataset (its ``targets`` attribute, else by reading every item)."""
     targets = getattr(ds, "targets", None)
@@ -565,8 +577,15 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     start_epoch, bad_epochs = 0, 0
     best = dict(epoch=0, acc=-math.inf, loss=math.inf, state=None)
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    fingerprint = data_fingerprint(train_loader.dataset) if ckpt_path is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
+        if ckpt.get("data") not in (None, fingerprint):   # checkpoints before the fingerprint carry none
+            raise ValueError(f"{ckpt_path} was trained on other training data than this run's (the photos, the split "
+                             "or the crops changed since, e.g. notebook 01 or 02 ran again): resuming would mix the "
+                             "two, and photos it trained on may now be test photos. Start afresh with resume=False "
+                             "(RESUME = False in notebook 03), which overwrites the file, or move the file away first "
+                             "to keep it.")
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as err:   # e.g. a checkpoint of an older version's network: say what to do
@@ -658,7 +677,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "history": history, "best_epoch": best["epoch"], "best_val_acc": best["acc"],
                     "best_val_loss": best["loss"], "bad_epochs": bad_epochs, "seed": seed,
-                    "extra": extra or {}})
+                    "data": fingerprint, "extra": extra or {}})
             if on_epoch is not None:
                 on_epoch(dict(row))
             bar.set_postfix_str(f"loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | val acc "

@@ -276,6 +276,21 @@ def test_table_file_and_dataset(mixed):
     assert img.size == (cfg.crop_size, cfg.crop_size)
 
 
+def test_crops_of_an_older_manifest_are_refused(mixed, tmp_path):
+    """crops.csv beside a manifest.csv that notebook 01 re-made since: notebooks 03-05 are told to re-run notebook 02."""
+    import shutil
+
+    crops = tmp_path / "crops.csv"
+    shutil.copy(mixed["cfg"].paths.crops, crops)
+    data.save_manifest(mixed["manifest"], tmp_path / "manifest.csv")
+    assert len(faces.load_crops(crops)) == len(mixed["table"])                # cropped from this manifest
+    resplit = data.split_manifest(mixed["manifest"], seed=config.SEED + 1)
+    assert data.dataset_id(resplit) != data.dataset_id(mixed["manifest"])
+    data.save_manifest(resplit, tmp_path / "manifest.csv")
+    with pytest.raises(ValueError, match=r"crops\.csv was cropped from another manifest.*Run notebook 02 again"):
+        faces.load_crops(crops)
+
+
 def test_failures_and_summary(mixed):
     t = mixed["table"]
     fails = faces.failures(t)

@@ -207,6 +207,24 @@ def test_resume_from_another_networks_checkpoint_says_what_to_do(lfw5, tmp_path)
     assert path.read_bytes() == before                    # the file is left as it was
 
 
+def test_resume_on_other_training_data_is_refused(lfw5, tmp_path):
+    """A checkpoint trained on other photos (notebook 01 re-split, a photo added) is not continued on these."""
+    path = tmp_path / "ckpt.pt"
+    _run(lfw5, 1, 2, path, resume=False)
+    before = path.read_bytes()
+    fewer = torch.utils.data.Subset(lfw5["train"].with_transform(train.train_transforms(SIZE)),
+                                    range(len(lfw5["train"]) - 1))                 # one training photo less
+    model = _tiny()
+    opt = train.make_optimizer(model, "sgd", lr=0.05)
+    tl = train.make_loaders(fewer, batch_size=16, seed=0)[0]
+    with pytest.raises(ValueError, match=r"ckpt\.pt was trained on other training data.*RESUME = False"):
+        train.fit(model, tl, None, epochs=2, optimizer=opt, checkpoint_path=path, resume=True, progress=False,
+                  device="cpu")
+    assert path.read_bytes() == before
+    _run(lfw5, 2, 2, path, resume=True)                      # the same data resumes
+    assert train.load_checkpoint(path)["epoch"] == 2
+
+
 class _Linear(nn.Module):
     """A model without batch norm: with lr 0 its validation accuracy can never change."""
 
