@@ -26,7 +26,8 @@ def _strip_machine_paths(executed: Path, name: str) -> None:
     """Replace papermill's absolute input/output paths in an executed notebook by the notebook's own name.
 
     They name a temporary file on the machine that ran it; committed notebooks should not carry them. The
-    kernel is set back to :data:`KERNELSPEC`.
+    kernel is set back to :data:`KERNELSPEC`, and saved widget state (progress bars of some earlier interactive
+    run: this run draws none) is dropped.
     """
     import nbformat
 
@@ -36,6 +37,7 @@ def _strip_machine_paths(executed: Path, name: str) -> None:
         if key in meta:
             meta[key] = f"notebooks/{name}"
     nb.metadata["kernelspec"] = dict(KERNELSPEC)  # papermill ran "python3" of this env; users open it as nnprak
+    nb.metadata.pop("widgets", None)
     nbformat.write(nb, executed)
 
 
@@ -169,9 +171,10 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
                                                           "device": str(cfg.torch_device),
                                                           "data": cfg.describe_source()})
         report.write_numbers({"RunMinutes": report.num(times["total"] / 60)}, folder=cfg.paths.tables)
-        if profile == "default" and cfg.is_lfw:  # the README's table is LFW-62's
-            from . import results
+        from . import results
 
+        # the README's table is LFW-62's: judged by the manifest the notebooks used (notebook 01's SOURCE can differ)
+        if profile == "default" and results.current_dataset(cfg)["source"] == "lfw":
             results.update_readme(config.ROOT / "README.md", cfg.paths.results)
     print(f"[{profile}] all notebooks done in {times['total'] / 60:.1f} min")
     for line in data_summary(cfg):

@@ -78,6 +78,10 @@ def check_dataset(records: list[dict], dataset: dict | None = None) -> dict:
     return dataset
 
 
+METRIC_LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "balanced_accuracy": "Balanced acc."}
+"""Column headings of :func:`classification_metrics` in the tables of the report (all three shown in percent)."""
+
+
 def classification_metrics(y_true, y_pred) -> dict:
     """Return accuracy, macro-F1, balanced accuracy and the number of test images (plain floats).
 

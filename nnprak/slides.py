@@ -61,22 +61,24 @@ def _history(record: dict, key: str = "history") -> pd.DataFrame:
 
 def learning_figure(scratch: dict | None, transfer: dict | None):
     """Return validation (solid) and training (dashed) accuracy per epoch of the CNN from scratch and of transfer
-    learning (its two stages one after the other, a dotted line where fine-tuning starts), side by side."""
+    learning (its two stages one after the other, a dotted line where fine-tuning starts), side by side; each title
+    gives the test accuracy of the weights the notebook kept (not the last epoch's validation accuracy)."""
     panels = []
     if scratch is not None and len(_history(scratch)):
-        panels.append(("from scratch", _history(scratch), None))
+        panels.append(("from scratch", _history(scratch), None, scratch))
     if transfer is not None and len(_history(transfer, "history_stage1")):
         h1, h2 = _history(transfer, "history_stage1"), _history(transfer, "history_stage2")
         both = pd.concat([h1, h2.assign(epoch=h2["epoch"] + len(h1))], ignore_index=True) if len(h2) else h1
-        panels.append(("transfer learning", both, len(h1) + 0.5 if len(h2) else None))
+        panels.append(("transfer learning", both, len(h1) + 0.5 if len(h2) else None, transfer))
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(TEXT_WIDTH_IN * 0.97, TEXT_HEIGHT_IN), squeeze=False)
-    for ax, (title, h, switch) in zip(axes[0], panels):
+    for ax, (title, h, switch, record) in zip(axes[0], panels):
         ax.plot(h["epoch"], h["val_acc"], color="C0", label="validation")
         ax.plot(h["epoch"], h["train_acc"], color="C0", ls="--", lw=1.5, label="training")
         if switch:
             ax.axvline(switch, color="grey", ls=":", lw=1.5)
             ax.text(switch, 0.3, "fine-tune ", color="grey", ha="right")
-        ax.set_title(f"{title}: {h['val_acc'].iloc[-1]:.1%} val")
+        test = (record.get("metrics") or {}).get("accuracy")
+        ax.set_title(f"{title}: {test:.1%} test" if test is not None else title)
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)

@@ -330,3 +330,9 @@ def test_person_names_match_lfw_whatever_the_spelling_of_the_folder():
                           "name2": ["Bill_Gates", "Tony_Blair", "Colin_Powell"], "fold": [0, 0, 0]})
     kept = evaluate.without_people(pairs, ["bill gates", "Renée Zellweger"])     # a student's folder names
     assert kept[["name1", "name2"]].values.tolist() == [["Tony_Blair", "Colin_Powell"]]
+
+
+def test_the_processed_readme_names_every_manifest_column():
+    """data/processed/README.md describes the manifest students open: every column the code writes."""
+    text = (config.ROOT / "data" / "processed" / "README.md").read_text(encoding="utf-8")
+    assert [c for c in data.MANIFEST_COLUMNS if c not in text] == []

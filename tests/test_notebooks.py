@@ -32,6 +32,7 @@ def test_committed_notebooks_carry_no_paths_of_the_machine_that_ran_them(path):
         assert meta.get(key, f"notebooks/{path.name}") == f"notebooks/{path.name}", f"{key}: {meta.get(key)}"
     outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     assert str(config.ROOT) not in outputs and "PosixPath(" not in outputs
+    assert "widgets" not in nb["metadata"]      # progress-bar state of an older interactive run, not of these outputs
 
 
 FILE_LITERAL = r"""["'][^"'\n]*\.(?:pt|pth|json|csv|npz|joblib|png|pdf|jpg|tex)["']"""
