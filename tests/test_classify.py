@@ -217,3 +217,14 @@ def test_best_open_set_is_chosen_on_validation_not_on_test(gallery):
     del evs[other]["comparison"]
     with pytest.raises(ValueError, match="open_set_model"):
         classify.best_open_set(evs)
+
+
+def test_a_refit_fails_only_on_a_clear_and_significant_drop():
+    """One validation error among 10 faces after a perfect CV score is chance; naming one person for everyone is not,
+    and small drops on large sets are kept (the 5-point floor)."""
+    assert classify.refit_failed(1.0, 40, 0.9, 10) == (False, pytest.approx(0.2, abs=0.01))
+    assert classify.refit_failed(1.0, 40, 0.2, 10)[0]                          # 5 people, one name for all
+    assert classify.refit_failed(0.98, 480, 0.025, 80)[0]                     # 40 people, the most frequent one
+    assert not classify.refit_failed(0.995, 2121, 0.98, 450)[0]               # LFW-62 sizes: within 5 points
+    failed, p = classify.refit_failed(0.95, 2121, 0.85, 450)                   # a clear drop on many faces
+    assert failed and p < 1e-6
