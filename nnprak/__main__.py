@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p_pred.add_argument("--out", default=None, help="one photo: write it with boxes and names to this file")
     p_pred.add_argument("--sheet", default=None, metavar="PNG",
                         help="write one annotated contact sheet of all photos (PNG and PDF next to it); default "
-                             "contact_sheet.png when a folder or several photos are given")
+                             "contact_sheet.png in the current folder (in the profile's results/ when that is one "
+                             "of the photo folders) when a folder or several photos are given")
     p_pred.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K best candidates per face")
     p_pred.add_argument("--profile", default=None, help="whose models/ folder holds the default model")
     p_pred.add_argument("--min-prob", type=float, default=0.9, help="minimum face detection probability")
@@ -273,7 +274,8 @@ def predict_command(args) -> int:
     be tried (no model, no photo, one photo that cannot be read).
     """
     from . import classify
-    from .predict import NoFaceFound, collect_photos, contact_sheet, predict_file, predict_photos, problem_line
+    from .predict import (NoFaceFound, collect_photos, contact_sheet, load_embedder, predict_file, predict_photos,
+                          problem_line)
 
     photos, problems = collect_photos(args.photo)
     for line in problems:
@@ -284,6 +286,7 @@ def predict_command(args) -> int:
         return 2
     try:
         model = classify.FaceClassifier.load(_model_path(args))
+        embedder = load_embedder(model)   # before any photo: missing weights are the model's problem, not a photo's
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -293,7 +296,7 @@ def predict_command(args) -> int:
     many = len(photos) > 1 or any(Path(p).is_dir() for p in args.photo)
     if not many and not args.sheet:
         try:
-            preds = predict_file(photos[0], model, args.out, args.min_prob, args.top_k)
+            preds = predict_file(photos[0], model, args.out, args.min_prob, args.top_k, embedder=embedder)
         except (OSError, ValueError) as err:  # no face: 1; unreadable photo: 2 (nothing could be tried)
             print(problem_line(photos[0], err), file=sys.stderr)
             return 1 if isinstance(err, NoFaceFound) else 2
@@ -302,7 +305,7 @@ def predict_command(args) -> int:
         if args.out:
             print(f"annotated photo written to {args.out}")
         return 0
-    results = predict_photos(photos, model, args.min_prob, args.top_k)
+    results = predict_photos(photos, model, args.min_prob, args.top_k, embedder=embedder)
     failed = 0
     for r in results:
         if r.problem:
@@ -310,13 +313,22 @@ def predict_command(args) -> int:
             print(r.problem, file=sys.stderr)
         for i, p in enumerate(r.faces, 1):
             print(f"{r.photo}: face {i}: {p.line()}")
-    sheet = args.sheet or "contact_sheet.png"
-    written = contact_sheet(results, sheet)
+    written = contact_sheet(results, args.sheet or default_sheet(args.photo))
     named = sum(p.name != classify.UNKNOWN for r in results for p in r.faces)
     faces = sum(len(r.faces) for r in results)
     print(f"{count(len(results), 'photo')}, {count(faces, 'face')} ({named} named, {faces - named} unknown), "
           f"{failed} without a usable face | contact sheet: {', '.join(map(str, written))}")
     return 1 if failed or problems else 0
+
+
+def default_sheet(inputs) -> Path:
+    """Return where ``predict`` writes its contact sheet without ``--sheet``: ``contact_sheet.png`` in the current
+    folder, or in the profile's results folder when the current folder is (inside) one of the photo folders given,
+    which are only read (and a sheet there would be read as a photo next time)."""
+    here = Path.cwd().resolve()
+    folders = [Path(p).resolve() for p in inputs if Path(p).is_dir()]
+    inside = any(here == f or here.is_relative_to(f) for f in folders)
+    return config.active().paths.make().results / "contact_sheet.png" if inside else Path("contact_sheet.png")
 
 
 def enroll_command(args) -> int:
@@ -331,7 +343,10 @@ def enroll_command(args) -> int:
     path = _model_path(args)
     try:
         model = classify.FaceClassifier.load(path)
-        model, used, skipped = enroll_photos(model, args.name, photos, args.min_prob)
+        name = model.gallery_name(args.name.strip())
+        if name != args.name.strip():
+            print(f"{args.name} is {name} of the gallery: adding the photos to {name}")
+        model, used, skipped = enroll_photos(model, name, photos, args.min_prob)
     except (FileNotFoundError, ValueError) as err:  # EnrolError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -339,7 +354,7 @@ def enroll_command(args) -> int:
         print(line, file=sys.stderr)
     out = Path(args.out) if args.out else path
     model.save(out)
-    print(f"enrolled {args.name} from {len(used)} of {len(photos)} photos; the gallery has {len(model.people)} "
+    print(f"enrolled {name} from {len(used)} of {len(photos)} photos; the gallery has {len(model.people)} "
           f"people; same threshold {model.threshold:.3f} ({model.score} score) | model: {out}")
     return 1 if skipped or problems else 0
 

@@ -364,10 +364,18 @@ class FaceClassifier:
             out.append([(str(named[i]), float(own[i]))] + rest[:max(0, k - 1)])
         return out
 
+    def gallery_name(self, name: str) -> str:
+        """Return the gallery's name for ``name`` when it is one of its people written otherwise ("george w bush" is
+        ``George_W_Bush``, as predict's pictures show it; :func:`nnprak.data.person_key`), else ``name`` itself."""
+        from .data import person_key
+
+        same = [p for p in self.people if person_key(p) == person_key(name)]
+        return same[0] if same else str(name)
+
     def enroll(self, name: str, X_new: np.ndarray) -> "FaceClassifier":
         """Add (or extend) the person ``name`` with embeddings ``X_new``, refit the classifier with its chosen
         setting on the whole gallery and return self. The threshold stays: the accept/reject rule is the same for
-        everyone.
+        everyone. A gallery person written otherwise (:meth:`gallery_name`) is extended, not added a second time.
 
         Raises:
             ValueError: no gallery is stored (a model saved before enrolment existed), or no embeddings given.
@@ -380,6 +388,7 @@ class FaceClassifier:
         X_new = np.asarray(X_new, dtype=np.float64).reshape(-1, np.asarray(self.gallery_X).shape[1])
         if len(X_new) == 0:
             raise ValueError(f"no face embeddings to enrol {name!r}")
+        name = self.gallery_name(name)
         self.gallery_X = np.vstack([self.gallery_X, X_new]).astype(np.float32)
         self.gallery_y = np.concatenate([np.asarray(self.gallery_y, dtype=object),
                                          np.full(len(X_new), name, dtype=object)])

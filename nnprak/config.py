@@ -230,6 +230,10 @@ def cv_folds(class_counts, max_folds: int = 5) -> int:
     Every fold must hold at least one image of every person; 2 is the minimum (a person with a single
     training image cannot be cross-validated and raises).
     """
+    if len(class_counts) < 2:
+        raise ValueError(f"{len(class_counts)} person in the training data: telling faces apart needs at least two "
+                         "people (notebook 02 leaves out people without training faces): add photos of another person "
+                         "and run notebooks 01 and 02 again")
     smallest = int(min(class_counts))
     if smallest < 2:
         raise ValueError(f"a person has only {smallest} training image(s): cross-validation needs at least 2 each. "

@@ -623,8 +623,8 @@ def build_manifest(cfg: config.Config, progress: bool = True) -> pd.DataFrame:
     """Return the validated, de-duplicated and split manifest of ``cfg.source``.
 
     ``cfg.source`` is ``"lfw"``, ``"raw"`` (own photos in ``data/raw/<person>/``) or any folder laid out the same.
-    Excluded files are printed with their reason; the scan never stops at a bad file. Raises ValueError when no
-    person is left with :data:`MIN_PHOTOS_PER_PERSON` usable photos (nothing to train on).
+    Excluded files are printed with their reason; the scan never stops at a bad file. Raises ValueError when fewer
+    than two people are left with :data:`MIN_PHOTOS_PER_PERSON` usable photos (nothing to tell apart).
     """
     if cfg.is_lfw:
         df = scan_lfw(config.find_lfw(), cfg.min_images_per_person, cfg.max_people, cfg.min_image_side, progress)
@@ -633,10 +633,12 @@ def build_manifest(cfg: config.Config, progress: bool = True) -> pd.DataFrame:
     for _, row in df[df["status"] != STATUS_OK].iterrows():
         print(f"excluded: {row['path']}: {row['status']}: {row['reason']}")
     df = split_manifest(mark_duplicates(df), cfg.split_fractions, cfg.seed)
-    if not (df["status"] == STATUS_OK).any():
-        raise ValueError(f"no person in {cfg.describe_source()} has {MIN_PHOTOS_PER_PERSON} or more usable photos "
-                         "(the lines above say why each file or person was left out): add photos, one folder per "
-                         "person, then run notebook 01 again")
+    people = df.loc[df["status"] == STATUS_OK, "person"].unique()
+    if len(people) < 2:
+        who = "no person" if not len(people) else f"only one person ({people[0]})"
+        raise ValueError(f"{who} in {cfg.describe_source()} has {MIN_PHOTOS_PER_PERSON} or more usable photos (the "
+                         "lines above say why each file or person was left out); telling faces apart needs at least "
+                         "two people: add photos, one folder per person, then run notebook 01 again")
     return df
 
 

@@ -39,6 +39,7 @@ class Embedder:
     dim: int = 0
     variant: str = ""       # which input it reads: a crop variant or the chips it makes itself
     weights: str = ""       # what was loaded, for every printed result and results/*.json
+    crop_column: str = ""   # the crops table's column of the crop files it reads ("": it cuts its own from the image)
 
     def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:  # pragma: no cover
         """Return the embeddings of every row of a crops table."""
@@ -159,7 +160,10 @@ class FacenetBackend(Embedder):
                  download: bool = True, batch_size: int = 32, device=None):
         from facenet_pytorch import InceptionResnetV1
 
+        from . import faces
+
         self.name, self.variant, self.batch_size = name, variant, batch_size
+        self.crop_column = faces.crop_column(variant)
         self.title = f"FaceNet ({'VGGFace2' if 'vggface2' in name else 'CASIA-WebFace'})"
         spec = _FACENET_WEIGHTS[name]
         state = weights.load_state_dict(spec, weights_path, download=download)  # raises WeightsUnavailable
@@ -244,9 +248,24 @@ CACHE_KEY_COLUMNS = ("path", "sha1", "face_status", "box", "landmarks")
 """What an embedding depends on: the image (path, bytes) and notebook 02's face in it (status, box, landmarks)."""
 
 
-def cache_keys(table: pd.DataFrame) -> np.ndarray:
-    """Return one embedding-cache key per row of ``table``: its :data:`CACHE_KEY_COLUMNS` (those it has) joined."""
+def _file_stamp(path: str) -> str:
+    """Return ``size:mtime_ns`` of a crop file ("" without one): it changes when notebook 02 writes the crop anew."""
+    if not path:
+        return ""
+    try:
+        st = data.abs_path(path).stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def cache_keys(table: pd.DataFrame, crop_column: str = "") -> np.ndarray:
+    """Return one embedding-cache key per row of ``table``: its :data:`CACHE_KEY_COLUMNS` (those it has) joined, and
+    for an embedder that reads notebook 02's crop files (``crop_column``) the size and time of each file, so crops
+    re-made with another margin or size are embedded again."""
     cols = [table[c].astype(str) for c in CACHE_KEY_COLUMNS if c in table]
+    if crop_column and crop_column in table:
+        cols.append(table[crop_column].astype(str).map(_file_stamp))
     keys = cols[0]
     for col in cols[1:]:
         keys = keys + "|" + col
@@ -258,10 +277,11 @@ def cached_embeddings(embedder: Embedder, table: pd.DataFrame, folder: str | os.
     """Return the embeddings of ``table``'s rows, computing only rows missing from the cache, then saving it.
 
     Rows are matched on the image (path, sha1) and its face (status, box, landmarks: :func:`cache_keys`), so a
-    changed image, or a face notebook 02 found, lost or placed anew, is embedded again.
+    changed image, or a face notebook 02 found, lost or placed anew, is embedded again; so is a crop file written
+    anew, for embedders that read them.
     """
     path = cache_file(folder, embedder)
-    keys = cache_keys(table)
+    keys = cache_keys(table, embedder.crop_column)
     cache: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path, allow_pickle=False) as z:

@@ -200,10 +200,20 @@ class PhotoResult:
     image: Image.Image | None = None
 
 
-def predict_photos(photos, model, min_prob: float = 0.9, top_k: int = 1) -> list[PhotoResult]:
+def load_embedder(model: classify.FaceClassifier) -> embed.Embedder:
+    """Return the embedder that made ``model``'s gallery (its backend and variant).
+
+    Raises:
+        FileNotFoundError: its weights cannot be found or downloaded (:class:`nnprak.weights.WeightsUnavailable`;
+            the message names the file and where to put it).
+    """
+    return _embedder(model)
+
+
+def predict_photos(photos, model, min_prob: float = 0.9, top_k: int = 1, embedder=None) -> list[PhotoResult]:
     """Return a :class:`PhotoResult` per photo; a bad photo gets its one-line problem, never an exception."""
     model = _load_model(model)
-    embedder = _embedder(model)
+    embedder = _embedder(model, embedder)
     out = []
     for photo in map(Path, photos):
         try:

@@ -159,6 +159,13 @@ def test_enrolment_adds_a_person_with_the_same_rule(gallery, lfw_dir):
     assert list(names) == [newcomer]
     known, _ = fc.predict(gallery["X_test"])
     assert np.mean(known == gallery["y_test"]) >= 0.8  # the others are still named
+    # a gallery person written as predict's pictures show it ("George W Bush") is extended, not added twice
+    person = fc.people[0]
+    shown = person.replace("_", " ").upper()
+    assert fc.gallery_name(shown) == person and fc.gallery_name("Nobody Known") == "Nobody Known"
+    n_people, n_faces = len(fc.people), int(np.sum(fc.gallery_y == person))
+    fc.enroll(shown, gallery["X_test"][:1])
+    assert len(fc.people) == n_people and int(np.sum(fc.gallery_y == person)) == n_faces + 1
     with pytest.raises(ValueError, match="no gallery"):
         classify.FaceClassifier(search.best_estimator_, 0.5, "dlib").enroll("x", gallery["X_test"][:1])
 

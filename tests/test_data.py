@@ -216,7 +216,11 @@ def test_own_photos_end_to_end_with_too_few_images(tmp_path, lfw_images, capsys)
     assert (df.loc[df["person"] == "Jürgen_Ölschläger", "status"] == "too_few").all()
     only_few = tmp_path / "few"
     shutil.copytree(raw / "Jürgen_Ölschläger", only_few / "Jürgen_Ölschläger")     # nobody with 4 photos
-    with pytest.raises(ValueError, match="has 4 or more usable photos .* add photos"):
+    with pytest.raises(ValueError, match="no person .* has 4 or more usable photos .* add photos"):
+        data.build_manifest(config.load("smoke", source=str(only_few)), progress=False)
+    one = next(p for p in raw.iterdir() if p.name != "Jürgen_Ölschläger")
+    shutil.copytree(one, only_few / one.name)                                       # one person with 8 photos
+    with pytest.raises(ValueError, match=f"only one person \\({one.name}\\).*at least two people"):
         data.build_manifest(config.load("smoke", source=str(only_few)), progress=False)
     config.load("smoke")
     empty = data.split_table(df.assign(status="too_few")).iloc[0]

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,29 @@ def test_cache_embeds_only_missing_rows(tmp_path, crops):
     assert emb.rows == 15
 
 
+def test_cache_of_a_crop_reading_embedder_follows_the_crop_files(tmp_path, crops):
+    """An embedder that reads notebook 02's crop files (FaceNet) embeds a crop again once it is written anew (e.g. with
+    another margin), though the image and its face are unchanged."""
+    import os
+    import shutil
+
+    rows = crops[crops["crop_plain"] != ""].head(3).copy()
+    copies = []
+    for i, crop in enumerate(rows["crop_plain"]):
+        copies.append(tmp_path / f"c{i}.png")
+        shutil.copy(data.abs_path(crop), copies[-1])
+    rows["crop_plain"] = [data.rel_path(c) for c in copies]
+    emb = CountingDlib()
+    emb.crop_column = "crop_plain"
+    embed.cached_embeddings(emb, rows, tmp_path / "cache", progress=False)
+    embed.cached_embeddings(emb, rows, tmp_path / "cache", progress=False)
+    assert emb.rows == 3                                                      # unchanged crops: from the cache
+    Image.open(copies[1]).resize((150, 150)).resize((160, 160)).save(copies[1])
+    os.utime(copies[1], ns=(copies[1].stat().st_atime_ns, copies[1].stat().st_mtime_ns + 10**9))
+    embed.cached_embeddings(emb, rows, tmp_path / "cache", progress=False)
+    assert emb.rows == 4                                                      # the re-made crop only
+
+
 def test_auto_backend_falls_back_to_dlib_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("NNPRAK_OFFLINE", "1")
@@ -182,6 +206,41 @@ def test_predict_errors_are_one_line_and_non_zero(model_file, tmp_path):
         assert r.returncode == code, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_predict_without_the_models_embedder_weights_says_so_once(model_file, lfw_images, tmp_path):
+    """A FaceNet model on a machine without FaceNet's weights: one message naming the weights, exit code 2, for one
+    photo and for a folder alike (not a traceback, not a problem blamed on each photo)."""
+    facenet = classify.FaceClassifier.load(model_file)
+    facenet.backend, facenet.info = "facenet-vggface2", {"variant": "plain"}
+    facenet.save(tmp_path / "facenet.joblib")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in list(lfw_images.values())[0][15:17]:
+        (photos / f.name).write_bytes(f.read_bytes())
+    env = dict(os.environ, NNPRAK_PROFILE="smoke", NNPRAK_OFFLINE="1", TORCH_HOME=str(tmp_path / "torch"))
+    for target in (next(photos.iterdir()), photos):
+        r = subprocess.run([sys.executable, "-m", "nnprak", "predict", str(target), "--model",
+                            str(tmp_path / "facenet.joblib"), "--sheet", str(tmp_path / "sheet.png")],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("error: ") and "20180402-114759-vggface2.pt" in r.stderr, r.stderr
+    assert not (tmp_path / "sheet.png").exists()
+
+
+def test_the_default_contact_sheet_stays_out_of_the_photo_folders(tmp_path, monkeypatch):
+    """Run from inside the photo folder, predict writes its sheet to the profile's results, not among the photos."""
+    from nnprak.__main__ import default_sheet
+
+    photos = tmp_path / "class photos"
+    (photos / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert default_sheet([str(photos)]) == Path("contact_sheet.png")
+    for here in (photos, photos / "sub"):
+        monkeypatch.chdir(here)
+        sheet = default_sheet([".", "other.jpg"] if here == photos else [str(photos)])
+        assert sheet.name == "contact_sheet.png" and not sheet.resolve().is_relative_to(photos)
+        assert sheet.parent == config.active().paths.results
 
 
 def test_both_alignments_average_the_mtcnn_and_the_shape_predictor_chips(crops):

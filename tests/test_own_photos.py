@@ -323,6 +323,8 @@ def test_cv_folds_follow_the_smallest_class():
     assert config.cv_folds([6, 7, 9]) == 5 and config.cv_folds([4, 9]) == 4 and config.cv_folds([2, 9]) == 2
     with pytest.raises(ValueError, match="at least 2"):
         config.cv_folds([1, 9])
+    with pytest.raises(ValueError, match="at least two people"):      # one person left after notebook 02
+        config.cv_folds([9])
 
 
 def test_photos_option_sets_the_source(tmp_path, monkeypatch):
