@@ -323,7 +323,9 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # blocks: residual blocks per stage of the main model. One, with the background people (below): bench/
 # bench_scratch_seeds.py --depths 1,1,1,1 --eigenfaces --verify, seeds 42/43/44, 2 threads: ResNet 94.7 % +- 1.0 %
 # test accuracy, features 88.4 % +- 0.5 % verification on unseen people, 2.8 min a run (3.7-5.1 min on slower days);
-# its plain twin 94.7 % +- 1.1 % and 88.4 % +- 0.7 % (a tie: 1,278 against 1,279 of 3 x 450 test faces; before the
+# its plain twin 94.7 % +- 1.1 % and 88.4 % +- 0.7 % (over eight seeds, 42-49, results/bench_scratch_seeds_8seeds.json:
+# 94.5 % +- 0.6 % against 94.6 % +- 0.8 %, 3,401 against 3,406 of 8 x 450 faces, McNemar 61 against 66, p = 0.72,
+# features 88.5 % and 88.4 %) (a tie: 1,278 against 1,279 of 3 x 450 test faces; before the
 # same_photo rule left Serena_Williams_0016 out of test, 1,281 against 1,282 of 3 x 451; before the mirror image and
 # the validation on the set's people only: 94.0 % +- 1.3 % both). The trials below that quote 451 test faces or
 # compare with 94.8 % for the plain twin were measured before the same_photo rule. Two blocks per stage (--depths
