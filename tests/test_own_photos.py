@@ -289,10 +289,13 @@ def test_video_frames_become_photos_of_the_person(tmp_path, lfw_images):
     import cv2
 
     photos = tmp_path / "photos"
-    person, files = next(iter(lfw_images.items()))
+    (person, files), (other, others) = list(lfw_images.items())[:2]
     (photos / person).mkdir(parents=True)
     for f in files[:3]:
         (photos / person / f.name).write_bytes(f.read_bytes())
+    (photos / other).mkdir()                       # a second person: telling faces apart needs two
+    for f in others[:4]:
+        (photos / other / f.name).write_bytes(f.read_bytes())
     # a second video of the same name in a sub-folder (phones restart their numbering): its frames stay its own
     (photos / person / "2024").mkdir()
     for video, images in ((photos / person / "clip.mp4", files[3:7]), (photos / person / "2024" / "clip.mp4", files[7:10])):
@@ -314,7 +317,7 @@ def test_video_frames_become_photos_of_the_person(tmp_path, lfw_images):
     assert len(later) >= 2   # one of its three images is blurred (kept frames: 0 and 5)
     assert all(data.abs_path(p).parent == cfg.paths.interim / "frames" / person / "2024" for p in later["path"])
     assert all(data.abs_path(p).is_file() for p in frames["path"])
-    assert (m[m["video"] == ""]["frame"] == -1).all() and len(m) == 3 + len(frames)
+    assert (m[m["video"] == ""]["frame"] == -1).all() and len(m) == 3 + 4 + len(frames)
     assert tree_digest(photos) == before
 
 
