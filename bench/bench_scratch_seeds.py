@@ -12,7 +12,8 @@ from notebook 02's ``background_crops.csv``, else ``--background-crops``. Settin
 training set by :func:`nnprak.config.scratch_for_data`.
 Writes ``results/bench_scratch_seeds.json`` (default; notebook 03 and the report read it, so runs with other
 settings or data, or without the main model's pair and ``--merge``, are refused there and need ``--out``): per
-network the seeds, and mean, std (ddof=1) and values of test accuracy, macro-F1, best validation accuracy, epochs, wall and CPU minutes per thread; plus every run with
+network the seeds, and mean, std (ddof=1) and values of test accuracy, macro-F1, best validation accuracy, epochs,
+wall and CPU minutes per thread; plus every run with
 its learning curve (notebook 03 shows these when the default run trains the main model only). ``--verify`` adds
 each network's penultimate-feature verification on LFW pairs without its training people (notebook 03's measure).
 """

@@ -50,6 +50,8 @@ LFW_URL = "http://vis-www.cs.umass.edu/lfw/"
 LFW_FILES = ("lfw-deepfunneled.tgz", "pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt", "people.txt")
 
 
+MANIFEST_FILE, CROPS_FILE = "manifest.csv", "crops.csv"
+"""File names of notebook 01's manifest and notebook 02's crops table in a profile's ``data/processed``."""
 SEED_BENCH = "bench_scratch_seeds"
 """Results file (stem) of ``bench/bench_scratch_seeds.py`` on a profile's data (notebook 03, the README table)."""
 SMALL_DATA_BENCHES = ("bench_small_data", "bench_small_data_alone")
@@ -72,12 +74,12 @@ class Paths:
     @property
     def manifest(self) -> Path:
         """Return the manifest CSV written by notebook 01 and extended by notebook 02."""
-        return self.processed / "manifest.csv"
+        return self.processed / MANIFEST_FILE
 
     @property
     def crops(self) -> Path:
         """Return the manifest with face-crop columns written by notebook 02."""
-        return self.processed / "crops.csv"
+        return self.processed / CROPS_FILE
 
     @property
     def faces(self) -> Path:
@@ -316,8 +318,8 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # ablation_epochs (notebook 03): None = every variant gets the main model's full schedule (the main model is reused
 # as the first ResNet); a number = all variants are trained that many epochs (quicker, screening only).
 # ablation_depths: blocks per stage of the shortcut ablation's pairs (ResNet and its plain twin for each) that
-# notebook 03 trains; the default profile trains none (the time budget of `make run`, about a quarter of an hour) and shows the mean ± std
-# over three seeds of bench/bench_scratch_seeds.py instead (results/bench_scratch_seeds.json, read only when it was
+# notebook 03 trains; the default profile trains none (the time budget of `make run`, about a quarter of an hour) and
+# shows the mean ± std over three seeds of bench/bench_scratch_seeds.py instead (results/bench_scratch_seeds.json, read only when it was
 # measured on the same data); smoke trains the 1-1-1-1 pair (its main model has one block per stage, for speed),
 # the full profile 1-1-1-1 and 2-2-2-2 (a profile without its own: the main model's pair).
 # blocks: residual blocks per stage of the main model. One, with the background people (below): bench/
@@ -428,8 +430,8 @@ _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batc
 # "mtcnn" (MTCNN's 5 landmarks on a fitted template), "dlib5" (dlib's 5-point shape predictor in MTCNN's box) or
 # "both" (the mean of the two descriptors; LFW, all 6,000 pairs: 99.17 % / 99.07 % / 99.20 %, with cohort
 # normalisation 99.22 % / 99.02 % / 99.37 %). "both" costs twice the embedding time (7,701 images: 260 s instead
-# of 117 s here, about 1.5 min more for notebook 05's ~7,800 images), which the default run's quarter of an hour does not
-# have: the default profile keeps "mtcnn", the full profile (the README's all-pairs number) and smoke use "both".
+# of 117 s here, about 1.5 min more for notebook 05's ~7,800 images), which the default run's quarter of an hour
+# does not have: the default profile keeps "mtcnn", the full profile (the README's all-pairs number) and smoke use "both".
 _EMBED_DEFAULT = dict(backend="auto", dlib_align="mtcnn", far_target=0.01, far_confidence=0.95,
                       far_targets=(0.01, 0.005, 0.001),
                       batch_size=32,

@@ -232,8 +232,9 @@ def bad_name(path: str | os.PathLike) -> bool:
 
 
 def _problem_row(path: Path, person: str, status: str, detail: str) -> dict:
-    return dict(path=printable_name(rel_path(path)), person=printable_name(person), split="", sha1="", dhash="", width=0, height=0, orig_mode="", tiny=False,
-                status=status, reason=f"{detail}; {BAD_STATUSES[status]}", video="", frame=-1)
+    return dict(path=printable_name(rel_path(path)), person=printable_name(person), split="", sha1="", dhash="",
+                width=0, height=0, orig_mode="", tiny=False, status=status, reason=f"{detail}; {BAD_STATUSES[status]}",
+                video="", frame=-1)
 
 
 def video_rows(video: Path, person: str, frames_dir: Path, min_side: int = 64, subfolder: str | os.PathLike = ""
@@ -402,6 +403,12 @@ def _twin_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep].assign(dhash=dhash[keep])
 
 
+def _single_copies(df: pd.DataFrame) -> pd.Index:
+    """Return the index of the usable rows whose bytes (sha1) no other usable row has: photos a split rule may move."""
+    sha1 = df.loc[df["status"] == STATUS_OK, "sha1"]
+    return sha1.index[sha1.map(sha1.value_counts()) == 1]
+
+
 MIN_TRAIN_PHOTOS = 2
 """Training photos a person keeps when :func:`leave_out_split_twins` moves one to validation or test."""
 
@@ -437,8 +444,7 @@ def leave_out_split_twins(df: pd.DataFrame) -> pd.DataFrame:
         df.at[i, "reason"] = (f"this copy was drawn into {split}; {kept['path']}, in {kept['split']}, is the same photo in "
                               f"another format, size or quality; {BAD_STATUSES['same_photo']}")
         print(f"left out: {df.at[i, 'path']} (drawn into {split}): the same photo as {kept['path']} ({kept['split']})")
-    shared = df.loc[df["status"] == STATUS_OK, "sha1"].value_counts()
-    spare = ok[~ok["dhash"].isin(set(ok.loc[size > 1, "dhash"])) & (ok["sha1"].map(shared) == 1)]  # no copy anywhere
+    spare = ok[~ok["dhash"].isin(set(ok.loc[size > 1, "dhash"])) & ok.index.isin(_single_copies(df))]  # no copy
     for person in sorted(set(ok.loc[later, "person"])):
         _keep_split_minimums(df, person, spare.index[spare["person"] == person],
                              "after leaving out a second copy of a photo: delete the copy")
@@ -530,8 +536,7 @@ def split_manifest(df: pd.DataFrame, fractions=(0.70, 0.15, 0.15), seed: int = c
     ok = df["status"] == STATUS_OK
     drawn = df["split"].copy()
     df.loc[ok, "split"] = df[ok].groupby("sha1")["split"].transform("first")   # one photo filed under two people
-    copies = df.loc[ok, "sha1"].map(df.loc[ok, "sha1"].value_counts())
-    free = copies.index[copies == 1]                                              # photos that may move again
+    free = _single_copies(df)
     for person in sorted(set(df.loc[df.index[ok & (df["split"] != drawn)], "person"])):
         _keep_split_minimums(df, person, free, "after a photo filed under two people followed the other person's "
                              "split: move a wrongly filed photo")

@@ -554,8 +554,9 @@ NO_TRAINING_FACE = "no_training_face"
 """Face status of the faces of a person with too few training faces (:func:`leave_out_faceless_people`)."""
 MIN_TRAINING_FACES = data.MIN_TRAIN_PHOTOS
 """Training faces a person needs (as many training photos as notebook 01 keeps a person): notebook 05 cross-validates
-its classifiers with at least two folds, each holding a face of every person (:func:`nnprak.config.cv_folds`). Notebook 01's :data:`nnprak.data.MIN_PHOTOS_PER_PERSON` gives
-every person two training photos; this catches the people whose training photos show no face."""
+its classifiers with at least two folds, each holding a face of every person (:func:`nnprak.config.cv_folds`).
+Notebook 01's :data:`nnprak.data.MIN_PHOTOS_PER_PERSON` gives every person two training photos; this catches the
+people whose training photos show no face."""
 
 
 def leave_out_faceless_people(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -785,8 +786,8 @@ def load_crops(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     df = data.load_manifest(path)
-    manifest = path.parent / "manifest.csv"
-    if path.name == "crops.csv" and manifest.exists():
+    manifest = path.parent / config.MANIFEST_FILE
+    if path.name == config.CROPS_FILE and manifest.exists():
         now, cropped = data.dataset_id(data.load_manifest(manifest)), data.dataset_id(df)
         if now != cropped:
             raise ValueError(f"{path} was cropped from another manifest than {manifest} (data set {cropped}, now "

@@ -67,7 +67,13 @@ def detect_faces(image: Image.Image, min_prob: float = 0.9) -> tuple[np.ndarray,
     return boxes[order], probs[order], landmarks[order]
 
 
-def _embedder(model: classify.FaceClassifier, embedder=None):
+def load_embedder(model: classify.FaceClassifier, embedder: embed.Embedder | None = None) -> embed.Embedder:
+    """Return ``embedder`` when given, else the embedder that made ``model``'s gallery (its backend and variant).
+
+    Raises:
+        FileNotFoundError: its weights cannot be found or downloaded (:class:`nnprak.weights.WeightsUnavailable`;
+            the message names the file and where to put it).
+    """
     return embedder or embed.get_embedder(model.backend, model.info.get("variant", "plain"))
 
 
@@ -76,7 +82,7 @@ def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: 
     """Return a prediction for every face in ``image`` with detection probability >= ``min_prob``, left to right
     (with ``top_k`` > 1, each also lists its best ``top_k`` candidates and their scores)."""
     boxes, probs, landmarks = detect_faces(image, min_prob)
-    X = _embedder(model, embedder).embed_faces(image, boxes, landmarks)
+    X = load_embedder(model, embedder).embed_faces(image, boxes, landmarks)
     names, conf, closest = model.predict_with_closest(X)
     cands = model.top_k(X, top_k) if top_k > 1 else [None] * len(X)
     return [FacePrediction(tuple(float(v) for v in b), str(n), float(c), float(p), str(g), float(model.threshold), k)
@@ -200,20 +206,10 @@ class PhotoResult:
     image: Image.Image | None = None
 
 
-def load_embedder(model: classify.FaceClassifier) -> embed.Embedder:
-    """Return the embedder that made ``model``'s gallery (its backend and variant).
-
-    Raises:
-        FileNotFoundError: its weights cannot be found or downloaded (:class:`nnprak.weights.WeightsUnavailable`;
-            the message names the file and where to put it).
-    """
-    return _embedder(model)
-
-
 def predict_photos(photos, model, min_prob: float = 0.9, top_k: int = 1, embedder=None) -> list[PhotoResult]:
     """Return a :class:`PhotoResult` per photo; a bad photo gets its one-line problem, never an exception."""
     model = _load_model(model)
-    embedder = _embedder(model, embedder)
+    embedder = load_embedder(model, embedder)
     out = []
     for photo in map(Path, photos):
         try:
@@ -281,7 +277,7 @@ class EnrolError(ValueError):
 def embed_photos(photos, model, embedder=None, min_prob: float = 0.9) -> tuple[np.ndarray, list[str], list[str]]:
     """Return (one embedding per photo that has a face: its largest, lines about the photos used, one-line
     problems of the photos skipped), embedded as ``predict`` embeds faces (by ``embedder``, else ``model``'s)."""
-    embedder = embedder or _embedder(_load_model(model))
+    embedder = embedder or load_embedder(_load_model(model))   # the model is loaded only when no embedder is given
     X, used, problems = [], [], []
     for photo in map(Path, photos):
         try:
@@ -308,7 +304,7 @@ def enroll_photos(model, name: str, photos, min_prob: float = 0.9) -> tuple[clas
         EnrolError: no photo gave a face.
     """
     model = _load_model(model)
-    embedder = _embedder(model)
+    embedder = load_embedder(model)
     name = str(name).strip()
     if not name or name == classify.UNKNOWN or "/" in name:
         raise EnrolError(f"{name!r} cannot be a person's name")
