@@ -7,6 +7,8 @@ Each kind is a folder ``<out>/<person>/<photo>`` that ``make run PHOTOS=<out>`` 
              folder has a Chinese name, one a Cyrillic name.
 * ``gif``  – 15 people x 11 grayscale GIF files without a file extension.
 * ``pgm``  – 40 people x 10 grayscale PGM files.
+* ``cropped`` – 40 people x 10 grayscale 92 x 112 PGM files that are already face crops: each LFW photo cut to its
+             face box (forehead and chin at the edge), as in downloaded sets of cropped faces.
 * ``bad``  – 4 people x 12 photos plus every bad input: a decompression bomb, a 24 x 24 px image, a broken
              symbolic link, an empty person folder, a photo outside any person folder, an empty file, a text file
              named .jpg, a truncated JPEG, a broken video, a person with too few photos, a duplicate.
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from nnprak import config, data, evaluate  # noqa: E402
 
-KINDS = ("web", "gif", "pgm", "bad")
+KINDS = ("web", "gif", "pgm", "cropped", "bad")
 MISLABELLED = evaluate.lfw_mislabelled_images()   # read LFW's errata once
 
 
@@ -104,13 +106,22 @@ def make_web(out: Path, seed: int) -> None:
             img.save(folder / f"IMG_{1000 + k}{suffix}", **kw)
 
 
-def make_gray(out: Path, seed: int, n_people: int, n_images: int, fmt: str, suffix: str) -> None:
-    """Write ``n_people`` x ``n_images`` grayscale files of format ``fmt`` named ``photo_NN<suffix>``."""
+FACE_BOX = (88, 80, 162, 172)
+"""The face box of LFW's deep-funneled 250 px photos (eyebrows to chin, cheek to cheek): the ``cropped`` set's cut."""
+
+
+def make_gray(out: Path, seed: int, n_people: int, n_images: int, fmt: str, suffix: str,
+              face_only: bool = False) -> None:
+    """Write ``n_people`` x ``n_images`` grayscale files of format ``fmt`` named ``photo_NN<suffix>`` (with
+    ``face_only``: each cut to :data:`FACE_BOX` and resized to 92 x 112 px)."""
     for person in pick_people(n_people, n_images, 19, seed):
         folder = out / person
         folder.mkdir(parents=True)
         for k, src in enumerate(lfw_images(person, n_images)):
-            Image.open(src).convert("L").save(folder / f"photo_{k:02d}{suffix}", format=fmt)
+            img = Image.open(src).convert("L")
+            if face_only:
+                img = img.crop(FACE_BOX).resize((92, 112), Image.BILINEAR)
+            img.save(folder / f"photo_{k:02d}{suffix}", format=fmt)
 
 
 def bomb_png() -> bytes:
@@ -170,6 +181,8 @@ def main(argv=None) -> int:
         make_gray(out, args.seed, 15, 11, "GIF", "")
     elif args.kind == "pgm":
         make_gray(out, args.seed, 40, 10, "PPM", ".pgm")
+    elif args.kind == "cropped":
+        make_gray(out, args.seed, 40, 10, "PPM", ".pgm", face_only=True)
     else:
         make_bad(out, args.seed)
     files = [f for f in out.rglob("*") if f.is_file() or f.is_symlink()]

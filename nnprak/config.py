@@ -177,6 +177,8 @@ class Config:
     min_face_size: int = 60                  # px; LFW subjects are >= 62 px wide (half the CPU time of 20 px)
     retry_min_face_size: int = 20            # px; an image without a face at min_face_size is detected again at
                                              # this size (MTCNN's own default) before it is called no_face
+    detect_pad_retry: float | None = 0.15    # then once more with a grey border of this fraction of the longer
+                                             # side: photos that are already face crops (faces.DEFAULT_PAD_RETRY)
     # --- 03 scratch CNN ----------------------------------------------------------------------------------
     scratch: dict = field(default_factory=dict)
     # --- 04 transfer -------------------------------------------------------------------------------------

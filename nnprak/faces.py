@@ -39,7 +39,8 @@ Speed: LFW faces are large, so the detector ignores faces smaller than ``min_fac
 (:data:`DEFAULT_MIN_FACE_SIZE`, overridable by a ``min_face_size`` field of the config or an argument),
 which removes the most expensive levels of MTCNN's image pyramid. An image in which no face is found at that
 size (a small web photo, a face far from the camera) is detected again at ``retry_min_face_size``
-(:data:`DEFAULT_RETRY_MIN_FACE_SIZE`, MTCNN's own default) before it is called ``no_face``; images smaller than
+(:data:`DEFAULT_RETRY_MIN_FACE_SIZE`, MTCNN's own default), and then once more inside a grey border
+(:data:`DEFAULT_PAD_RETRY`: photos that are already face crops) before it is called ``no_face``; images smaller than
 the minimum face size go straight to that retry (MTCNN cannot run on them otherwise), and images with a side
 under 12 px (MTCNN's smallest window) are ``too_small``. Photos larger than ``max_side`` pixels
 are detected on a downscaled copy (boxes are mapped back), crops always come from the original.
@@ -91,6 +92,11 @@ about half the CPU time of 40. Own photos with smaller faces (group or full-body
 """
 DEFAULT_RETRY_MIN_FACE_SIZE = 20
 """Minimum face size of the second detection of images without a face (MTCNN's default)."""
+DEFAULT_PAD_RETRY = 0.15
+"""Grey border, as a fraction of the longer side, around an image in which both passes found no face, for a third
+detection. Photos that are already face crops (a downloaded set of cropped faces, a cut-out passport photo: chin or
+forehead at the edge) are found by MTCNN only with room around the face: of 400 LFW photos cut to their face box
+(92 x 112 px grey, ``bench/bench_face_crops.py``) notebook 02 found 199 faces without the border and 383 with it."""
 MTCNN_WINDOW = 12
 """P-Net's input size: MTCNN cannot look at an image whose shorter side is below this."""
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
@@ -124,12 +130,14 @@ class DetectorSettings:
     factor: float = DEFAULT_FACTOR
     max_side: int | None = DEFAULT_MAX_SIDE
     retry_min_face_size: int | None = DEFAULT_RETRY_MIN_FACE_SIZE
+    pad_retry: float | None = DEFAULT_PAD_RETRY
 
     def as_dict(self) -> dict:
         """Return the settings as a JSON-friendly dict."""
         return dict(min_face_size=int(self.min_face_size), thresholds=[float(t) for t in self.thresholds],
                     factor=float(self.factor), max_side=self.max_side,
-                    retry_min_face_size=None if self.retry_min_face_size is None else int(self.retry_min_face_size))
+                    retry_min_face_size=None if self.retry_min_face_size is None else int(self.retry_min_face_size),
+                    pad_retry=float(self.pad_retry) if self.pad_retry else None)
 
 
 _DETECTORS: dict = {}
@@ -236,12 +244,16 @@ def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings
                       stats: dict | None = None, min_prob: float = 0.0,
                       device=None) -> list[tuple[Detection, int, str]]:
     """Return ``(detection, min_face_size used, problem)`` per image: detected at ``settings.min_face_size``, and
-    where no face with probability >= ``min_prob`` was found, again at ``settings.retry_min_face_size``.
+    where no face with probability >= ``min_prob`` was found, again at ``settings.retry_min_face_size``, and where
+    that found none either, once more with a grey border around the image (``settings.pad_retry``, see
+    :data:`DEFAULT_PAD_RETRY`; its boxes and landmarks are given in the image's own pixels, so a box may reach
+    past the image's edge).
 
-    The retry's detection replaces the first one when it has a face reaching ``min_prob`` (or the first had
+    A retry's detection replaces the earlier one when it has a face reaching ``min_prob`` (or the earlier had
     none at all). Images whose shorter side is below the minimum face size are detected at the retry size (or
     at their own side when that is smaller still); ``problem`` is "" or the reason no detection could be made
     (``"too_small: ..."``, ``"detector_error: ..."``), with an empty detection. ``device``: see :func:`make_detector`.
+    ``stats`` counts the images detected again (``retried``) and those detected with the border (``padded``).
     """
     out: list = [None] * len(images)
     first, retry = [], []
@@ -271,6 +283,41 @@ def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings
             old = out[i]
             if old is None or old[2] or (not new[2] and ((new[0][1] >= min_prob).any() or len(old[0][0]) == 0)):
                 out[i] = new  # else the retry failed or found nothing better: keep the first pass's result
+    if settings.pad_retry:
+        faceless = [i for i in retry if not out[i][2] and not (out[i][0][1] >= min_prob).any()]
+        for i, new in zip(faceless, _detect_padded(images, faceless, settings, batch_size, stats, device)):
+            if not new[2] and ((new[0][1] >= min_prob).any() or len(out[i][0][0]) == 0):
+                out[i] = new
+    return out
+
+
+def pad_image(img: Image.Image, fraction: float) -> tuple[Image.Image, int]:
+    """Return (the image with a mid-grey border of ``fraction`` x its longer side on every side, the border in px)."""
+    from PIL import ImageOps
+
+    px = max(1, round(fraction * max(img.size)))
+    return ImageOps.expand(img.convert("RGB"), border=px, fill=(128, 128, 128)), px
+
+
+def _detect_padded(images, idx: list[int], settings: "DetectorSettings", batch_size: int, stats: dict | None,
+                   device=None) -> list[tuple[Detection, int, str]]:
+    """Return ``(detection, size, problem)`` for ``images[i]``, i in ``idx``, detected with a grey border around
+    them (:func:`pad_image`), boxes and landmarks moved back into the image's own pixels."""
+    if not idx:
+        return []
+    if stats is not None:
+        stats["padded"] = stats.get("padded", 0) + len(idx)
+    padded = [pad_image(images[i], settings.pad_retry) for i in idx]
+    low = settings.retry_min_face_size or settings.min_face_size
+    by_size: dict[int, list[int]] = {}
+    for k, (img, _) in enumerate(padded):
+        by_size.setdefault(int(min(low, detection_side(img.size, settings.max_side))), []).append(k)
+    out: list = [None] * len(idx)
+    for size, ks in by_size.items():
+        for k, (det, used, problem) in zip(ks, _detect_at([img for img, _ in padded], ks, size, settings, batch_size,
+                                                          stats, device)):
+            (boxes, probs, points), px = det, padded[k][1]
+            out[k] = (_as_detection(boxes - px, probs, points - px) if len(boxes) else det, used, problem)
     return out
 
 
@@ -481,14 +528,15 @@ def detector_settings(cfg, **overrides) -> DetectorSettings:
     """Return the :class:`DetectorSettings` of a config (its min_face_size/mtcnn_* fields if any) plus ``overrides``.
 
     Config fields read when present: ``min_face_size``, ``retry_min_face_size``, ``mtcnn_thresholds``,
-    ``mtcnn_factor``, ``detect_max_side``;
+    ``mtcnn_factor``, ``detect_max_side``, ``detect_pad_retry``;
     otherwise the module defaults apply.
     """
     base = dict(min_face_size=getattr(cfg, "min_face_size", DEFAULT_MIN_FACE_SIZE),
                 retry_min_face_size=getattr(cfg, "retry_min_face_size", DEFAULT_RETRY_MIN_FACE_SIZE),
                 thresholds=tuple(getattr(cfg, "mtcnn_thresholds", DEFAULT_THRESHOLDS)),
                 factor=getattr(cfg, "mtcnn_factor", DEFAULT_FACTOR),
-                max_side=getattr(cfg, "detect_max_side", DEFAULT_MAX_SIDE))
+                max_side=getattr(cfg, "detect_max_side", DEFAULT_MAX_SIDE),
+                pad_retry=getattr(cfg, "detect_pad_retry", DEFAULT_PAD_RETRY))
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["thresholds"] = tuple(base["thresholds"])
     return DetectorSettings(**base)
@@ -642,7 +690,7 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
         raise ValueError(f"cfg.face_select={rule!r}; use one of {', '.join(SELECT_RULES)}")
     device = config.resolve_device(cfg.device)
     stats = stats if stats is not None else {}
-    stats.update(rows=len(df), detected=0, reused=0, retried=0, cropped=0, skipped=0, unreadable=0, detector_calls=0,
+    stats.update(rows=len(df), detected=0, reused=0, retried=0, padded=0, cropped=0, skipped=0, unreadable=0, detector_calls=0,
                  batch_fallbacks=0)
 
     rows: list[dict] = [dict() for _ in range(len(df))]

@@ -74,7 +74,11 @@ def load_embedder(model: classify.FaceClassifier, embedder: embed.Embedder | Non
         FileNotFoundError: its weights cannot be found or downloaded (:class:`nnprak.weights.WeightsUnavailable`;
             the message names the file and where to put it).
     """
-    return embedder or embed.get_embedder(model.backend, model.info.get("variant", "plain"))
+    if embedder is not None:
+        return embedder
+    info = model.info   # FaceNet crops new photos as the gallery's were cropped (older models: the defaults)
+    return embed.get_embedder(model.backend, info.get("variant", "plain"), crop_size=info.get("crop_size", 160),
+                              crop_margin=info.get("crop_margin", 14))
 
 
 def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: embed.Embedder | None = None,

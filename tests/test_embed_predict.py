@@ -147,6 +147,36 @@ def test_facenet_backend_loads_weights_found_in_torch_home(tmp_path, monkeypatch
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)  # FaceNet's output is L2-normalised
 
 
+def test_facenet_crops_new_photos_as_the_gallery_was_cropped(tmp_path, monkeypatch, model_file, lfw_images):
+    """A gallery cropped with another margin (cfg.crop_margin) is matched by predict's crops of the same margin."""
+    from facenet_pytorch import InceptionResnetV1
+
+    import torch
+
+    from nnprak import predict
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("NNPRAK_OFFLINE", "1")
+    torch.manual_seed(0)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(InceptionResnetV1(pretrained=None, classify=True, num_classes=8631).state_dict(),
+               tmp_path / "checkpoints" / "20180402-114759-vggface2.pt")
+    emb = embed.get_embedder("facenet-vggface2", "plain", crop_size=160, crop_margin=40)
+    assert emb.describe()["crop_margin"] == 40
+    image = data.load_image(list(lfw_images.values())[0][0])
+    boxes, _, landmarks = predict.detect_faces(image)
+    X = emb.embed_faces(image, boxes[:1], landmarks[:1])
+    # a network of random weights: embeddings of other crops differ little, but they differ; the same crop: not at all
+    np.testing.assert_array_equal(X, emb.embed_images([faces.crop_box(image, boxes[0], 160, 40)]))
+    assert np.abs(X - emb.embed_images([faces.crop_box(image, boxes[0], 160, 14)])).max() > 1e-5
+    facenet = classify.FaceClassifier.load(model_file)    # a model whose gallery came from that embedder
+    facenet.backend, facenet.info = "facenet-vggface2", emb.describe()
+    loaded = predict.load_embedder(facenet)
+    assert (loaded.crop_size, loaded.crop_margin) == (160, 40)
+    facenet.info = {"variant": "plain"}                   # a model saved before the margin was recorded
+    assert predict.load_embedder(facenet).crop_margin == 14
+
+
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory, crops, dlib_backend):
     X = dlib_backend.embed_table(crops, progress=False)

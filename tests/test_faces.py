@@ -161,6 +161,48 @@ def test_detect_falls_back_to_single_images_when_a_batch_call_fails():
     np.testing.assert_allclose(dets[0][0], single[0], atol=0.05)
 
 
+def _face_only_crops(n_people: int = 4, per_person: int = 5) -> list[Image.Image]:
+    """Return LFW faces cut to their face box (forehead and chin at the edge), grey, 92 x 112 px: a set of photos
+    that are already face crops."""
+    counts = data.lfw_counts(config.find_lfw(download=False))
+    people = sorted(counts[(counts >= 10) & (counts < 20)].index)[:n_people]
+    return [Image.open(f).convert("L").crop((88, 80, 162, 172)).resize((92, 112), Image.BILINEAR).convert("RGB")
+            for p in people for f in data.lfw_files(config.find_lfw(download=False), p, per_person)]
+
+
+def test_photos_that_are_already_face_crops_are_found_with_a_border():
+    images = _face_only_crops()
+    without = faces.detect_with_retry(images, faces.DetectorSettings(pad_retry=None), min_prob=0.9)
+    stats: dict = {}
+    with_border = faces.detect_with_retry(images, faces.DetectorSettings(), stats=stats, min_prob=0.9)
+    found_without = [bool((d[0][1] >= 0.9).any()) for d in without]
+    found_with = [bool((d[0][1] >= 0.9).any()) for d in with_border]
+    assert sum(found_with) >= sum(found_without) + 5 and sum(found_with) >= 0.8 * len(images)
+    assert stats["padded"] == len(images) - sum(found_without)     # only faceless images get the third pass
+    for (det, _, problem), img, before in zip(with_border, images, without):
+        if not any(before[0][1] >= 0.9):
+            continue
+        np.testing.assert_array_equal(det[0], before[0][0])          # a face found before is kept as it was
+    for (boxes, probs, points), _, _ in with_border:
+        if len(probs) and probs.max() >= 0.9:
+            eyes = points[probs.argmax()][:2]   # in the photo's own pixels (the cut is tight: an eye may be at the edge)
+            assert (eyes[:, 0] > -0.1 * 92).all() and (eyes[:, 0] < 1.1 * 92).all()
+            assert (eyes[:, 1] > 0).all() and (eyes[:, 1] < 112 / 2).all()  # the upper half
+            assert eyes[0, 0] + 30 < eyes[1, 0]                      # the left eye well left of the right one
+
+
+def test_a_border_moves_no_face():
+    # Faces MTCNN finds either way: the padded pass returns them where the plain pass does (the border taken off).
+    images = [Image.open(f).convert("RGB").crop((60, 50, 190, 200)) for fs in lfw_files(6).values() for f in fs]
+    plain = faces.detect(images, faces.make_detector(faces.DEFAULT_RETRY_MIN_FACE_SIZE))
+    padded = faces._detect_padded(images, list(range(len(images))), faces.DetectorSettings(), 32, None)
+    shifts = [np.abs(a[2][a[1].argmax()] - b[0][2][b[0][1].argmax()]).max() for a, b in zip(plain, padded)]
+    assert len(shifts) == 6 and np.median(shifts) < 4, shifts
+    img, px = faces.pad_image(images[0], 0.15)
+    assert px == round(0.15 * 150) and img.size == (130 + 2 * px, 150 + 2 * px)
+    assert img.getpixel((0, 0)) == (128, 128, 128) and img.getpixel((px, px)) == images[0].getpixel((0, 0))
+
+
 def test_collage_rules_pick_the_documented_face():
     powell = face_only(LFW / "Colin_Powell" / "Colin_Powell_0001.jpg")
     serena = face_only(LFW / "Serena_Williams" / "Serena_Williams_0001.jpg")
@@ -236,8 +278,9 @@ def test_statuses_of_a_mixed_folder(mixed):
     # the stage keeps the manifest's columns as they were
     pd.testing.assert_frame_equal(t[data.MANIFEST_COLUMNS], mixed["manifest"][data.MANIFEST_COLUMNS])
     # the seven 250x250 images (5 LFW, blank, noise) and the gray one share one MTCNN call: a batch that
-    # mixes faces and no faces did not crash; the two face-less ones are detected again, together, at the retry size
-    assert mixed["stats"]["detector_calls"] == 2 and mixed["stats"]["retried"] == 2
+    # mixes faces and no faces did not crash; the two face-less ones are detected again, together, at the retry size,
+    # and once more, together, with a grey border (still no face)
+    assert mixed["stats"]["detector_calls"] == 3 and mixed["stats"]["retried"] == 2 and mixed["stats"]["padded"] == 2
     assert mixed["stats"]["detected"] == 8 and mixed["stats"]["unreadable"] == 1
     assert _row(t, "blank.png")["min_face_size"] == faces.DEFAULT_RETRY_MIN_FACE_SIZE
     assert _row(t, "gray.jpg")["min_face_size"] == mixed["cfg"].min_face_size

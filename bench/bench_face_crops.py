@@ -1,0 +1,68 @@
+"""Photos that are already face crops: faces MTCNN finds with and without the grey-border pass, and what a
+classifier then names.
+
+Builds ``bench/make_photo_sets.py cropped`` (40 LFW people outside the default 62 x 10 grey PGM files of
+92 x 112 px, each cut to the face box) in a temporary folder, splits it as notebook 01 does, crops it as
+notebook 02 does with ``detect_pad_retry`` off and on (:data:`nnprak.faces.DEFAULT_PAD_RETRY`), and prints per
+run the faces found, the people notebook 02 keeps (at least 2 training faces) and the test accuracy on their test
+photos of a linear SVM on dlib embeddings, chosen as notebook 05 chooses it (a test photo without a face counts as
+an error).
+
+    .venv/bin/python bench/bench_face_crops.py
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from nnprak import classify, config, data, embed, faces  # noqa: E402
+
+import make_photo_sets  # noqa: E402
+
+
+def run(photos: Path, out: Path, pad: float | None) -> str:
+    """Return one printable line of a crop run on ``photos`` with ``detect_pad_retry=pad``."""
+    paths = config.Paths(root=config.ROOT, interim=out / "interim", processed=out / "processed", models=out / "models",
+                         results=out / "results", figures=out / "figures", tables=out / "tables",
+                         notebooks_out=out / "notebooks")
+    cfg = config.load("default", source=str(photos), paths=paths.make(), detect_pad_retry=pad)
+    start = time.perf_counter()
+    table = faces.crop_manifest(data.build_manifest(cfg, progress=False), cfg, progress=False, leave_out=True)
+    seconds = time.perf_counter() - start
+    ok = table["face_status"] == "ok"
+    kept = ~table["person"].isin(faces.left_out_people(table))
+    line = (f"detect_pad_retry={pad}: faces {int(ok.sum())} of {len(table)} ({table.attrs['stats']['padded']} "
+            f"detected inside a border), people kept {table.loc[kept, 'person'].nunique()} of "
+            f"{table['person'].nunique()}, {seconds:.0f} s")
+    table = table[kept].reset_index(drop=True)
+    X = embed.cached_embeddings(embed.get_embedder("dlib"), table, cfg.paths.embeddings, progress=False)
+    y, split = table["person"].to_numpy(dtype=object), table["split"].to_numpy()
+    has = ~np.isnan(X).any(axis=1)
+    tr, va, te = (split == "train") & has, (split == "val") & has, split == "test"
+    search = classify.fit_classifier("svm_linear", X[tr], y[tr], X_val=X[va], y_val=y[va],
+                                     max_cv_folds=cfg.max_cv_folds)
+    pred, _ = classify.predict_with_missing(search, X[te])
+    return line + f" | linear SVM test accuracy {np.mean(pred == y[te]):.1%} of {int(te.sum())} test photos"
+
+
+def main() -> int:
+    """Build the set, crop it both ways and print the two lines."""
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = Path(tmp) / "photos"
+        photos.mkdir()
+        make_photo_sets.make_gray(photos, config.SEED, 40, 10, "PPM", ".pgm", face_only=True)
+        for pad in (None, faces.DEFAULT_PAD_RETRY):
+            print(run(photos, Path(tmp) / f"out_{pad}", pad), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
