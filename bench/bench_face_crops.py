@@ -30,9 +30,7 @@ import make_photo_sets  # noqa: E402
 
 def run(photos: Path, out: Path, pad: float | None) -> str:
     """Return one printable line of a crop run on ``photos`` with ``detect_pad_retry=pad``."""
-    paths = config.Paths(root=config.ROOT, interim=out / "interim", processed=out / "processed", models=out / "models",
-                         results=out / "results", figures=out / "figures", tables=out / "tables",
-                         notebooks_out=out / "notebooks")
+    paths = config.Paths.under(out)
     cfg = config.load("default", source=str(photos), paths=paths.make(), detect_pad_retry=pad)
     start = time.perf_counter()
     table = faces.crop_manifest(data.build_manifest(cfg, progress=False), cfg, progress=False, leave_out=True)

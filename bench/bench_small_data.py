@@ -45,9 +45,7 @@ def prepare(work: Path, people: int, images: int) -> Path:
         tmp.mkdir(parents=True, exist_ok=True)
         make_photo_sets.make_gray(tmp, config.SEED, people, images, "PPM", ".pgm")
         tmp.rename(photos)
-    paths = config.Paths(root=config.ROOT, interim=work / "interim", processed=work / "processed",
-                         models=work / "models", results=work / "results", figures=work / "figures",
-                         tables=work / "tables", notebooks_out=work / "notebooks").make()
+    paths = config.Paths.under(work).make()
     cfg = config.load("default", source=str(photos), paths=paths)
     if not paths.crops.exists():
         manifest = data.build_manifest(cfg, progress=False)

@@ -71,6 +71,14 @@ class Paths:
     tables: Path
     notebooks_out: Path
 
+    @classmethod
+    def under(cls, folder: str | os.PathLike) -> "Paths":
+        """Return the paths of outputs kept together in ``folder`` (``<folder>/interim``, ``/processed``, ``/models``,
+        ...; not created): a benchmark's or a test's throw-away run."""
+        f = Path(folder)
+        return cls(root=ROOT, interim=f / "interim", processed=f / "processed", models=f / "models",
+                   results=f / "results", figures=f / "figures", tables=f / "tables", notebooks_out=f / "notebooks")
+
     @property
     def manifest(self) -> Path:
         """Return the manifest CSV written by notebook 01 and extended by notebook 02."""

@@ -270,24 +270,38 @@ def detect_with_retry(images: Sequence[Image.Image], settings: "DetectorSettings
                                                 device)):
         out[i] = result
     retry += [i for i in first if not (out[i][0][1] >= min_prob).any()]
-    by_size: dict[int, list[int]] = {}
-    for i in retry:
-        if out[i] is not None and settings.retry_min_face_size is None:
-            continue  # no retry configured: keep the first result
-        low = settings.retry_min_face_size or settings.min_face_size
-        by_size.setdefault(int(min(low, detection_side(images[i].size, settings.max_side))), []).append(i)
-    for size, idx in by_size.items():
-        if stats is not None:
-            stats["retried"] = stats.get("retried", 0) + len(idx)
-        for i, new in zip(idx, _detect_at(images, idx, size, settings, batch_size, stats, device)):
-            old = out[i]
-            if old is None or old[2] or (not new[2] and ((new[0][1] >= min_prob).any() or len(old[0][0]) == 0)):
-                out[i] = new  # else the retry failed or found nothing better: keep the first pass's result
+    # without a configured retry size an image keeps its first result
+    todo = [i for i in retry if out[i] is None or settings.retry_min_face_size is not None]
+    if stats is not None and todo:
+        stats["retried"] = stats.get("retried", 0) + len(todo)
+    for i, new in _detect_at_retry_size(images, todo, settings, batch_size, stats, device).items():
+        if _replaces(out[i], new, min_prob):
+            out[i] = new  # else the retry failed or found nothing better: keep the first pass's result
     if settings.pad_retry:
         faceless = [i for i in retry if not out[i][2] and not (out[i][0][1] >= min_prob).any()]
         for i, new in zip(faceless, _detect_padded(images, faceless, settings, batch_size, stats, device)):
-            if not new[2] and ((new[0][1] >= min_prob).any() or len(out[i][0][0]) == 0):
+            if _replaces(out[i], new, min_prob):
                 out[i] = new
+    return out
+
+
+def _replaces(old, new, min_prob: float) -> bool:
+    """Return True when a later pass's ``(detection, size, problem)`` should replace the earlier one: there was none
+    or it failed, or the new one has a face reaching ``min_prob`` (or the earlier had no face at all)."""
+    return old is None or bool(old[2]) or (not new[2] and ((new[0][1] >= min_prob).any() or len(old[0][0]) == 0))
+
+
+def _detect_at_retry_size(images, idx: Sequence[int], settings: "DetectorSettings", batch_size: int,
+                          stats: dict | None, device=None) -> dict[int, tuple[Detection, int, str]]:
+    """Return ``{i: (detection, size, problem)}`` for ``images[i]``, i in ``idx``, detected with the retry's minimum
+    face size (or the image's shorter side when that is smaller), images of one such size together."""
+    low = settings.retry_min_face_size or settings.min_face_size
+    by_size: dict[int, list[int]] = {}
+    for i in idx:
+        by_size.setdefault(int(min(low, detection_side(images[i].size, settings.max_side))), []).append(i)
+    out: dict = {}
+    for size, group in by_size.items():
+        out.update(zip(group, _detect_at(images, group, size, settings, batch_size, stats, device)))
     return out
 
 
@@ -308,16 +322,11 @@ def _detect_padded(images, idx: list[int], settings: "DetectorSettings", batch_s
     if stats is not None:
         stats["padded"] = stats.get("padded", 0) + len(idx)
     padded = [pad_image(images[i], settings.pad_retry) for i in idx]
-    low = settings.retry_min_face_size or settings.min_face_size
-    by_size: dict[int, list[int]] = {}
-    for k, (img, _) in enumerate(padded):
-        by_size.setdefault(int(min(low, detection_side(img.size, settings.max_side))), []).append(k)
-    out: list = [None] * len(idx)
-    for size, ks in by_size.items():
-        for k, (det, used, problem) in zip(ks, _detect_at([img for img, _ in padded], ks, size, settings, batch_size,
-                                                          stats, device)):
-            (boxes, probs, points), px = det, padded[k][1]
-            out[k] = (_as_detection(boxes - px, probs, points - px) if len(boxes) else det, used, problem)
+    found = _detect_at_retry_size([img for img, _ in padded], range(len(idx)), settings, batch_size, stats, device)
+    out = []
+    for k, (_, px) in enumerate(padded):
+        (boxes, probs, points), used, problem = found[k]
+        out.append((_as_detection(boxes - px, probs, points - px) if len(boxes) else found[k][0], used, problem))
     return out
 
 

@@ -76,9 +76,9 @@ def load_embedder(model: classify.FaceClassifier, embedder: embed.Embedder | Non
     """
     if embedder is not None:
         return embedder
-    info = model.info   # FaceNet crops new photos as the gallery's were cropped (older models: the defaults)
-    return embed.get_embedder(model.backend, info.get("variant", "plain"), crop_size=info.get("crop_size", 160),
-                              crop_margin=info.get("crop_margin", 14))
+    info = model.info   # FaceNet crops new photos as the gallery's were cropped (older models: get_embedder's defaults)
+    crops = {k: info[k] for k in ("crop_size", "crop_margin") if k in info}
+    return embed.get_embedder(model.backend, info.get("variant", "plain"), **crops)
 
 
 def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: embed.Embedder | None = None,

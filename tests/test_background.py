@@ -31,9 +31,7 @@ def test_background_people_are_lfw_people_outside_the_set(lfw_dir):
 
 
 def test_background_crops_follow_the_profile(tmp_path):
-    paths = config.Paths(root=config.ROOT, interim=tmp_path / "interim", processed=tmp_path / "processed",
-                         models=tmp_path / "models", results=tmp_path / "results", figures=tmp_path / "figures",
-                         tables=tmp_path / "tables", notebooks_out=tmp_path / "notebooks").make()
+    paths = config.Paths.under(tmp_path).make()
     try:
         cfg = config.load("smoke", paths=paths)
         s = cfg.scratch

@@ -23,9 +23,7 @@ def grey_crops(tmp_path_factory, lfw_images):
         folder.mkdir(parents=True)
         for f in files[:6]:
             Image.open(f).convert("L").save(folder / f.name)
-    paths = config.Paths(root=config.ROOT, interim=tmp / "interim", processed=tmp / "processed", models=tmp / "models",
-                         results=tmp / "results", figures=tmp / "figures", tables=tmp / "tables",
-                         notebooks_out=tmp / "notebooks").make()
+    paths = config.Paths.under(tmp).make()
     cfg = config.load("smoke", source=str(photos), paths=paths)
     manifest = data.build_manifest(cfg, progress=False)
     faces.crop_manifest(manifest, cfg, progress=False)

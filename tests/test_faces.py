@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import pytest
 from PIL import Image
 
 from nnprak import config, data, faces
+
+sys.path.insert(0, str(config.ROOT / "bench"))
+from make_photo_sets import FACE_BOX  # noqa: E402  the cut of the ``cropped`` photo set
 
 LFW = config.find_lfw(download=False) / config.LFW_IMAGES_SUBDIR
 FACE_FILES = {  # people with >= 20 images, first images: one clear face each
@@ -166,7 +170,7 @@ def _face_only_crops(n_people: int = 4, per_person: int = 5) -> list[Image.Image
     that are already face crops."""
     counts = data.lfw_counts(config.find_lfw(download=False))
     people = sorted(counts[(counts >= 10) & (counts < 20)].index)[:n_people]
-    return [Image.open(f).convert("L").crop((88, 80, 162, 172)).resize((92, 112), Image.BILINEAR).convert("RGB")
+    return [Image.open(f).convert("L").crop(FACE_BOX).resize((92, 112), Image.BILINEAR).convert("RGB")
             for p in people for f in data.lfw_files(config.find_lfw(download=False), p, per_person)]
 
 

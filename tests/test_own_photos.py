@@ -38,9 +38,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def cfg_for(tmp: Path, photos: Path, **kw) -> config.Config:
     """Return a default-profile config whose outputs all go below ``tmp`` and whose source is ``photos``."""
-    paths = config.Paths(root=config.ROOT, interim=tmp / "interim", processed=tmp / "processed", models=tmp / "models",
-                         results=tmp / "results", figures=tmp / "figures", tables=tmp / "tables",
-                         notebooks_out=tmp / "notebooks")
+    paths = config.Paths.under(tmp)
     return config.load("default", source=str(photos), paths=paths.make(), **kw)
 
 
