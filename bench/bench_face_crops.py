@@ -35,9 +35,9 @@ def run(photos: Path, out: Path, pad: float | None) -> str:
     start = time.perf_counter()
     table = faces.crop_manifest(data.build_manifest(cfg, progress=False), cfg, progress=False, leave_out=True)
     seconds = time.perf_counter() - start
-    ok = table["face_status"] == "ok"
+    found = table["face_status"].isin(["ok", faces.NO_TRAINING_FACE])   # found, whether or not the person is kept
     kept = ~table["person"].isin(faces.left_out_people(table))
-    line = (f"detect_pad_retry={pad}: faces {int(ok.sum())} of {len(table)} ({table.attrs['stats']['padded']} "
+    line = (f"detect_pad_retry={pad}: faces found {int(found.sum())} of {len(table)} ({table.attrs['stats']['padded']} "
             f"detected inside a border), people kept {table.loc[kept, 'person'].nunique()} of "
             f"{table['person'].nunique()}, {seconds:.0f} s")
     table = table[kept].reset_index(drop=True)
