@@ -35,7 +35,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--profile", default=os.environ.get("NNPRAK_PROFILE") or "default")
     ap.add_argument("--crops", type=Path, help="crops CSV (default: the profile's crops.csv)")
     ap.add_argument("--path-column", default=None, help="crop column (default: the settings' crop variant, "
-                    "cfg.scratch['crop'])")
+                    "cfg.scratch['crop'], or box crops where config.scratch_for_data picks them)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     ap.add_argument("--depths", nargs="+", default=None, help="blocks per stage, e.g. 1,1,1,1 2,2,2,2 "
                     "(default: the profile's)")
@@ -60,9 +60,10 @@ def parse(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-SELECTION_KEYS = ("blocks", "background_min_images", "background_per_person", "background_people")
-"""Settings ``--merge`` does not compare: each run records its own depth (``--depths``), and which background people
-were chosen is compared by their number and images (``background_people`` / ``background_images`` of the file)."""
+SELECTION_KEYS = ("blocks", "background_min_images", "background_per_person", "background_people", "aligned_fill")
+"""Settings ``--merge`` does not compare: each run records its own depth (``--depths``), which background people
+were chosen is compared by their number and images (``background_people`` / ``background_images`` of the file), and
+``aligned_fill`` is measured on the data (the crop it picks is compared as ``crop_column``)."""
 
 
 RUN_LISTS = ("history", "test_correct")
@@ -119,9 +120,8 @@ def main(argv=None) -> dict:
             settings[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):   # a bare word: a string setting, e.g. shortcut=avgpool
             settings[key] = value
-    column = args.path_column or faces.crop_column(settings.get("crop", "plain"))
     table = faces.load_crops(args.crops or cfg.paths.crops)
-    ok = faces.usable_crops(table, column)
+    ok = faces.usable_crops(table, args.path_column or faces.crop_column(settings["crop"]))   # the faces found
     classes = sorted(ok["person"].unique())
     n_train, n_test = int((ok["split"] == "train").sum()), int((ok["split"] == "test").sum())
     t0 = time.perf_counter()
@@ -133,7 +133,8 @@ def main(argv=None) -> dict:
                              "--set background=False to train on the set alone)")
         bg_table = faces.load_crops(bg_path)
     # the set's people plus the background people, at the size the rules pick (as notebook 03)
-    cached, training, settings = ablation.scratch_data(table, settings, classes, column, bg_table)
+    cached, training, settings = ablation.scratch_data(table, settings, classes, args.path_column, bg_table)
+    column = args.path_column or faces.crop_column(settings["crop"])   # the rules' crop unless --path-column
     bg_people, bg_images = background.background_count(training)
     print(f"{len(classes)} people, {n_train} training images, background {bg_people} people / {bg_images} images; "
           f"decoded in {time.perf_counter() - t0:.1f} s; settings {settings}", flush=True)

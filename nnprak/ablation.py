@@ -39,20 +39,24 @@ def network_name(residual: bool, blocks: Sequence[int]) -> str:
     return f"{'ResNet' if residual else 'plain'} {'-'.join(str(int(b)) for b in blocks)}"
 
 
-def scratch_data(table: pd.DataFrame, settings: dict, classes: Sequence[str], path_column: str,
+def scratch_data(table: pd.DataFrame, settings: dict, classes: Sequence[str], path_column: str | None = None,
                  background_table: pd.DataFrame | None = None, progress: bool = False) -> tuple[dict, dict, dict]:
     """Return ``(cached, training, fitted settings)``: the set's splits, the same with the background people's faces
     in the training split, and ``settings`` fitted to them by :func:`nnprak.config.scratch_for_data`.
 
-    ``table``: notebook 02's crops; ``background_table``: :func:`nnprak.background.load_background` (None: the set
-    alone). The rules need only the numbers of images, so the splits are decoded once, at the fitted image size
-    (e.g. larger for a small set).
+    ``table``: notebook 02's crops; ``path_column``: the crops the network learns from (None: the fitted settings'
+    ``crop``, which the rules take from the training faces' :func:`nnprak.faces.median_aligned_fill`);
+    ``background_table``: :func:`nnprak.background.load_background` (None: the set alone). The splits are decoded
+    once, at the fitted image size (e.g. larger for a small set).
     """
     from . import background, faces
 
-    n_train = int((faces.usable_crops(table, path_column)["split"] == "train").sum())
-    bg = background.usable_background(background_table, path_column, classes)
-    fitted = config.scratch_for_data(settings, n_train, len(classes), 0 if bg is None else len(bg))
+    counted = path_column or faces.crop_column(settings["crop"])   # both variants exist for every face found
+    n_train = int((faces.usable_crops(table, counted)["split"] == "train").sum())
+    fill = faces.median_aligned_fill(table[table["split"] == "train"]) if path_column is None else 0.0
+    bg = background.usable_background(background_table, counted, classes)
+    fitted = config.scratch_for_data(settings, n_train, len(classes), 0 if bg is None else len(bg), fill)
+    path_column = path_column or faces.crop_column(fitted["crop"])
     cached = train.cached_splits(table, int(fitted["image_size"]), path_column=path_column, classes=classes,
                                  progress=progress)
     return cached, background.with_background(cached, bg, path_column, progress=progress), fitted

@@ -53,6 +53,12 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     train.train_transforms(small["image_size"], **small["augment"])   # the augmentation keys are valid
     assert base == config.load("default").scratch                  # the input dict is not modified
 
+    # photos that are already face crops (their aligned crops mostly black fill): box crops; others keep the setting
+    assert lfw["crop"] == "aligned" and lfw["aligned_fill"] == 0.0
+    assert config.scratch_for_data(base, 265, 40, aligned_fill=0.74)["crop"] == "plain"
+    assert config.scratch_for_data(base, 265, 40, aligned_fill=config.ALIGNED_MAX_FILL)["crop"] == "aligned"
+    assert config.scratch_for_data(dict(base, crop="plain"), 265, 40)["crop"] == "plain"
+
     tiny = config.scratch_for_data(base, 20, 5)
     assert tiny["batch_size"] == 16 and tiny["steps_per_epoch"] == 1 and tiny["steps"] >= need
     with pytest.raises(ValueError, match="too small"):

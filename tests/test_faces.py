@@ -174,6 +174,24 @@ def _face_only_crops(n_people: int = 4, per_person: int = 5) -> list[Image.Image
             for p in people for f in data.lfw_files(config.find_lfw(download=False), p, per_person)]
 
 
+def test_aligned_fill_is_the_black_share_of_the_aligned_crop():
+    img = data.load_image(LFW / "Tony_Blair" / "Tony_Blair_0002.jpg")
+    (boxes, probs, points), = faces.detect([img], faces.make_detector())
+    lm = points[faces.select_face(boxes, probs, img.size)]
+    box = np.concatenate([lm.min(0) - 8, lm.max(0) + 8]).round().astype(int)   # a cut tighter than the face
+    tight, tight_lm = img.crop(tuple(box)), lm - box[:2]
+    for photo, marks in ((img, lm), (tight, tight_lm)):
+        black = (np.asarray(faces.align_face(photo, marks, 112)).max(axis=2) == 0).mean()
+        assert faces.aligned_fill(marks, photo.size) == pytest.approx(black, abs=0.03)
+    assert faces.aligned_fill(lm, img.size) < 0.01 < config.ALIGNED_MAX_FILL < faces.aligned_fill(tight_lm, tight.size)
+    table = pd.DataFrame({"face_status": ["ok", "ok", "ok", "no_face"], "landmarks": [json.dumps(lm.tolist())] * 2 +
+                          [json.dumps(tight_lm.tolist()), ""], "width": [250, 250, tight.width, 250],
+                          "height": [250, 250, tight.height, 250]})
+    assert faces.median_aligned_fill(table) == pytest.approx(faces.aligned_fill(lm, img.size))   # 2 of 3 faces
+    assert faces.median_aligned_fill(table.iloc[1:]) > config.ALIGNED_MAX_FILL
+    assert faces.median_aligned_fill(table.iloc[3:]) == 0.0
+
+
 def test_photos_that_are_already_face_crops_are_found_with_a_border():
     images = _face_only_crops()
     without = faces.detect_with_retry(images, faces.DetectorSettings(pad_retry=None), min_prob=0.9)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnprak import classify, config, data, embed, faces, results
+from nnprak import ablation, classify, config, data, embed, faces, results
 
 sys.path.insert(0, str(config.ROOT / "bench"))
 import make_photo_sets  # noqa: E402
@@ -169,6 +169,18 @@ def test_cropped40_faces_found_inside_a_border_and_named(cropped40):
     acc, _ = fit_and_test(cropped40, "svm_linear", cropped40["cfg"])
     assert acc >= 0.8, acc                                             # no-face test photos count as errors
     assert tree_digest(cropped40["photos"]) == cropped40["before"], "the photo folder must not change"
+
+
+@pytest.mark.slow
+def test_scratch_cnn_learns_box_crops_of_photos_that_are_face_crops(cropped40, pgm40):
+    # aligned crops of face-only photos are a small face in a black frame: the rules pick the box crops there
+    settings = config.load("default").scratch
+    for run, crop in ((cropped40, "plain"), (pgm40, "aligned")):
+        t = run["table"]
+        classes = sorted(faces.usable_crops(t, "crop_plain")["person"].unique())
+        cached, _, fitted = ablation.scratch_data(t, settings, classes)
+        assert fitted["crop"] == crop, fitted["aligned_fill"]
+        assert cached["train"].paths and all("/faces/" + crop + "/" in p for p in map(str, cached["train"].paths))
 
 
 # ----------------------------------------------------------------------------------------------------------
