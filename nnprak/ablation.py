@@ -45,17 +45,21 @@ def scratch_data(table: pd.DataFrame, settings: dict, classes: Sequence[str], pa
     in the training split, and ``settings`` fitted to them by :func:`nnprak.config.scratch_for_data`.
 
     ``table``: notebook 02's crops; ``path_column``: the crops the network learns from (None: the fitted settings'
-    ``crop``, which the rules take from the training faces' :func:`nnprak.faces.median_aligned_fill`);
-    ``background_table``: :func:`nnprak.background.load_background` (None: the set alone). The splits are decoded
-    once, at the fitted image size (e.g. larger for a small set).
+    ``crop``, which the rules take from the training faces' :func:`nnprak.faces.median_aligned_fill`; a crop column
+    given here overrides the rule and becomes the fitted ``crop``); ``background_table``:
+    :func:`nnprak.background.load_background` (None: the set alone). The splits are decoded once, at the fitted image
+    size (e.g. larger for a small set).
     """
     from . import background, faces
 
     counted = path_column or faces.crop_column(settings["crop"])   # both variants exist for every face found
     n_train = int((faces.usable_crops(table, counted)["split"] == "train").sum())
-    fill = faces.median_aligned_fill(table[table["split"] == "train"]) if path_column is None else 0.0
+    fill = faces.median_aligned_fill(table[table["split"] == "train"])
     bg = background.usable_background(background_table, counted, classes)
     fitted = config.scratch_for_data(settings, n_train, len(classes), 0 if bg is None else len(bg), fill)
+    forced = {faces.crop_column(v): v for v in faces.VARIANTS}.get(path_column)
+    if forced:
+        fitted["crop"] = forced
     path_column = path_column or faces.crop_column(fitted["crop"])
     cached = train.cached_splits(table, int(fitted["image_size"]), path_column=path_column, classes=classes,
                                  progress=progress)

@@ -441,7 +441,10 @@ def aligned_fill(landmarks, image_size: tuple[int, int], grid: int = 28) -> floa
 
 
 def median_aligned_fill(table: pd.DataFrame) -> float:
-    """Return the median :func:`aligned_fill` of a crops table's faces (rows with ``face_status`` "ok"); 0 without."""
+    """Return the median :func:`aligned_fill` of a crops table's faces (rows with ``face_status`` "ok"); 0 without
+    (also for a table without landmarks, e.g. a manifest)."""
+    if "landmarks" not in table:
+        return 0.0
     ok = table[(table["face_status"] == "ok") & (table["landmarks"].astype(str).str.startswith("["))]
     fills = [aligned_fill(json.loads(lm), (int(w), int(h))) for lm, w, h in zip(ok["landmarks"], ok["width"], ok["height"])]
     return float(np.median(fills)) if fills else 0.0

@@ -181,6 +181,8 @@ def test_scratch_cnn_learns_box_crops_of_photos_that_are_face_crops(cropped40, p
         cached, _, fitted = ablation.scratch_data(t, settings, classes)
         assert fitted["crop"] == crop, fitted["aligned_fill"]
         assert cached["train"].paths and all("/faces/" + crop + "/" in p for p in map(str, cached["train"].paths))
+    _, _, forced = ablation.scratch_data(t, settings, classes, "crop_plain")   # a column given wins over the rule
+    assert forced["crop"] == "plain" and forced["aligned_fill"] == fitted["aligned_fill"] < 0.05
 
 
 # ----------------------------------------------------------------------------------------------------------
