@@ -6,7 +6,8 @@ learning rates in notebook 04) and gives:
 * a tqdm progress bar (one bar over the epochs, its text updated every batch with loss and accuracy); under
   ``nnprak run`` the same text goes to the terminal instead (:class:`nnprak.utils.ProgressBar`),
 * early stopping on validation accuracy (``patience`` epochs without improvement) and a time budget
-  (``max_minutes``: training stops after the epoch that passes it),
+  (``max_minutes``: a schedule that would not fit is shortened after the first epoch so that it still ends at its
+  lowest rate; without such a schedule training stops after the epoch that passes the budget),
 * a checkpoint written atomically after every epoch: the last state (model, optimiser, scheduler, epoch,
   history, early-stopping counters) for ``resume=True`` and the best model so far,
 * the best weights restored into the model at the end, and the history as a DataFrame
@@ -400,18 +401,46 @@ def make_scheduler(optimizer: torch.optim.Optimizer, kind: str | None = "onecycl
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
             pct_start=pct_start, div_factor=25.0, final_div_factor=1e3)
     elif kind == "cosine":
-        warm = int(round(warmup_epochs * steps_per_epoch))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupCosine(int(round(warmup_epochs * steps_per_epoch)), total))
     else:
         raise ValueError(f"unknown schedule {kind!r}; use 'onecycle', 'cosine' or None")
     sched.nnprak_step = "batch"
     return sched
+
+
+class WarmupCosine:
+    """The rate factor of :func:`make_scheduler`'s ``"cosine"`` schedule at a step: a linear warm-up over ``warm``
+    steps, then a cosine decay to 0 at step ``total`` (an object, so that a checkpoint keeps a shortened ``total``)."""
+
+    def __init__(self, warm: int, total: int):
+        self.warm, self.total = int(warm), int(total)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warm:
+            return (step + 1) / self.warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warm) / max(1, self.total - self.warm))))
+
+
+def shorten_schedule(scheduler, total_steps: int) -> bool:
+    """Return whether a per-batch schedule could be compressed, in place, to end after ``total_steps`` steps.
+
+    Works for OneCycleLR (its phases keep their shares of the run) and :func:`make_scheduler`'s cosine schedule (the
+    warm-up keeps its length); other schedulers are left alone (False). :func:`fit` uses it for its time budget.
+    """
+    total_steps = max(1, int(total_steps))
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        old = scheduler.total_steps
+        scheduler.total_steps = total_steps
+        for phase in scheduler._schedule_phases:
+            phase["end_step"] = (phase["end_step"] + 1) * total_steps / old - 1
+        return True
+    lambdas = getattr(scheduler, "lr_lambdas", None) or []
+    if lambdas and all(isinstance(f, WarmupCosine) for f in lambdas):
+        for f in lambdas:
+            f.total = total_steps
+        return True
+    return False
 
 
 def _scheduler_step(scheduler, how: str) -> str | None:
@@ -536,8 +565,12 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         resume: continue from ``checkpoint_path`` when it exists (model, optimiser, scheduler, epoch,
             history and early-stopping state are restored). A finished or early-stopped run then returns
             at once with its history. ``resume=False`` starts afresh and overwrites the file.
-        max_minutes: time budget for the whole training (epochs of earlier, resumed runs included);
-            training stops after the epoch that passes it.
+        max_minutes: time budget for the whole training (epochs of earlier, resumed runs included). When the
+            first epoch shows that all ``epochs`` would not fit, a per-batch schedule that :func:`shorten_schedule`
+            can compress is shortened to the epochs that fit (at least 2), so it still ends at its lowest rate
+            (``history.attrs["planned_epochs"]`` keeps the number asked for); otherwise training stops after the
+            epoch that passes the budget (with the rate where the schedule then is). A shortened run trains its
+            epochs to the end (a checkpoint keeps the shorter schedule for ``resume``).
         progress: show a tqdm bar (the terminal of ``nnprak run`` gets the status either way).
         seed: reseeds every epoch (see the module text) for reproducible runs.
         device: default: the profile's ``device`` setting (:func:`default_device`; ``auto``: CUDA when available).
@@ -560,8 +593,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         (on the augmented training batches), ``val_loss``, ``val_acc``, ``lr`` (the first parameter
         group's rate in the epoch's last batch; groups with other rates add ``lr_g1``, ``lr_g2`` ...) and
         ``seconds``.
-        ``history.attrs`` holds ``best_epoch``, ``best_val_acc`` and ``stopped`` (why training ended:
-        ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``).
+        ``history.attrs`` holds ``best_epoch``, ``best_val_acc``, ``planned_epochs`` and ``stopped`` (why training
+        ended: ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``, also for a schedule the budget shortened).
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
@@ -574,7 +607,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
     history: list[dict] = []
-    start_epoch, bad_epochs = 0, 0
+    start_epoch, bad_epochs, planned_epochs = 0, 0, int(epochs)
     best = dict(epoch=0, acc=-math.inf, loss=math.inf, state=None)
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     fingerprint = data_fingerprint(train_loader.dataset) if ckpt_path is not None else None
@@ -597,22 +630,26 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if scheduler is not None and ckpt.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, bad_epochs = int(ckpt["epoch"]), int(ckpt["bad_epochs"])
+        epochs = min(epochs, int(ckpt.get("shortened_to") or epochs))   # a schedule the time budget shortened
         history = [dict(row) for row in ckpt["history"]]
         best.update(epoch=int(ckpt["best_epoch"]), acc=float(ckpt["best_val_acc"]),
                     loss=float(ckpt["best_val_loss"]))
         best["state"] = (ckpt["best_model"] if ckpt["best_model"] is not None
                          else {k: v.to("cpu", copy=True) for k, v in ckpt["model"].items()})
 
+    shortened = epochs < planned_epochs
     spent = sum(row["seconds"] for row in history)
-    stopped = "epochs"
+    stopped = "time_budget" if shortened else "epochs"
     bar = ProgressBar(total=epochs, initial=min(start_epoch, epochs), desc="training", unit="epochs",
                       progress=progress, dynamic_ncols=True)
     try:
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(start_epoch, planned_epochs):
+            if epoch >= epochs:   # the end of a schedule the time budget shortened
+                break
             if patience is not None and val_loader is not None and bad_epochs >= patience:
                 stopped = "early_stopping"
                 break
-            if max_minutes is not None and spent > max_minutes * 60:
+            if max_minutes is not None and spent > max_minutes * 60 and not shortened:
                 stopped = "time_budget"
                 break
             seed_epoch(seed, epoch, train_loader)
@@ -661,6 +698,11 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             row["seconds"] = time.perf_counter() - t0
             spent += row["seconds"]
             history.append(row)
+            if epoch == 0 and max_minutes is not None and step_how == "batch" and epochs > 2:
+                fit_epochs = max(2, int(max_minutes * 60 // max(row["seconds"], 1e-9)))   # at this epoch's pace
+                if fit_epochs < epochs and shorten_schedule(scheduler, fit_epochs * len(train_loader)):
+                    epochs, shortened, stopped = fit_epochs, True, "time_budget"
+                    bar.set_total(epochs)
 
             improved = val_loader is None or keep == "last" or row["val_acc"] > best["acc"] or (
                 row["val_acc"] == best["acc"] and row["val_loss"] < best["loss"])
@@ -677,6 +719,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "history": history, "best_epoch": best["epoch"], "best_val_acc": best["acc"],
                     "best_val_loss": best["loss"], "bad_epochs": bad_epochs, "seed": seed,
+                    "shortened_to": epochs if shortened else None,
                     "data": fingerprint, "extra": extra or {}})
             if on_epoch is not None:
                 on_epoch(dict(row))
@@ -693,7 +736,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if col not in hist.columns:
             hist[col] = pd.Series(dtype=float)
     hist = hist[HISTORY_COLUMNS + [c for c in hist.columns if c not in HISTORY_COLUMNS]]
-    hist.attrs.update(best_epoch=best["epoch"], best_val_acc=best["acc"], stopped=stopped)
+    hist.attrs.update(best_epoch=best["epoch"], best_val_acc=best["acc"], stopped=stopped, planned_epochs=planned_epochs)
     return hist
 
 

@@ -101,6 +101,12 @@ class ProgressBar:
         self._bar.update(n)
         report_progress(self.line(), force=self.total is not None and self.n >= self.total)
 
+    def set_total(self, total: int) -> None:
+        """Change the number of steps the bar counts to (e.g. a schedule shortened on the way; returns None)."""
+        self.total = self._bar.total = int(total)
+        self._bar.refresh()
+        report_progress(self.line(), force=True)
+
     def set_postfix_str(self, s: str = "", force: bool = False) -> None:
         """Set the text after the count (loss, accuracy, ...); ``force`` reports it at once (returns None)."""
         self.postfix = str(s)

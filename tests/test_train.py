@@ -254,6 +254,46 @@ def test_early_stopping_and_time_budget(lfw5, tmp_path):
     assert len(hist) == 1 and hist.attrs["stopped"] == "time_budget"
 
 
+@pytest.mark.parametrize("kind", ["onecycle", "cosine"])
+def test_a_shortened_schedule_is_the_shorter_schedule(kind):
+    def rates(total, shorten_to=None):
+        opt = torch.optim.AdamW(nn.Linear(2, 2).parameters(), lr=0.01)
+        sched = train.make_scheduler(opt, kind, epochs=total, steps_per_epoch=10)
+        if shorten_to is not None:
+            assert train.shorten_schedule(sched, shorten_to * 10)
+        out = []
+        for _ in range((shorten_to or total) * 10):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return np.array(out)
+
+    np.testing.assert_allclose(rates(30, shorten_to=12), rates(12), rtol=1e-6, atol=1e-12)
+    assert not np.allclose(rates(30)[:120], rates(12))
+    opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    assert not train.shorten_schedule(torch.optim.lr_scheduler.StepLR(opt, 5), 10)   # not one it can shorten
+
+
+def test_a_time_budget_shortens_the_schedule_to_its_end(lfw5, tmp_path):
+    # a budget the first epoch already spends: the one-cycle schedule of 5 epochs is compressed into 2, which still
+    # end at its lowest rate (rather than stopping after epoch 1 at a high rate); resuming keeps the shorter schedule
+    settings = dict(config.load("smoke").scratch, patience=None, lr=0.01)
+    tl, vl = _loaders(lfw5)
+    ckpt = tmp_path / "budget.pt"
+    hist = train.fit_from_settings(_tiny(), (tl, vl, None), settings, epochs=5, max_minutes=0, progress=False,
+                                   device="cpu", checkpoint_path=ckpt)
+    assert len(hist) == 2 and hist.attrs["stopped"] == "time_budget" and hist.attrs["planned_epochs"] == 5
+    assert hist["lr"].iloc[-1] < 1e-4 < 1e-3 < hist["lr"].iloc[0]
+    again = train.fit_from_settings(_tiny(), (tl, vl, None), settings, epochs=5, max_minutes=0, progress=False,
+                                    device="cpu", checkpoint_path=ckpt, resume=True)
+    assert len(again) == 2 and again.attrs["stopped"] == "time_budget"
+    roomy = train.fit_from_settings(_tiny(), (tl, vl, None), settings, epochs=3, max_minutes=60, progress=False,
+                                    device="cpu")
+    free = train.fit_from_settings(_tiny(), (tl, vl, None), settings, epochs=3, progress=False, device="cpu")
+    assert len(roomy) == 3 and roomy.attrs["stopped"] == "epochs"   # a budget that fits changes nothing
+    np.testing.assert_array_equal(roomy["train_loss"], free["train_loss"])
+
+
 def test_keep_last_keeps_the_last_epoch_without_early_stopping(lfw5):
     tl, vl = _loaders(lfw5, batch_size=32)
     model = _Linear(3 * SIZE * SIZE, 5)
