@@ -637,9 +637,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         best["state"] = (ckpt["best_model"] if ckpt["best_model"] is not None
                          else {k: v.to("cpu", copy=True) for k, v in ckpt["model"].items()})
 
-    shortened = epochs < planned_epochs
     spent = sum(row["seconds"] for row in history)
-    stopped = "time_budget" if shortened else "epochs"
+    stopped = "epochs"
     bar = ProgressBar(total=epochs, initial=min(start_epoch, epochs), desc="training", unit="epochs",
                       progress=progress, dynamic_ncols=True)
     try:
@@ -649,7 +648,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             if patience is not None and val_loader is not None and bad_epochs >= patience:
                 stopped = "early_stopping"
                 break
-            if max_minutes is not None and spent > max_minutes * 60 and not shortened:
+            if max_minutes is not None and spent > max_minutes * 60 and epochs == planned_epochs:   # not shortened
                 stopped = "time_budget"
                 break
             seed_epoch(seed, epoch, train_loader)
@@ -701,7 +700,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             if epoch == 0 and max_minutes is not None and step_how == "batch" and epochs > 2:
                 fit_epochs = max(2, int(max_minutes * 60 // max(row["seconds"], 1e-9)))   # at this epoch's pace
                 if fit_epochs < epochs and shorten_schedule(scheduler, fit_epochs * len(train_loader)):
-                    epochs, shortened, stopped = fit_epochs, True, "time_budget"
+                    epochs = fit_epochs
                     bar.set_total(epochs)
 
             improved = val_loader is None or keep == "last" or row["val_acc"] > best["acc"] or (
@@ -719,7 +718,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "history": history, "best_epoch": best["epoch"], "best_val_acc": best["acc"],
                     "best_val_loss": best["loss"], "bad_epochs": bad_epochs, "seed": seed,
-                    "shortened_to": epochs if shortened else None,
+                    "shortened_to": epochs if epochs < planned_epochs else None,
                     "data": fingerprint, "extra": extra or {}})
             if on_epoch is not None:
                 on_epoch(dict(row))
@@ -729,6 +728,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     finally:
         bar.close()
 
+    if stopped == "epochs" and epochs < planned_epochs:   # all epochs of a schedule the time budget shortened
+        stopped = "time_budget"
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     hist = pd.DataFrame(history)
