@@ -83,6 +83,41 @@ def test_fast_augmentation_geometry(lfw5):
     assert ref.shape == outs[0].shape and ref.dtype == outs[0].dtype
 
 
+def test_batched_augmentation_equals_image_by_image(lfw5):
+    """A loader over a CachedDataset augments whole batches (FaceAugment.batch via __getitems__) and gives the same
+    batches, bit for bit, as the transform applied image by image; a transform without ``batch`` runs per image."""
+    ds = lfw5["train"].with_transform(train.train_transforms(SIZE))
+
+    class OneByOne(torch.utils.data.Dataset):   # the same items without __getitems__
+        targets = ds.targets
+
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            return ds[i]
+
+    batches = {}
+    for name, view in (("batched", ds), ("one by one", OneByOne())):
+        loader = train.make_loaders(view, batch_size=16, balanced=0.5, seed=7)[0]
+        torch.manual_seed(3)
+        batches[name] = [(x, y) for x, y in loader] + [(x, y) for x, y in loader]   # two epochs
+    assert len(batches["batched"]) == len(batches["one by one"]) >= 4
+    for (xa, ya), (xb, yb) in zip(batches["batched"], batches["one by one"]):
+        assert xa.shape == (16, 3, SIZE, SIZE) and torch.equal(ya, yb) and torch.equal(xa, xb)
+    assert not torch.equal(batches["batched"][0][0], batches["batched"][len(batches["batched"]) // 2][0])
+    # an evaluation transform has no batch method: items are transformed one by one, as before
+    view = lfw5["val"].with_transform(train.eval_transforms(SIZE))
+    items = view.__getitems__([2, 0])
+    assert torch.equal(items[0][0], view[2][0]) and items[1][1] == view.targets[0]
+    # PIL images of another size go through the same warp as before (resized first)
+    img = data.load_image(lfw5["train"].paths[0])
+    torch.manual_seed(5)
+    one = train.FaceAugment(SIZE)(img)
+    torch.manual_seed(5)
+    assert torch.equal(one, train.FaceAugment(SIZE).batch(train.FaceAugment(SIZE)._to_float(img)[None])[0])
+
+
 def test_cached_dataset_matches_the_files(lfw5):
     ds = lfw5["train"]
     face = data.FaceDataset(data.build_manifest(config.load("smoke"), progress=False), "train")
