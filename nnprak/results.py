@@ -289,8 +289,10 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
     all three written by the bench scripts) and the full-run time.
     """
     folder = _folder(folder)
-    lines = ["| model (LFW-62 test split) | accuracy | macro-F1 | training | weights |", "|---|---|---|---|---|"]
-    for r in sorted(load_results(folder), key=lambda r: -r["metrics"]["accuracy"]):
+    records = load_results(folder)
+    label = data_label(records)
+    lines = [f"| model ({label + ', ' if label else ''}test split) | accuracy | macro-F1 | training | weights |", "|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: -r["metrics"]["accuracy"]):
         minutes = (r.get("timings") or {}).get("train_seconds")
         lines.append(f"| {r['title']} | {_pct(r['metrics']['accuracy'])} | {_pct(r['metrics']['macro_f1'])} | "
                      f"{'–' if minutes is None else f'{minutes / 60:.1f} min'} | {r['weights']} |")
@@ -309,7 +311,7 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
             errors = "–" if v.get("n_errors") is None else f"{v['n_errors']:,}"
             lines.append(f"| {title} | {100 * v['accuracy']:.2f}% ± {100 * v['std']:.2f}% | {errors} | "
                          f"{v['n_pairs']:,} ({len(v['fold_accuracies'])}) | {v['auc']:.4f} |")
-    lines += _seed_bench_lines(folder)
+    lines += _seed_bench_lines(folder, label)
     speed = []
     crop = folder / "bench_crop.json"
     if crop.exists():
@@ -331,12 +333,27 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
     return "\n".join(lines)
 
 
-def _seed_bench_lines(folder: Path) -> list[str]:
-    """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, ``bench_small_data.json``,
-    ``bench_small_data_alone.json``: the same set without background people)."""
+def data_label(records: list[dict]) -> str:
+    """Return a short name of the data set of result records: "LFW-62" (LFW and its number of people), the own-photos
+    description ("own photos in ~/photos: 5 people, 118 images"), "several data sets", or "" without records."""
+    sets = {json.dumps(r.get("dataset") or {}, sort_keys=True): r.get("dataset") or {} for r in records}
+    if len(sets) > 1:
+        return "several data sets"
+    if not sets:
+        return ""
+    d = next(iter(sets.values()))
+    if d.get("source") == "lfw":
+        return f"LFW-{d.get('people', '?')}"
+    return d.get("description") or "an unrecorded data set"
+
+
+def _seed_bench_lines(folder: Path, set_label: str = "LFW-62") -> list[str]:
+    """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json`` on the folder's data set,
+    named ``set_label``; ``bench_small_data.json``, ``bench_small_data_alone.json``: the 40 x 10 grey LFW set with and
+    without background people)."""
     rows = []
-    for name, data_label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES), ("LFW-62", "40 × 10 grey",
-                                                                               "40 × 10 grey")):
+    for name, data_label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES), (set_label or "this data set",
+                                                                               "40 × 10 grey", "40 × 10 grey")):
         path = folder / f"{name}.json"
         if not path.exists():
             continue

@@ -38,3 +38,33 @@ def test_readme_table_lists_the_all_pairs_verification_benchmark(tmp_path):
     table = results.readme_table(tmp_path / "results")
     assert ("| dlib face ResNet, mtcnn landmarks, flip (`bench/bench_verification.py`) | 99.00% ± 0.30% | – | "
             "6,000 (10) | 0.9990 |") in table
+
+
+def test_the_table_names_the_data_set_of_its_results(tmp_path):
+    """`nnprak bench` after an own-photos run: the headings name the photos, not LFW-62 (records of two data sets:
+    says so); the seed bench of that folder is labelled with the same data set."""
+    from nnprak.utils import write_json
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    own = {"source": "~/photos", "description": "own photos in ~/photos: 5 people, 118 images", "id": "a1",
+           "people": 5, "images": 118}
+    record = {"name": "scratch_resnet", "title": "ResNet from scratch", "metrics": {"accuracy": 0.8, "macro_f1": 0.75},
+              "weights": "random-init", "timings": {}, "dataset": own}
+    write_json(folder / "scratch_resnet.json", record)
+    write_json(folder / f"{config.SEED_BENCH}.json", {
+        "people": 5, "train_images": 80, "background_people": 0,
+        "summary": {"ResNet 1-1-1-1": {"seeds": [42], "accuracy": {"mean": 0.8, "std": 0.0, "values": [0.8]},
+                                       "macro_f1": {"mean": 0.7, "std": 0.0, "values": [0.7]},
+                                       "minutes": {"mean": 1.0}}}})
+    table = results.readme_table(folder)
+    assert table.splitlines()[0].startswith("| model (own photos in ~/photos: 5 people, 118 images, test split) |")
+    assert "| own photos in ~/photos: 5 people, 118 images (5 people, 80 training images, no background people) | " \
+           "ResNet 1-1-1-1 | 1 | 80.0% |" in table
+    assert "LFW-62" not in table
+    write_json(folder / "embed_svm.json", dict(record, name="embed_svm", title="SVM",
+                                               dataset={"source": "lfw", "description": "LFW: 62 people",
+                                                        "id": "b2", "people": 62, "images": 3022}))
+    assert results.readme_table(folder).startswith("| model (several data sets, test split) |")
+    (folder / "scratch_resnet.json").unlink()
+    assert results.readme_table(folder).startswith("| model (LFW-62, test split) |")
