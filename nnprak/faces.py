@@ -12,7 +12,8 @@ resumes without detecting again, and the returned table is the manifest plus the
 =============  =====================================================================================
 face_status    ``ok`` | ``no_face`` | ``low_confidence`` | ``too_small`` | ``detector_error`` | ``unreadable`` |
                ``skipped`` (manifest row not ok)
-face_reason    why a row is not ``ok`` ("" when ok)
+face_reason    why a row is not ``ok`` ("" when ok, but :data:`WHOLE_PHOTO_REASON` for a face :func:`whole_photo_faces`
+               placed in a face-only set)
 n_faces        faces MTCNN found (0 when none or not run)
 face_index     index of the selected face among them (-1 when none)
 min_face_size  the MTCNN minimum face size (px) of the detection used: ``cfg.min_face_size``, or the retry size
@@ -40,7 +41,8 @@ Speed: LFW faces are large, so the detector ignores faces smaller than ``min_fac
 which removes the most expensive levels of MTCNN's image pyramid. An image in which no face is found at that
 size (a small web photo, a face far from the camera) is detected again at ``retry_min_face_size``
 (:data:`DEFAULT_RETRY_MIN_FACE_SIZE`, MTCNN's own default), and then once more inside a grey border
-(:data:`DEFAULT_PAD_RETRY`: photos that are already face crops) before it is called ``no_face``; images smaller than
+(:data:`DEFAULT_PAD_RETRY`: photos that are already face crops) before it is called ``no_face`` (in a set made only of
+face crops it then gets the set's face layout: :func:`whole_photo_faces`); images smaller than
 the minimum face size go straight to that retry (MTCNN cannot run on them otherwise), and images with a side
 under 12 px (MTCNN's smallest window) are ``too_small``. Photos larger than ``max_side`` pixels
 are detected on a downscaled copy (boxes are mapped back), crops always come from the original.
@@ -96,7 +98,8 @@ DEFAULT_PAD_RETRY = 0.15
 """Grey border, as a fraction of the longer side, around an image in which both passes found no face, for a third
 detection. Photos that are already face crops (a downloaded set of cropped faces, a cut-out passport photo: chin or
 forehead at the edge) are found by MTCNN only with room around the face: of 400 LFW photos cut to their face box
-(92 x 112 px grey, ``bench/bench_face_crops.py``) notebook 02 found 199 faces without the border and 383 with it."""
+(92 x 112 px grey, ``bench/bench_face_crops.py``) notebook 02 found 199 faces without the border and 383 with it;
+:func:`whole_photo_faces` gives the other 17 the set's median face box and landmarks."""
 MTCNN_WINDOW = 12
 """P-Net's input size: MTCNN cannot look at an image whose shorter side is below this."""
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
@@ -448,6 +451,74 @@ def median_aligned_fill(table: pd.DataFrame) -> float:
     ok = table[(table["face_status"] == "ok") & (table["landmarks"].astype(str).str.startswith("["))]
     fills = [aligned_fill(json.loads(lm), (int(w), int(h))) for lm, w, h in zip(ok["landmarks"], ok["width"], ok["height"])]
     return float(np.median(fills)) if fills else 0.0
+
+
+FACE_ONLY_MIN_FACES = 8
+"""Faces found before :func:`face_only_layout` trusts a set's layout (their median box and landmarks)."""
+FACE_ONLY_SHARE = 0.9
+"""Share of a set's found faces whose aligned crop is more than :data:`nnprak.config.ALIGNED_MAX_FILL` black (their
+photo is already a face crop) for :func:`face_only_layout` to call the whole set face-only."""
+WHOLE_PHOTO_REASON = "no face found; the set's photos are face crops: its median face box and landmarks on this photo"
+"""``face_reason`` of a row :func:`whole_photo_faces` gave a face (``face_status`` "ok", ``n_faces`` 0)."""
+
+
+def face_only_layout(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return the median face box (4,) and landmarks (5, 2), as fractions of the photo's width and height, of a set
+    whose photos are all face crops; None for any other set.
+
+    A set is face-only when at least :data:`FACE_ONLY_MIN_FACES` faces were found and :data:`FACE_ONLY_SHARE` of them
+    have an :func:`aligned_fill` over :data:`nnprak.config.ALIGNED_MAX_FILL` (chin and forehead at the photo's
+    edge). LFW-62, its background people and the web, GIF and PGM sets of ``bench/make_photo_sets.py`` have no such
+    face; its ``cropped`` set (40 people x 10 photos cut to the face box) has nothing else.
+    """
+    if "landmarks" not in table:
+        return None
+    ok = table[(table["face_status"] == "ok") & (table["landmarks"].astype(str).str.startswith("["))
+               & (table["box"].astype(str).str.startswith("["))]
+    if len(ok) < FACE_ONLY_MIN_FACES:
+        return None
+    sizes = np.array([(float(w), float(h)) for w, h in zip(ok["width"], ok["height"])])
+    marks = np.stack([parse_landmarks(v) for v in ok["landmarks"]])
+    fills = np.array([aligned_fill(m, (int(w), int(h))) for m, (w, h) in zip(marks, sizes)])
+    if np.mean(fills > config.ALIGNED_MAX_FILL) < FACE_ONLY_SHARE:
+        return None
+    boxes = np.stack([parse_box(v) for v in ok["box"]]) / np.tile(sizes, 2)
+    return np.median(boxes, axis=0), np.median(marks / sizes[:, None, :], axis=0)
+
+
+def whole_photo_faces(table: pd.DataFrame, faces_dir: str | os.PathLike, size: int = 160, margin: int = 14,
+                      names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Return the crops table with a face for every ``no_face`` photo of a face-only set, its crops written.
+
+    In a set whose photos are already face crops (:func:`face_only_layout`), a photo in which MTCNN finds no face
+    still shows one, where the other photos show theirs: it gets the set's median box and landmarks, scaled to its
+    size, and both crop variants from them (``face_status`` "ok", ``n_faces`` 0, ``prob`` NaN, ``face_reason``
+    :data:`WHOLE_PHOTO_REASON`). Without it such a photo could only count as an error in test and is missing from
+    training (17 of the 400 photos of ``bench/make_photo_sets.py cropped``). Any other set is returned unchanged.
+    ``names``: each row's crop name (:func:`crop_name` made unique; default: computed here).
+    """
+    layout = face_only_layout(table)
+    rows = table.index[(table["face_status"] == "no_face")] if layout is not None else []
+    if len(rows) == 0:
+        return table
+    table = table.copy()
+    box, marks = layout
+    names = list(names) if names is not None else _unique_names(table)
+    position = {idx: k for k, idx in enumerate(table.index)}
+    for i in rows:
+        try:
+            img = data.load_image(data.abs_path(table.at[i, "path"]))
+        except data.ImageError:   # read before; changed since: leave the row as it is
+            continue
+        w, h = img.size
+        b, lm = box * np.array([w, h, w, h]), marks * np.array([w, h])
+        paths = crop_paths(faces_dir, table.at[i, "person"], names[position[i]])
+        _write_crops(img, (b[None], np.array([math.nan]), lm[None]), 0, paths, size, margin)
+        table.loc[i, ["face_status", "face_reason", "box", "landmarks", "crop_plain", "crop_aligned"]] = [
+            "ok", WHOLE_PHOTO_REASON, json.dumps([round(float(v), 2) for v in b]),
+            json.dumps([[round(float(x), 2), round(float(y), 2)] for x, y in lm]),
+            data.rel_path(paths["plain"]), data.rel_path(paths["aligned"])]
+    return table
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -846,7 +917,10 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     face["min_face_size"] = face["min_face_size"].astype(int)
     face["prob"] = face["prob"].astype(float)
     table = pd.concat([df.drop(columns=[c for c in FACE_COLUMNS if c in df]), face[FACE_COLUMNS]], axis=1)
+    found = int((table["face_status"] == "ok").sum())
+    table = whole_photo_faces(table, faces_dir, size, margin, names)   # face-only sets: photos MTCNN missed
     stats["ok"] = int((table["face_status"] == "ok").sum())   # faces found (before people are left out)
+    stats["whole_photo"] = stats["ok"] - found
     if leave_out:
         table, messages = leave_out_faceless_people(table)
         stats["left_out"] = list(messages)

@@ -88,6 +88,7 @@ def test_pgm40_manifest_split_and_faces(pgm40):
     counts = m.groupby(["person", "split"]).size().unstack()
     assert (counts["train"] == 6).all() and (counts["val"] == 2).all() and (counts["test"] == 2).all()
     assert (t["face_status"] == "ok").mean() >= 0.99
+    assert faces.face_only_layout(t) is None and t.attrs["stats"]["whole_photo"] == 0   # ordinary photos: no layout
     assert tree_digest(pgm40["photos"]) == pgm40["before"], "the photo folder must not change"
 
 
@@ -163,11 +164,19 @@ def test_cropped40_faces_found_inside_a_border_and_named(cropped40):
     t = cropped40["table"]
     assert set(Image.open(cropped40["photos"] / t["person"].iloc[0] / "photo_00.pgm").size) == {92, 112}
     ok = t["face_status"] == "ok"
-    # MTCNN alone finds about half of these faces; the third pass, inside a grey border, nearly all
-    assert ok.mean() >= 0.9 and t.attrs["stats"]["padded"] >= 100, faces.summary(t)
+    whole = t["face_reason"] == faces.WHOLE_PHOTO_REASON
+    # MTCNN alone finds about half of these faces; the third pass, inside a grey border, nearly all; the photos it
+    # still misses get the set's face layout (faces.whole_photo_faces): every photo has a face
+    assert (ok & ~whole).mean() >= 0.9 and t.attrs["stats"]["padded"] >= 100, faces.summary(t)
+    assert ok.all() and whole.sum() == t.attrs["stats"]["whole_photo"] >= 1 and (t.loc[whole, "n_faces"] == 0).all()
+    row = t[whole].iloc[0]
+    photo = np.asarray(data.load_image(data.abs_path(row["path"])).resize((160, 160), Image.BILINEAR), dtype=float)
+    crop = np.asarray(Image.open(data.abs_path(row["crop_plain"])).convert("RGB"), dtype=float)
+    assert np.abs(crop - photo).mean() < 8          # the set's face box covers the whole photo: the box crop is it
+    assert faces.aligned_fill(faces.parse_landmarks(row["landmarks"]), (92, 112)) > config.ALIGNED_MAX_FILL
     assert (t[ok].groupby("person")["split"].nunique() == 3).all()     # every person keeps train, val and test
     acc, _ = fit_and_test(cropped40, "svm_linear", cropped40["cfg"])
-    assert acc >= 0.8, acc                                             # no-face test photos count as errors
+    assert acc >= 0.8, acc
     assert tree_digest(cropped40["photos"]) == cropped40["before"], "the photo folder must not change"
 
 
@@ -202,6 +211,7 @@ def test_web5_every_face_found_with_the_retry(web5):
     assert {".png", ".jpg", ".webp", ".bmp", ".tiff", ".gif"} <= suffixes
     assert t["face_status"].isin(["ok", "low_confidence"]).all(), faces.failures(t)  # a face in every photo
     assert (t["face_status"] == "ok").mean() >= 0.98, faces.failures(t)
+    assert faces.face_only_layout(t) is None and (t["face_reason"] != faces.WHOLE_PHOTO_REASON).all()
     small = t[t["min_face_size"] == web5["cfg"].retry_min_face_size]
     assert len(small) >= 3, "small faces in larger pictures need the retry"
     assert (small["width"] == 640).all()  # ... and only those: the retry is not applied where a face was found
