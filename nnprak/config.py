@@ -187,6 +187,8 @@ class Config:
                                              # this size (MTCNN's own default) before it is called no_face
     detect_pad_retry: float | None = 0.15    # then once more with a grey border of this fraction of the longer
                                              # side: photos that are already face crops (faces.DEFAULT_PAD_RETRY)
+    face_only_layout: bool = True            # in a set of face crops, a photo still without a face gets the set's
+                                             # median face box and landmarks (faces.whole_photo_faces)
     # --- 03 scratch CNN ----------------------------------------------------------------------------------
     scratch: dict = field(default_factory=dict)
     # --- 04 transfer -------------------------------------------------------------------------------------

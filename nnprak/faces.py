@@ -918,7 +918,8 @@ def crop_manifest(manifest, cfg, progress: bool = True, faces_dir: str | os.Path
     face["prob"] = face["prob"].astype(float)
     table = pd.concat([df.drop(columns=[c for c in FACE_COLUMNS if c in df]), face[FACE_COLUMNS]], axis=1)
     found = int((table["face_status"] == "ok").sum())
-    table = whole_photo_faces(table, faces_dir, size, margin, names)   # face-only sets: photos MTCNN missed
+    if getattr(cfg, "face_only_layout", True):   # face-only sets: the photos MTCNN missed
+        table = whole_photo_faces(table, faces_dir, size, margin, names)
     stats["ok"] = int((table["face_status"] == "ok").sum())   # faces found (before people are left out)
     stats["whole_photo"] = stats["ok"] - found
     if leave_out:

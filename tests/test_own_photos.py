@@ -6,6 +6,7 @@ non-Latin folder names; a folder holding each bad input. The photo folders must 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -174,6 +175,10 @@ def test_cropped40_faces_found_inside_a_border_and_named(cropped40):
     crop = np.asarray(Image.open(data.abs_path(row["crop_plain"])).convert("RGB"), dtype=float)
     assert np.abs(crop - photo).mean() < 8          # the set's face box covers the whole photo: the box crop is it
     assert faces.aligned_fill(faces.parse_landmarks(row["landmarks"]), (92, 112)) > config.ALIGNED_MAX_FILL
+    off = faces.crop_manifest(cropped40["manifest"], dataclasses.replace(cropped40["cfg"], face_only_layout=False),
+                              progress=False, out=False)    # the detections are reused from the sidecars
+    assert off.attrs["stats"]["reused"] == len(t) and (off.loc[whole, "face_status"] == "no_face").all()
+    assert (off.loc[~whole, "box"] == t.loc[~whole, "box"]).all()
     assert (t[ok].groupby("person")["split"].nunique() == 3).all()     # every person keeps train, val and test
     acc, _ = fit_and_test(cropped40, "svm_linear", cropped40["cfg"])
     assert acc >= 0.8, acc
