@@ -6,8 +6,8 @@ learning rates in notebook 04) and gives:
 * a tqdm progress bar (one bar over the epochs, its text updated every batch with loss and accuracy); under
   ``nnprak run`` the same text goes to the terminal instead (:class:`nnprak.utils.ProgressBar`),
 * early stopping on validation accuracy (``patience`` epochs without improvement) and a time budget
-  (``max_minutes``: a schedule that would not fit is shortened after the first epoch so that it still ends at its
-  lowest rate; without such a schedule training stops after the epoch that passes the budget),
+  (``max_minutes``: a schedule that would not fit is re-planned after every epoch, at the median pace so far, so that
+  it still ends at its lowest rate; without such a schedule training stops after the epoch that passes the budget),
 * a checkpoint written atomically after every epoch: the last state (model, optimiser, scheduler, epoch,
   history, early-stopping counters) for ``resume=True`` and the best model so far,
 * the best weights restored into the model at the end, and the history as a DataFrame
@@ -471,6 +471,22 @@ def shorten_schedule(scheduler, total_steps: int) -> bool:
     return False
 
 
+def replan_epochs(epochs: int, planned: int, done: int, seconds: Sequence[float], budget_s: float) -> int:
+    """Return the length, in epochs, that a schedule the time budget may compress should have after ``done`` epochs.
+
+    The epochs still to come are counted at the median pace of the epochs so far (``seconds``, resumed ones
+    included), so one epoch slowed by other work on the machine does not cut the run short for good: the length
+    shrinks when the rest would overrun ``budget_s`` (to at least ``done + 1`` and 2 epochs) and grows back, up to
+    ``planned``, when a tenth of ``planned`` more epochs fit, but only while the schedule has not yet ended.
+    """
+    pace = max(float(np.median(seconds)), 1e-9) if len(seconds) else 1e-9
+    fit = done + int(max(0.0, budget_s - float(sum(seconds))) // pace)
+    want = min(int(planned), max(2, done + 1, fit))
+    if want < epochs or (done < epochs and want >= epochs + max(1, math.ceil(planned / 10))):
+        return want
+    return epochs
+
+
 def _scheduler_step(scheduler, how: str) -> str | None:
     if scheduler is None:
         return None
@@ -593,12 +609,14 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         resume: continue from ``checkpoint_path`` when it exists (model, optimiser, scheduler, epoch,
             history and early-stopping state are restored). A finished or early-stopped run then returns
             at once with its history. ``resume=False`` starts afresh and overwrites the file.
-        max_minutes: time budget for the whole training (epochs of earlier, resumed runs included). When the
-            first epoch shows that all ``epochs`` would not fit, a per-batch schedule that :func:`shorten_schedule`
-            can compress is shortened to the epochs that fit (at least 2), so it still ends at its lowest rate
-            (``history.attrs["planned_epochs"]`` keeps the number asked for); otherwise training stops after the
-            epoch that passes the budget (with the rate where the schedule then is). A shortened run trains its
-            epochs to the end (a checkpoint keeps the shorter schedule for ``resume``).
+        max_minutes: time budget for the whole training (epochs of earlier, resumed runs included). A per-batch
+            schedule that :func:`shorten_schedule` can compress is re-planned after every epoch
+            (:func:`replan_epochs`): when the epochs still to come would not fit at the median pace so far, it is
+            shortened to the epochs that fit (at least 2), so it still ends at its lowest rate, and it grows back
+            (up to ``epochs``) when later epochs show that more fit, e.g. after a first epoch slowed by other work
+            (``history.attrs["planned_epochs"]`` keeps the number asked for, ``"schedule_epochs"`` the length
+            after each epoch of this call); otherwise training stops after the epoch that passes the budget (with
+            the rate where the schedule then is). A checkpoint keeps a shorter schedule for ``resume``.
         progress: show a tqdm bar (the terminal of ``nnprak run`` gets the status either way).
         seed: reseeds every epoch (see the module text) for reproducible runs.
         device: default: the profile's ``device`` setting (:func:`default_device`; ``auto``: CUDA when available).
@@ -621,8 +639,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         (on the augmented training batches), ``val_loss``, ``val_acc``, ``lr`` (the first parameter
         group's rate in the epoch's last batch; groups with other rates add ``lr_g1``, ``lr_g2`` ...) and
         ``seconds``.
-        ``history.attrs`` holds ``best_epoch``, ``best_val_acc``, ``planned_epochs`` and ``stopped`` (why training
-        ended: ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``, also for a schedule the budget shortened).
+        ``history.attrs`` holds ``best_epoch``, ``best_val_acc``, ``planned_epochs``, ``schedule_epochs`` and
+        ``stopped`` (why training ended: ``"epochs"``, ``"early_stopping"`` or ``"time_budget"``, also for a
+        schedule the budget shortened).
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
@@ -666,7 +685,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                          else {k: v.to("cpu", copy=True) for k, v in ckpt["model"].items()})
 
     spent = sum(row["seconds"] for row in history)
-    stopped = "epochs"
+    stopped, schedule_epochs = "epochs", []
     bar = ProgressBar(total=epochs, initial=min(start_epoch, epochs), desc="training", unit="epochs",
                       progress=progress, dynamic_ncols=True)
     try:
@@ -725,11 +744,13 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             row["seconds"] = time.perf_counter() - t0
             spent += row["seconds"]
             history.append(row)
-            if epoch == 0 and max_minutes is not None and step_how == "batch" and epochs > 2:
-                fit_epochs = max(2, int(max_minutes * 60 // max(row["seconds"], 1e-9)))   # at this epoch's pace
-                if fit_epochs < epochs and shorten_schedule(scheduler, fit_epochs * len(train_loader)):
+            if max_minutes is not None and step_how == "batch" and planned_epochs > 2:   # re-planned every epoch
+                fit_epochs = replan_epochs(epochs, planned_epochs, epoch + 1, [r["seconds"] for r in history],
+                                           max_minutes * 60)
+                if fit_epochs != epochs and shorten_schedule(scheduler, fit_epochs * len(train_loader)):
                     epochs = fit_epochs
                     bar.set_total(epochs)
+            schedule_epochs.append(epochs)
 
             improved = val_loader is None or keep == "last" or row["val_acc"] > best["acc"] or (
                 row["val_acc"] == best["acc"] and row["val_loss"] < best["loss"])
@@ -765,7 +786,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if col not in hist.columns:
             hist[col] = pd.Series(dtype=float)
     hist = hist[HISTORY_COLUMNS + [c for c in hist.columns if c not in HISTORY_COLUMNS]]
-    hist.attrs.update(best_epoch=best["epoch"], best_val_acc=best["acc"], stopped=stopped, planned_epochs=planned_epochs)
+    hist.attrs.update(best_epoch=best["epoch"], best_val_acc=best["acc"], stopped=stopped, planned_epochs=planned_epochs,
+                      schedule_epochs=schedule_epochs)
     return hist
 
 

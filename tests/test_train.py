@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -327,6 +328,49 @@ def test_a_time_budget_shortens_the_schedule_to_its_end(lfw5, tmp_path):
     free = train.fit_from_settings(_tiny(), (tl, vl, None), settings, epochs=3, progress=False, device="cpu")
     assert len(roomy) == 3 and roomy.attrs["stopped"] == "epochs"   # a budget that fits changes nothing
     np.testing.assert_array_equal(roomy["train_loss"], free["train_loss"])
+
+
+def test_replan_epochs_follows_the_median_pace():
+    # 30 planned epochs, a 600 s budget: a first epoch of 30 s (other work on the machine) gives 20
+    assert train.replan_epochs(30, 30, 1, [30.0], 600) == 20
+    # then two epochs of 10 s: the median pace is 10 s, 590 - 50 s fit: back to the whole schedule
+    assert train.replan_epochs(20, 30, 3, [30.0, 10.0, 10.0], 600) == 30
+    # a steady pace that fits changes nothing; one that no longer does shrinks, to at least one more epoch
+    assert train.replan_epochs(30, 30, 5, [12.0] * 5, 600) == 30
+    assert train.replan_epochs(30, 30, 5, [30.0] * 5, 600) == 20
+    assert train.replan_epochs(30, 30, 5, [200.0] * 5, 600) == 6
+    # growth needs a tenth of the plan more (no change by one epoch of noise) and a schedule not yet ended
+    assert train.replan_epochs(28, 30, 10, [20.0] * 10, 600) == 28
+    assert train.replan_epochs(2, 5, 2, [0.1, 0.1], 600) == 2
+
+
+def test_a_slow_first_epoch_does_not_shorten_the_run_for_good(lfw5):
+    """The budget re-plans after every epoch: a first epoch slowed by other work shortens the schedule, the fast
+    epochs after it give it back (a decision after the first epoch alone trained 3 of the 6 epochs)."""
+    settings = dict(config.load("smoke").scratch, patience=None, lr=0.01)
+    tl, vl = _loaders(lfw5)
+    slow = {"left": 0}
+
+    class SlowFirstEpoch(torch.utils.data.Dataset):   # the first epoch's images take 3 s in all, as under load
+        targets = tl.dataset.targets
+
+        def __len__(self):
+            return len(tl.dataset)
+
+        def __getitem__(self, i):
+            if slow["left"] > 0:
+                slow["left"] -= 1
+                time.sleep(3.0 / slow["items"])
+            return tl.dataset[i]
+
+    loader = train.make_loaders(SlowFirstEpoch(), batch_size=16, seed=0)[0]
+    slow["left"] = slow["items"] = len(loader) * 16     # the images of the first epoch's batches
+    hist = train.fit_from_settings(_tiny(), (loader, vl, None), settings, epochs=6, max_minutes=10 / 60,
+                                   progress=False, device="cpu")
+    lengths = hist.attrs["schedule_epochs"]
+    assert hist["seconds"].iloc[0] > 3 > 1 > hist["seconds"].iloc[1:].max(), hist["seconds"].tolist()
+    assert lengths[0] < 6 and lengths[-1] == 6 == len(hist) and hist.attrs["stopped"] == "epochs", lengths
+    assert hist["lr"].iloc[-1] < 1e-4                    # the schedule still ends at its lowest rate
 
 
 def test_keep_last_keeps_the_last_epoch_without_early_stopping(lfw5):
