@@ -151,7 +151,8 @@ class FaceAugment:
         if self.jitter:
             b, ct, sa = torch.tensor([d[1] for d in draws], dtype=torch.float32).T.reshape(3, n, 1, 1, 1)
             x = x * b
-            grey = luma(x[:, 0], x[:, 1], x[:, 2]).unsqueeze(1).mean(dim=(1, 2, 3), keepdim=True)
+            grey = luma(x[:, 0], x[:, 1], x[:, 2]).unsqueeze(1)   # each image's mean alone: at 182 px and more a
+            grey = torch.stack([g.mean() for g in grey]).view(n, 1, 1, 1)   # batch-wide reduction splits otherwise
             x = (x - grey) * ct + grey
             x = x.clamp(0, 1)
             grey = luma(x[:, 0], x[:, 1], x[:, 2]).unsqueeze(1)
@@ -290,7 +291,7 @@ class CachedDataset(Dataset):
         method (:class:`FaceAugment`) runs once on the whole batch, with the same result as item by item."""
         if not hasattr(self.transform, "batch"):
             return [self[i] for i in indices]
-        out = self.transform.batch(self.images[list(indices)])
+        out = self.transform.batch(self.images[torch.as_tensor([int(i) for i in indices], dtype=torch.long)])
         return [(img, self.targets[i]) for img, i in zip(out, indices)]
 
 
@@ -477,12 +478,13 @@ def replan_epochs(epochs: int, planned: int, done: int, seconds: Sequence[float]
     The epochs still to come are counted at the median pace of the epochs so far (``seconds``, resumed ones
     included), so one epoch slowed by other work on the machine does not cut the run short for good: the length
     shrinks when the rest would overrun ``budget_s`` (to at least ``done + 1`` and 2 epochs) and grows back, up to
-    ``planned``, when a tenth of ``planned`` more epochs fit, but only while the schedule has not yet ended.
+    ``planned``, when a tenth of ``planned`` more epochs fit, but only in the first third of the schedule (its
+    warm-up: later, a longer schedule would raise an annealed rate again).
     """
     pace = max(float(np.median(seconds)), 1e-9) if len(seconds) else 1e-9
     fit = done + int(max(0.0, budget_s - float(sum(seconds))) // pace)
     want = min(int(planned), max(2, done + 1, fit))
-    if want < epochs or (done < epochs and want >= epochs + max(1, math.ceil(planned / 10))):
+    if want < epochs or (3 * done <= epochs and want >= epochs + max(1, math.ceil(planned / 10))):
         return want
     return epochs
 
