@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     import ast
 
     args = parse(argv)
-    from nnprak import ablation, background, config, faces
+    from nnprak import ablation, background, config, data, faces
     from nnprak.utils import write_json
 
     cfg = config.load(args.profile)
@@ -201,7 +201,8 @@ def main(argv=None) -> dict:
     lists = [{k: r.get(k) for k in RUN_LISTS} for r in runs]
     frame = pd.DataFrame(rows)
     print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    res = {"data": data_label(args.crops or cfg.paths.crops), "crop_column": column, "people": len(classes),
+    res = {"data": data_label(args.crops or cfg.paths.crops), "dataset": data.describe_manifest(table),
+           "crop_column": column, "people": len(classes),
            "train_images": n_train, "test_images": n_test, "background_people": bg_people, "background_images": bg_images,
            "threads": threads, "settings": jsettings, "epochs_override": args.epochs,
            "summary": ablation.summary_json(frame),

@@ -348,19 +348,21 @@ def data_label(records: list[dict]) -> str:
 
 
 def _seed_bench_lines(folder: Path, set_label: str = "LFW-62") -> list[str]:
-    """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json`` on the folder's data set,
-    named ``set_label``; ``bench_small_data.json``, ``bench_small_data_alone.json``: the 40 x 10 grey LFW set with and
+    """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, named by the data set it
+    recorded, else by ``set_label``, the folder's; ``bench_small_data.json``, ``bench_small_data_alone.json``: the 40 x 10 grey LFW set with and
     without background people)."""
     rows = []
-    for name, data_label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES), (set_label or "this data set",
+    for name, label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES), (set_label or "this data set",
                                                                                "40 × 10 grey", "40 × 10 grey")):
         path = folder / f"{name}.json"
         if not path.exists():
             continue
         b = json.loads(path.read_text())
+        if name == config.SEED_BENCH and b.get("dataset"):   # the data set the bench recorded (benches since 12/2026)
+            label = data_label([{"dataset": b["dataset"]}])
         extra = (f" + {b['background_people']} background people" if b.get("background_people")
                  else ", no background people")
-        where = f"{data_label} ({b['people']} people, {b['train_images']:,} training images{extra})"
+        where = f"{label} ({b['people']} people, {b['train_images']:,} training images{extra})"
         from .ablation import depth_order   # shallowest first, as in notebook 03's table
 
         for net, e in depth_order(b["summary"]):

@@ -1,4 +1,6 @@
 """The README's results table is exactly what results/ says (make run and make bench regenerate it)."""
+import json
+
 import pytest
 
 from nnprak import config, results
@@ -68,3 +70,7 @@ def test_the_table_names_the_data_set_of_its_results(tmp_path):
     assert results.readme_table(folder).startswith("| model (several data sets, test split) |")
     (folder / "scratch_resnet.json").unlink()
     assert results.readme_table(folder).startswith("| model (LFW-62, test split) |")
+    # a seed bench that recorded its data set (bench_scratch_seeds.py) is named by it, whatever the folder's records
+    bench = json.loads((folder / f"{config.SEED_BENCH}.json").read_text())
+    write_json(folder / f"{config.SEED_BENCH}.json", dict(bench, dataset=own))
+    assert "| own photos in ~/photos: 5 people, 118 images (5 people, 80 training" in results.readme_table(folder)
