@@ -443,14 +443,20 @@ def aligned_fill(landmarks, image_size: tuple[int, int], grid: int = 28) -> floa
     return float(np.mean((src[:, 0] < 0) | (src[:, 0] > w) | (src[:, 1] < 0) | (src[:, 1] > h)))
 
 
-def median_aligned_fill(table: pd.DataFrame) -> float:
-    """Return the median :func:`aligned_fill` of a crops table's faces (rows with ``face_status`` "ok"); 0 without
-    (also for a table without landmarks, e.g. a manifest)."""
+def aligned_fills(table: pd.DataFrame) -> pd.Series:
+    """Return the :func:`aligned_fill` of each face of a crops table (rows with ``face_status`` "ok" and landmarks),
+    indexed like the table; empty for a table without landmarks (e.g. a manifest)."""
     if "landmarks" not in table:
-        return 0.0
+        return pd.Series(dtype=float)
     ok = table[(table["face_status"] == "ok") & (table["landmarks"].astype(str).str.startswith("["))]
-    fills = [aligned_fill(json.loads(lm), (int(w), int(h))) for lm, w, h in zip(ok["landmarks"], ok["width"], ok["height"])]
-    return float(np.median(fills)) if fills else 0.0
+    return pd.Series([aligned_fill(parse_landmarks(lm), (int(w), int(h)))
+                      for lm, w, h in zip(ok["landmarks"], ok["width"], ok["height"])], index=ok.index, dtype=float)
+
+
+def median_aligned_fill(table: pd.DataFrame) -> float:
+    """Return the median :func:`aligned_fill` of a crops table's faces (:func:`aligned_fills`); 0 without."""
+    fills = aligned_fills(table)
+    return float(fills.median()) if len(fills) else 0.0
 
 
 FACE_ONLY_MIN_FACES = 8
@@ -471,17 +477,12 @@ def face_only_layout(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | Non
     edge). LFW-62, its background people and the web, GIF and PGM sets of ``bench/make_photo_sets.py`` have no such
     face; its ``cropped`` set (40 people x 10 photos cut to the face box) has nothing else.
     """
-    if "landmarks" not in table:
+    fills = aligned_fills(table)   # a face with landmarks has a box too (crop_manifest writes both)
+    if len(fills) < FACE_ONLY_MIN_FACES or (fills > config.ALIGNED_MAX_FILL).mean() < FACE_ONLY_SHARE:
         return None
-    ok = table[(table["face_status"] == "ok") & (table["landmarks"].astype(str).str.startswith("["))
-               & (table["box"].astype(str).str.startswith("["))]
-    if len(ok) < FACE_ONLY_MIN_FACES:
-        return None
-    sizes = np.array([(float(w), float(h)) for w, h in zip(ok["width"], ok["height"])])
+    ok = table.loc[fills.index]
+    sizes = ok[["width", "height"]].astype(float).to_numpy()
     marks = np.stack([parse_landmarks(v) for v in ok["landmarks"]])
-    fills = np.array([aligned_fill(m, (int(w), int(h))) for m, (w, h) in zip(marks, sizes)])
-    if np.mean(fills > config.ALIGNED_MAX_FILL) < FACE_ONLY_SHARE:
-        return None
     boxes = np.stack([parse_box(v) for v in ok["box"]]) / np.tile(sizes, 2)
     return np.median(boxes, axis=0), np.median(marks / sizes[:, None, :], axis=0)
 

@@ -291,7 +291,8 @@ def readme_table(folder: str | os.PathLike | None = None) -> str:
     folder = _folder(folder)
     records = load_results(folder)
     label = data_label(records)
-    lines = [f"| model ({label + ', ' if label else ''}test split) | accuracy | macro-F1 | training | weights |", "|---|---|---|---|---|"]
+    lines = [f"| model ({label + ', ' if label else ''}test split) | accuracy | macro-F1 | training | weights |",
+             "|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: -r["metrics"]["accuracy"]):
         minutes = (r.get("timings") or {}).get("train_seconds")
         lines.append(f"| {r['title']} | {_pct(r['metrics']['accuracy'])} | {_pct(r['metrics']['macro_f1'])} | "
@@ -349,8 +350,8 @@ def data_label(records: list[dict]) -> str:
 
 def _seed_bench_lines(folder: Path, set_label: str = "LFW-62") -> list[str]:
     """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, named by the data set it
-    recorded, else by ``set_label``, the folder's; ``bench_small_data.json``, ``bench_small_data_alone.json``: the 40 x 10 grey LFW set with and
-    without background people)."""
+    recorded, else by ``set_label``, the folder's; ``bench_small_data.json``, ``bench_small_data_alone.json``: the
+    40 x 10 grey LFW set with and without background people)."""
     rows = []
     for name, label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES), (set_label or "this data set",
                                                                                "40 × 10 grey", "40 × 10 grey")):
