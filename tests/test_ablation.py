@@ -49,7 +49,10 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     deep = dict(base, blocks=(2, 2, 2, 2))                          # a deeper main model: small sets keep the rule's
     assert config.scratch_for_data(deep, 265, 40)["blocks"] == small["blocks"] != deep["blocks"]
     assert config.scratch_for_data(deep, 2121, 62)["blocks"] == deep["blocks"]
+    # the block form: pre-activation from 15 photos a person, the original blocks below (config.SMALL_DATA_PREACT)
+    assert base["preact"] and lfw["preact"] and medium["preact"] and small["preact"] is config.SMALL_DATA_PREACT is False
     assert from_settings(40, small).blocks == small["blocks"]      # the network the rule asks for
+    assert not from_settings(40, small).preact and from_settings(62, lfw).preact
     train.train_transforms(small["image_size"], **small["augment"])   # the augmentation keys are valid
     assert base == config.load("default").scratch                  # the input dict is not modified
 
