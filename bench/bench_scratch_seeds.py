@@ -3,7 +3,7 @@
     python bench/bench_scratch_seeds.py              # the main model's pair (1-1-1-1 on LFW-62), seeds 42 43 44, 2 threads
     python bench/bench_scratch_seeds.py --depths 1,1,1,1 2,2,2,2 --seeds 42 --verify
     python bench/bench_scratch_seeds.py --depths 3,3,3,3 --seeds 42 --merge       # add runs to the results file
-    python bench/bench_scratch_seeds.py --set preact=True --out results/x.json    # a trial: its own file
+    python bench/bench_scratch_seeds.py --set preact=False --out results/x.json   # a trial: its own file
     python bench/bench_scratch_seeds.py --crops /tmp/pgm/processed/crops.csv --out results/x.json  # other data
 
 Data: notebook 02's MTCNN crops of the profile (the ``crop`` variant of the settings, ``crop_aligned`` by default,

@@ -302,8 +302,8 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
     * **schedule in optimiser steps**: at least ``min_steps`` steps (``epochs`` grows to
       ``ceil(min_steps / steps per epoch)``); a few hundred images otherwise get a few dozen steps;
       ``patience`` grows by the same factor (it counts epochs);
-    * **small data** (< :data:`SMALL_DATA_IMAGES_PER_PERSON` images per person): :data:`SMALL_DATA_BLOCKS` of the
-      :data:`SMALL_DATA_PREACT` form; with
+    * **small data** (< :data:`SMALL_DATA_IMAGES_PER_PERSON` images per person): :data:`SMALL_DATA_BLOCKS` in the
+      block form of the setting ``small_data_preact`` (default :data:`SMALL_DATA_PREACT`); with
       background people inputs of ``small_data_image_size`` pixels (at least the settings' size); the last epoch's
       weights (``keep="last"``: a validation split of 1-3 photos a person is too small to choose an epoch by); without
       background people the settings' size and the stronger
@@ -342,7 +342,8 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
         s["balanced"] = 0.0
         s["head"] = SMALL_DATA_HEAD
     if small:   # keep="last": a validation split of 1-3 photos a person cannot choose an epoch
-        s.update(blocks=(SMALL_DATA_BLOCKS,) * len(s["widths"]), keep="last", preact=SMALL_DATA_PREACT)
+        s.update(blocks=(SMALL_DATA_BLOCKS,) * len(s["widths"]), keep="last",
+                 preact=bool(s.get("small_data_preact", SMALL_DATA_PREACT)))
     if small and n_background:   # more pixels a face once the background people teach the features
         s["image_size"] = max(int(s["image_size"]), int(s.get("small_data_image_size", s["image_size"])))
     if s.get("crop") == "aligned" and aligned_fill > ALIGNED_MAX_FILL:   # a small face in a black frame: the box
@@ -438,14 +439,14 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # preact: True, the residual blocks in the pre-activation form of He et al. 2016b (models.scratch.PreActBlock: batch
 # norm and ReLU before each convolution, nothing after the sum; its plain twin is the same network as the original
 # blocks' plain twin, layer for layer and with the same initial weights); sets under 15 photos a person get the
-# original blocks (SMALL_DATA_PREACT). LFW-62, one block per stage, with the background people, seeds 42-49
+# original blocks (small_data_preact, default SMALL_DATA_PREACT). LFW-62, one block per stage, with the background people, seeds 42-49
 # (bench_scratch_seeds.py --depths 1,1,1,1 --residual-only --verify --set preact=True, 12/2026,
 # results/bench_scratch_seeds_preact8.json): 95.1/95.8/95.8/94.4/94.2/94.2/95.1/95.3 % test accuracy (95.0 % +- 0.6 %,
 # seeds 42/43/44 95.6 %), features 88.8 % +- 0.5 %, 5.4-6.0 min a run on a slow day; against the plain twin's 94.6 %
 # +- 0.8 % (seeds 42/43/44 94.7 %) and the original blocks' 94.5 % +- 0.6 % (results/bench_scratch_seeds_8seeds.json),
 # 3,420 against 3,406 and 3,401 of 8 x 450 faces, face by face 63 against 49 (p = 0.22) and 68 against 49 (p = 0.10).
-# The 40 x 10 grey set (bench_small_data.py --set preact=False / True on the same crops, results/bench_small_data.json
-# and bench_small_data_preact.json): 88.8/90.0/95.0 % (91.25 %) with the original blocks, 85.0/83.8/90.0 % (86.25 %)
+# The 40 x 10 grey set (bench_small_data.py, now --set small_data_preact=False / True, on the same crops,
+# results/bench_small_data.json and bench_small_data_preact.json): 88.8/90.0/95.0 % (91.25 %) with the original blocks, 85.0/83.8/90.0 % (86.25 %)
 # with pre-activation, face by face 17 against 5 (p = 0.017), though on the set's 80 validation faces (unused by
 # keep="last") the last epochs named 207 of 3 x 80 with pre-activation against 200; hence the rule by set size.
 # (First trial, on the 451 test faces before the same_photo rule: seeds 42/43/44 95.1/94.9/94.9 %.)
@@ -466,7 +467,7 @@ _SCRATCH_DEFAULT = dict(image_size=64, widths=(32, 64, 128, 256), blocks=(1, 1, 
                         stem_stride=2, dropout=0.2, crop="aligned", head="cosine", head_scale=16.0, head_margin=0.0,
                         ablation_depths=((1, 1, 1, 1), (2, 2, 2, 2)), background=True, background_min_images=10,
                         background_per_person=40, background_people=None, small_data_image_size=80,
-                        keep="best", flip_tta=True, preact=True)
+                        keep="best", flip_tta=True, preact=True, small_data_preact=SMALL_DATA_PREACT)
 _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batch_size=32, head_lr=1e-2,
                          finetune_lr=1e-4, max_minutes=4.0)
 # Open set: impostors = LFW people outside the gallery (1-19 images, at most 2 each), drawn until the validation

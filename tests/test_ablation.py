@@ -53,6 +53,7 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     assert base["preact"] and lfw["preact"] and medium["preact"] and small["preact"] is config.SMALL_DATA_PREACT is False
     assert from_settings(40, small).blocks == small["blocks"]      # the network the rule asks for
     assert not from_settings(40, small).preact and from_settings(62, lfw).preact
+    assert config.scratch_for_data(dict(base, small_data_preact=True), 265, 40)["preact"] is True   # a trial's switch
     train.train_transforms(small["image_size"], **small["augment"])   # the augmentation keys are valid
     assert base == config.load("default").scratch                  # the input dict is not modified
 
