@@ -439,16 +439,15 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # preact: True, the residual blocks in the pre-activation form of He et al. 2016b (models.scratch.PreActBlock: batch
 # norm and ReLU before each convolution, nothing after the sum; its plain twin is the same network as the original
 # blocks' plain twin, layer for layer and with the same initial weights); sets under 15 photos a person get the
-# original blocks (small_data_preact, default SMALL_DATA_PREACT). LFW-62, one block per stage, with the background people, seeds 42-49
-# (bench_scratch_seeds.py --depths 1,1,1,1 --residual-only --verify --set preact=True, 12/2026,
-# results/bench_scratch_seeds_preact8.json): 95.1/95.8/95.8/94.4/94.2/94.2/95.1/95.3 % test accuracy (95.0 % +- 0.6 %,
-# seeds 42/43/44 95.6 %), features 88.8 % +- 0.5 %, 5.4-6.0 min a run on a slow day; against the plain twin's 94.6 %
-# +- 0.8 % (seeds 42/43/44 94.7 %) and the original blocks' 94.5 % +- 0.6 % (results/bench_scratch_seeds_8seeds.json),
-# 3,420 against 3,406 and 3,401 of 8 x 450 faces, face by face 63 against 49 (p = 0.22) and 68 against 49 (p = 0.10).
-# The 40 x 10 grey set (bench_small_data.py, now --set small_data_preact=False / True, on the same crops,
-# results/bench_small_data.json and bench_small_data_preact.json): 88.8/90.0/95.0 % (91.25 %) with the original blocks, 85.0/83.8/90.0 % (86.25 %)
-# with pre-activation, face by face 17 against 5 (p = 0.017), though on the set's 80 validation faces (unused by
-# keep="last") the last epochs named 207 of 3 x 80 with pre-activation against 200; hence the rule by set size.
+# original blocks (small_data_preact, default SMALL_DATA_PREACT, whose docstring gives the 40 x 10 grey set's numbers:
+# 91.25 % against 86.25 % with pre-activation; now --set small_data_preact=True there). LFW-62, one block per stage,
+# with the background people, seeds 42-49 (bench_scratch_seeds.py --depths 1,1,1,1 --residual-only --verify --set
+# preact=True, 12/2026, results/bench_scratch_seeds_preact8.json): 95.1/95.8/95.8/94.4/94.2/94.2/95.1/95.3 % test
+# accuracy (95.0 % +- 0.6 %, seeds 42/43/44 95.6 %), features 88.8 % +- 0.5 %, 5.4-6.0 min a run on a slow day;
+# against the plain twin's 94.6 % +- 0.8 % (seeds 42/43/44 94.7 %) and the original blocks' 94.5 % +- 0.6 %
+# (results/bench_scratch_seeds_8seeds.json), 3,420 against 3,406 and 3,401 of 8 x 450 faces, face by face 63 against
+# 49 (p = 0.22) and 68 against 49 (p = 0.10). On the small set's 80 validation faces (unused by keep="last") the last
+# epochs named 207 of 3 x 80 with pre-activation against 200, but the test faces decide; hence the rule by set size.
 # (First trial, on the 451 test faces before the same_photo rule: seeds 42/43/44 95.1/94.9/94.9 %.)
 # keep / flip_tta / small_data_image_size (train.fit's keep; train.predict's flip_tta; scratch_for_data): the weights
 # kept after training, scoring each test face with its mirror image too, and the input size of small sets that learn
