@@ -103,6 +103,15 @@ def data_label(crops: str | os.PathLike) -> str:
     return "<work>/" + "/".join(p.parts[-2:])
 
 
+def dataset_label(dataset: dict) -> dict:
+    """Return ``data.describe_manifest``'s record with its photo folder named as :func:`data_label` names files."""
+    src = str(dataset.get("source") or "")
+    if not src or src == "lfw":
+        return dataset
+    shown = data_label(os.path.expanduser(src))
+    return dict(dataset, source=shown, description=str(dataset.get("description", "")).replace(src, shown, 1))
+
+
 def main(argv=None) -> dict:
     import ast
 
@@ -201,7 +210,7 @@ def main(argv=None) -> dict:
     lists = [{k: r.get(k) for k in RUN_LISTS} for r in runs]
     frame = pd.DataFrame(rows)
     print(ablation.seed_summary(frame).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    res = {"data": data_label(args.crops or cfg.paths.crops), "dataset": data.describe_manifest(table),
+    res = {"data": data_label(args.crops or cfg.paths.crops), "dataset": dataset_label(data.describe_manifest(table)),
            "crop_column": column, "people": len(classes),
            "train_images": n_train, "test_images": n_test, "background_people": bg_people, "background_images": bg_images,
            "threads": threads, "settings": jsettings, "epochs_override": args.epochs,

@@ -2,9 +2,11 @@
 
     python bench/bench_small_data.py                       # 40 x 10 grayscale PGM files, seeds 42 43 44
     python bench/bench_small_data.py --seeds 42 --set lr=0.002 --work /tmp/pgm40 --out results/x.json  # a trial
+    python bench/bench_small_data.py --people 40 --images 25 --out results/bench_mid_data.json  # 40 x 25 grey
 
 Builds the set with ``bench/make_photo_sets.py`` (LFW people outside the default 62, 10 images each, saved as
-grayscale PGM; the split gives 6 training, 2 validation and 2 test photos per person), runs stages 01 and 02
+grayscale PGM; the split gives 6 training, 2 validation and 2 test photos per person; with ``--images`` over 19 LFW's
+people with that many images, mostly LFW-62's), runs stages 01 and 02
 on it (manifest, split, MTCNN crops, the background people's crops) into ``--work`` and then
 ``bench/bench_scratch_seeds.py`` on those crops with
 the eigenfaces baseline: the scratch settings come from :func:`nnprak.config.scratch_for_data`, the rules a

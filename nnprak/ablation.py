@@ -444,3 +444,36 @@ def small_data_numbers(path, alone_path=None) -> dict[str, str]:
             "SmallBackground": str(bench.get("background_people", 0)),
             "SmallAloneAcc": mean_std(alone["accuracy"], "\\%", " $\\pm$ ") if alone else "--",
             "SmallPhotoPoints": _photo_points(bench)}
+
+
+def mid_data_numbers(path, original_path=None) -> dict[str, str]:
+    """Return the report's macros of the 40 x 25 grey set's bench against its original blocks ("--" when missing).
+
+    ``path``: ``bench/bench_small_data.py --people 40 --images 25``'s results file (the settings' pre-activation
+    blocks: 15 or more training photos a person is not a small set); ``original_path``: the same with ``--set
+    preact=False``. ``MidPeople`` / ``MidTrain`` / ``MidPerPerson``: people, training images and training images a
+    person; ``MidSeeds``: seeds; ``MidAcc`` / ``MidOriginalAcc``: the residual network's test accuracy mean ± std
+    with each block form; ``MidEigenAcc``: eigenfaces + SVM on the same crops and split; ``MidPairTest``: the two
+    block forms face by face (:func:`paired_test`), e.g. "17 against 7 faces, $p = 0.06$".
+    """
+    keys = ("MidPeople", "MidTrain", "MidPerPerson", "MidSeeds", "MidAcc", "MidOriginalAcc", "MidEigenAcc",
+            "MidPairTest")
+    bench = _read_json(path) or {}
+    original = (_read_json(original_path) if original_path is not None else None) or {}
+
+    def residual(b: dict) -> tuple[str, dict] | tuple[None, None]:
+        return next(((n, e) for n, e in (b.get("summary") or {}).items() if e.get("residual", True)), (None, None))
+
+    name, entry = residual(bench)
+    eigen = (bench.get("eigenfaces") or {}).get("accuracy")
+    if entry is None or eigen is None:
+        return dict.fromkeys(keys, "--")
+    other_name, other = residual(original)
+    test = paired_test(bench, name, other_name, second_bench=original) if other is not None else None
+    return {"MidPeople": str(bench["people"]), "MidTrain": str(bench["train_images"]),
+            "MidPerPerson": f"{bench['train_images'] / bench['people']:.0f}", "MidSeeds": str(len(entry["seeds"])),
+            "MidAcc": mean_std(entry["accuracy"], "\\%", " $\\pm$ "),
+            "MidOriginalAcc": mean_std(other["accuracy"], "\\%", " $\\pm$ ") if other is not None else "--",
+            "MidEigenAcc": f"{100 * eigen:.1f}\\%",
+            "MidPairTest": (f"{test['first_only']} against {test['second_only']} faces, $p {p_text(test['p_value'])}$"
+                            if test is not None else "--")}

@@ -74,6 +74,8 @@ REPORT_NUMBERS = (
     "SeedPairTest", "DeepPairTest",                                     # 03 (the pairs face by face)
     "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",  # 03 (small data)
     "SmallBackground", "SmallAloneAcc", "SmallPhotoPoints", "BackgroundPeople", "BackgroundImages",  # 03 (background people)
+    "MidPeople", "MidTrain", "MidPerPerson", "MidSeeds", "MidAcc", "MidOriginalAcc", "MidEigenAcc",  # 03 (40 x 25 set)
+    "MidPairTest",
     "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "TransferStage",  # 04
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
     "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",  # 05 (open set)

@@ -351,10 +351,10 @@ def data_label(records: list[dict]) -> str:
 def _seed_bench_lines(folder: Path, set_label: str = "LFW-62") -> list[str]:
     """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, named by the data set it
     recorded, else by ``set_label``, the folder's; ``bench_small_data.json``, ``bench_small_data_alone.json``: the
-    40 x 10 grey LFW set with and without background people)."""
+    40 x 10 grey LFW set with and without background people; ``bench_mid_data.json``: 40 x 25 grey photos)."""
     rows = []
-    for name, label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES), (set_label or "this data set",
-                                                                               "40 × 10 grey", "40 × 10 grey")):
+    for name, label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES, config.MID_DATA_BENCHES[0]),
+                           (set_label or "this data set", "40 × 10 grey", "40 × 10 grey", "40 × 25 grey")):
         path = folder / f"{name}.json"
         if not path.exists():
             continue

@@ -246,6 +246,28 @@ def test_small_data_numbers_from_the_small_data_bench(tmp_path):
     assert set(ablation.small_data_numbers(tmp_path / "missing.json").values()) == {"--"}
 
 
+def test_mid_data_numbers_compare_the_block_forms_face_by_face(tmp_path):
+    import pandas as pd
+
+    def bench(path, correct_by_seed, eigen=0.6):
+        rows = [dict(network="ResNet 1-1-1-1", residual=True, blocks="1-1-1-1", seed=s, accuracy=sum(c) / len(c),
+                     macro_f1=0.5, parameters=10, minutes=4.0) for s, c in correct_by_seed.items()]
+        path.write_text(json.dumps({"people": 40, "train_images": 680, "eigenfaces": {"accuracy": eigen},
+                                    "summary": ablation.summary_json(pd.DataFrame(rows)),
+                                    "runs": [dict(r, test_correct=c) for r, c in zip(rows, correct_by_seed.values())]}))
+        return path
+
+    preact = bench(tmp_path / "bench_mid_data.json", {42: [1, 1, 1, 0], 43: [1, 1, 1, 1]})   # 75 % and 100 %
+    original = bench(tmp_path / "bench_mid_data_original.json", {42: [1, 0, 0, 1], 43: [1, 1, 1, 1]})
+    numbers = ablation.mid_data_numbers(preact, original)
+    assert numbers == {"MidPeople": "40", "MidTrain": "680", "MidPerPerson": "17", "MidSeeds": "2",
+                       "MidAcc": "87.5\\% $\\pm$ 17.7\\%", "MidOriginalAcc": "75.0\\% $\\pm$ 35.4\\%",
+                       "MidEigenAcc": "60.0\\%",
+                       "MidPairTest": "2 against 1 faces, $p = 1.00$"}   # seed 42: faces 2 and 3 against face 4
+    assert ablation.mid_data_numbers(preact)["MidPairTest"] == ablation.mid_data_numbers(preact)["MidOriginalAcc"] == "--"
+    assert set(ablation.mid_data_numbers(tmp_path / "missing.json", original).values()) == {"--"}
+
+
 def test_paired_test_counts_the_faces_one_network_alone_got_right():
     import pandas as pd
 

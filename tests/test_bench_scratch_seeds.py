@@ -44,7 +44,8 @@ def test_seed_bench_writes_and_merges_runs(grey_crops, tmp_path):
     assert first["people"] == 3 and first["crop_column"] == faces.crop_column(smoke["crop"])
     assert first["background_people"] == smoke["background_people"] and first["background_images"] >= 12
     assert first["data"] == "<work>/processed/crops.csv"   # outside the checkout: no machine path in results/
-    assert first["dataset"]["people"] == 3 and first["dataset"]["description"].startswith("own photos in ")
+    assert first["dataset"]["people"] == 3 and first["dataset"]["description"].startswith("own photos in <work>/")
+    assert first["dataset"]["source"].startswith("<work>/") and "/tmp" not in json.dumps(first["dataset"])
     assert bench_scratch_seeds.data_label(config.ROOT / "data" / "processed" / "crops.csv") == "data/processed/crops.csv"
     assert first["summary"]["ResNet 1-1-1-1"]["seeds"] == [42] and len(first["runs"]) == 1
     table = faces.load_crops(grey_crops)

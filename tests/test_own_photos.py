@@ -370,6 +370,18 @@ def test_video_frames_become_photos_of_the_person(tmp_path, lfw_images):
     assert tree_digest(photos) == before
 
 
+def test_grey_sets_draw_people_with_enough_photos(tmp_path, lfw_dir):
+    counts = data.lfw_counts(config.find_lfw())
+    make_photo_sets.make_gray(tmp_path / "ten", config.SEED, 3, 10, "PPM", ".pgm")
+    make_photo_sets.make_gray(tmp_path / "mid", config.SEED, 2, 25, "PPM", ".pgm")   # more than LFW-62's 20
+    for name, n, lo, hi in (("ten", 10, 10, 19), ("mid", 25, 25, counts.max())):
+        people = sorted(p.name for p in (tmp_path / name).iterdir())
+        assert len(people) == {"ten": 3, "mid": 2}[name] and all(lo <= counts[p] <= hi for p in people)
+        for person in people:
+            files = sorted((tmp_path / name / person).iterdir())
+            assert len(files) == n and all(Image.open(f).mode == "L" for f in files)
+
+
 def test_cv_folds_follow_the_smallest_class():
     assert config.cv_folds([20, 14, 30]) == 5
     assert config.cv_folds([6, 7, 9]) == 5 and config.cv_folds([4, 9]) == 4 and config.cv_folds([2, 9]) == 2

@@ -74,3 +74,7 @@ def test_the_table_names_the_data_set_of_its_results(tmp_path):
     bench = json.loads((folder / f"{config.SEED_BENCH}.json").read_text())
     write_json(folder / f"{config.SEED_BENCH}.json", dict(bench, dataset=own))
     assert "| own photos in ~/photos: 5 people, 118 images (5 people, 80 training" in results.readme_table(folder)
+    # the 40 x 25 grey set's bench (bench_small_data.py --people 40 --images 25) has a row of its own
+    write_json(folder / f"{config.MID_DATA_BENCHES[0]}.json", dict(bench, people=40, train_images=680))
+    assert ("| 40 × 25 grey (40 people, 680 training images, no background people) | ResNet 1-1-1-1 | 1 | 80.0% |"
+            in results.readme_table(folder))

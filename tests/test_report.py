@@ -38,7 +38,8 @@ CONTRACT_NUMBERS = {
     "ScratchBlocks", "SeedPairTest", "DeepPairTest", "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc",
     "SmallEigenAcc", "SmallErrorCut",
     "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages", "FewestImages", "MostImages",
-    "SmallPhotoPoints", "SamePhotoLeftOut", "TransferStage", "DataSetNote"}
+    "SmallPhotoPoints", "SamePhotoLeftOut", "TransferStage", "DataSetNote", "MidPeople", "MidTrain", "MidPerPerson",
+    "MidSeeds", "MidAcc", "MidOriginalAcc", "MidEigenAcc", "MidPairTest"}
 
 
 def require_latexmk():
