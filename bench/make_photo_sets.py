@@ -115,8 +115,8 @@ def make_gray(out: Path, seed: int, n_people: int, n_images: int, fmt: str, suff
     """Write ``n_people`` x ``n_images`` grayscale files of format ``fmt`` named ``photo_NN<suffix>`` (with
     ``face_only``: each cut to :data:`FACE_BOX` and resized to 92 x 112 px).
 
-    The people have ``n_images``-19 LFW images (outside LFW-62, the default set) up to 19 images each; a larger
-    ``n_images`` draws from everyone with that many (then LFW-62's people)."""
+    The people are drawn from those with ``n_images`` to 19 LFW images (outside LFW-62, the default set); for
+    ``n_images`` over 19, from everyone with at least that many (then mostly LFW-62's people)."""
     for person in pick_people(n_people, n_images, 19 if n_images <= 19 else 10 ** 6, seed):
         folder = out / person
         folder.mkdir(parents=True)

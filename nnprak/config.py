@@ -408,9 +408,9 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # Nor did cheaper steps (seed 42, bench_scratch_seeds.py --depths 1,1,1,1 --residual-only --verify, 12/2026, against
 # the default's 95.1 % test accuracy / 89.3 % features, whose epochs took 11.3 s that hour, 5.7 min for 30): 56 px
 # inputs (--set image_size=56) 94.7 % / 86.5 % in 4.2 min, a first stage of 24 channels (--set
-# "widths=(24,64,128,256)") 93.6 % / 88.9 % in 5.0 min. A training step of 64 images takes about 170 ms on our 2 cores in the channels_last layout
-# (train.fit_from_settings' default) against 220-300 ms in PyTorch's default one; bfloat16 autocast (220 ms) and
-# torch.compile (180 ms) were no quicker on this CPU, and larger batches no quicker an image.
+# "widths=(24,64,128,256)") 93.6 % / 88.9 % in 5.0 min. A training step of 64 images takes about 170 ms on our 2
+# cores in the channels_last layout (train.fit_from_settings' default) against 220-300 ms in PyTorch's default one;
+# bfloat16 autocast (220 ms) and torch.compile (180 ms) were no quicker on this CPU, nor larger batches an image.
 # max_minutes: the training's time budget (train.fit). On a machine too slow for the whole schedule the median pace of
 # the epochs so far shortens it after each epoch (train.replan_epochs, train.shorten_schedule), so that the rate still
 # anneals to its end, and gives epochs back when a slow first epoch was only other work on the machine; on ours the
