@@ -104,11 +104,12 @@ def data_label(crops: str | os.PathLike) -> str:
 
 
 def dataset_label(dataset: dict) -> dict:
-    """Return ``data.describe_manifest``'s record with its photo folder named as :func:`data_label` names files."""
+    """Return ``data.describe_manifest``'s record with an absolute photo folder named as :func:`data_label` names
+    files (``"lfw"`` and folders that ``utils.display_path`` already made relative or ``~/...`` are kept)."""
     src = str(dataset.get("source") or "")
-    if not src or src == "lfw":
+    if not os.path.isabs(src):
         return dataset
-    shown = data_label(os.path.expanduser(src))
+    shown = data_label(src)
     return dict(dataset, source=shown, description=str(dataset.get("description", "")).replace(src, shown, 1))
 
 

@@ -40,10 +40,12 @@ KINDS = ("web", "gif", "pgm", "cropped", "bad")
 MISLABELLED = evaluate.lfw_mislabelled_images()   # read LFW's errata once
 
 
-def pick_people(n: int, min_images: int, max_images: int, seed: int) -> list[str]:
-    """Return ``n`` LFW people with ``min_images``-``max_images`` images, drawn with ``seed`` (sorted)."""
+def pick_people(n: int, min_images: int, max_images: int | None, seed: int) -> list[str]:
+    """Return ``n`` LFW people with ``min_images``-``max_images`` images (None: no upper bound), drawn with ``seed``
+    (sorted)."""
     counts = data.lfw_counts(config.find_lfw())
-    pool = sorted(counts[(counts >= min_images) & (counts <= max_images)].index)
+    top = counts.max() if max_images is None else max_images
+    pool = sorted(counts[(counts >= min_images) & (counts <= top)].index)
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(pool, size=n, replace=False).tolist())
 
@@ -117,7 +119,7 @@ def make_gray(out: Path, seed: int, n_people: int, n_images: int, fmt: str, suff
 
     The people are drawn from those with ``n_images`` to 19 LFW images (outside LFW-62, the default set); for
     ``n_images`` over 19, from everyone with at least that many (then mostly LFW-62's people)."""
-    for person in pick_people(n_people, n_images, 19 if n_images <= 19 else 10 ** 6, seed):
+    for person in pick_people(n_people, n_images, 19 if n_images <= 19 else None, seed):
         folder = out / person
         folder.mkdir(parents=True)
         for k, src in enumerate(lfw_images(person, n_images)):

@@ -404,11 +404,16 @@ def paired_table(bench: dict | None) -> pd.DataFrame:
                                        "only the plain twin right", "McNemar p"])
 
 
+def _residual_entry(bench: dict, blocks: int | None = None) -> tuple[str | None, dict | None]:
+    """Return ``(name, summary entry)`` of a seed bench's first residual network (with ``blocks`` in every stage, if
+    given), or ``(None, None)``."""
+    return next(((name, e) for name, e in (bench.get("summary") or {}).items() if e.get("residual", True) and (
+        blocks is None or set(str(e.get("blocks", "")).split("-")) == {str(blocks)})), (None, None))
+
+
 def _small_entry(bench: dict) -> dict | None:
     """Return a small-data bench's residual network at the small-data rule's depth (:data:`config.SMALL_DATA_BLOCKS`)."""
-    rule = {str(config.SMALL_DATA_BLOCKS)}                          # every stage at the small-data rule's depth
-    return next((e for e in (bench.get("summary") or {}).values()
-                 if e.get("residual", True) and set(str(e.get("blocks", "")).split("-")) == rule), None)
+    return _residual_entry(bench, config.SMALL_DATA_BLOCKS)[1]
 
 
 def _photo_points(bench: dict) -> str:
@@ -460,15 +465,11 @@ def mid_data_numbers(path, original_path=None) -> dict[str, str]:
             "MidPairTest")
     bench = _read_json(path) or {}
     original = (_read_json(original_path) if original_path is not None else None) or {}
-
-    def residual(b: dict) -> tuple[str, dict] | tuple[None, None]:
-        return next(((n, e) for n, e in (b.get("summary") or {}).items() if e.get("residual", True)), (None, None))
-
-    name, entry = residual(bench)
+    name, entry = _residual_entry(bench)
     eigen = (bench.get("eigenfaces") or {}).get("accuracy")
     if entry is None or eigen is None:
         return dict.fromkeys(keys, "--")
-    other_name, other = residual(original)
+    other_name, other = _residual_entry(original)
     test = paired_test(bench, name, other_name, second_bench=original) if other is not None else None
     return {"MidPeople": str(bench["people"]), "MidTrain": str(bench["train_images"]),
             "MidPerPerson": f"{bench['train_images'] / bench['people']:.0f}", "MidSeeds": str(len(entry["seeds"])),
