@@ -238,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(args.profile)
         print(results.readme_table(cfg.paths.results))
         if args.write:
-            results.update_readme(config.ROOT / "README.md", cfg.paths.results)
+            try:
+                results.update_readme(config.ROOT / "README.md", cfg.paths.results)
+            except ValueError as err:   # results of own photos: the README keeps LFW's table
+                print(f"README.md not changed: {err}", file=sys.stderr)
+                return 1
     elif args.command == "report":
         from . import report
 

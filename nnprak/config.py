@@ -368,7 +368,7 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # ablation_epochs (notebook 03): None = every variant gets the main model's full schedule (the main model is reused
 # as the first ResNet); a number = all variants are trained that many epochs (quicker, screening only).
 # ablation_depths: blocks per stage of the shortcut ablation's pairs (ResNet and its plain twin for each) that
-# notebook 03 trains; the default profile trains none (the time budget of `make run`, about a quarter of an hour) and
+# notebook 03 trains; the default profile trains none (the time budget of `make run`, about 20 minutes) and
 # shows the mean ± std over three seeds of bench/bench_scratch_seeds.py instead (results/bench_scratch_seeds.json, read only when it was
 # measured on the same data); smoke trains the 1-1-1-1 pair (its main model has one block per stage, for speed),
 # the full profile 1-1-1-1 and 2-2-2-2 (a profile without its own: the main model's pair).
@@ -500,7 +500,7 @@ _TRANSFER_DEFAULT = dict(image_size=224, head_epochs=30, finetune_epochs=3, batc
 # "mtcnn" (MTCNN's 5 landmarks on a fitted template), "dlib5" (dlib's 5-point shape predictor in MTCNN's box) or
 # "both" (the mean of the two descriptors; LFW, all 6,000 pairs: 99.17 % / 99.07 % / 99.20 %, with cohort
 # normalisation 99.22 % / 99.02 % / 99.37 %). "both" costs twice the embedding time (7,701 images: 260 s instead
-# of 117 s here, about 1.5 min more for notebook 05's ~7,800 images), which the default run's quarter of an hour
+# of 117 s here, about 1.5 min more for notebook 05's ~7,800 images), which the default run's 20 minutes
 # does not have: the default profile keeps "mtcnn", the full profile (the README's all-pairs number) and smoke use "both".
 _EMBED_DEFAULT = dict(backend="auto", dlib_align="mtcnn", far_target=0.01, far_confidence=0.95,
                       far_targets=(0.01, 0.005, 0.001),
@@ -522,7 +522,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
                   embed=dict(_EMBED_DEFAULT, dlib_align="both", impostor_faces=20, far_target=0.1, far_targets=(0.1,),
                            bootstrap=200)),
     # default: LFW-62; verification on all 10 folds of pairs.txt but 200 of each fold's 600 pairs (the time
-    # budget of `make run` on 2 cores, about a quarter of an hour); the full profile runs the official 6,000 pairs.
+    # budget of `make run` on 2 cores, about 20 minutes); the full profile runs the official 6,000 pairs.
     "default": dict(verification_pairs_per_fold=200, scratch=dict(_SCRATCH_DEFAULT, ablation_depths=()),
                     transfer=dict(_TRANSFER_DEFAULT),
                     embed=dict(_EMBED_DEFAULT)),

@@ -487,6 +487,47 @@ def face_only_layout(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | Non
     return np.median(boxes, axis=0), np.median(marks / sizes[:, None, :], axis=0)
 
 
+LAYOUT_ASPECT_TOLERANCE = 0.1
+"""Relative difference of width / height from the gallery's photos up to which :func:`layout_face` trusts a set's
+face layout on a new photo (a phone photo of another shape is not one of the set's face crops)."""
+
+
+def face_layout_info(table: pd.DataFrame, cfg=None) -> dict:
+    """Return ``{"face_layout": {"box", "landmarks", "aspect"}}`` (JSON-friendly) for a face-only set, else ``{}``.
+
+    What a saved classifier keeps (``FaceClassifier.info``) so that ``nnprak predict`` and ``enroll`` can treat a
+    new photo of such a set as notebook 02 treats its photos: :func:`face_only_layout`'s median box and landmarks
+    (fractions of the photo's width and height) and the median width / height of the set's photos. ``{}`` also
+    when ``cfg`` turns the layout off (its ``face_only_layout``).
+    """
+    layout = face_only_layout(table) if getattr(cfg, "face_only_layout", True) else None
+    if layout is None:
+        return {}
+    box, marks = layout
+    sizes = table.loc[aligned_fills(table).index, ["width", "height"]].astype(float)
+    return {"face_layout": {"box": [round(float(v), 5) for v in box],
+                            "landmarks": [[round(float(x), 5), round(float(y), 5)] for x, y in marks],
+                            "aspect": round(float((sizes["width"] / sizes["height"]).median()), 5)}}
+
+
+def layout_face(size: tuple[int, int], layout: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return (box (1, 4), landmarks (1, 5, 2)) of a :func:`face_layout_info` layout on a photo of ``size`` (w, h);
+    None without a layout or when the photo's shape is not the set's (:data:`LAYOUT_ASPECT_TOLERANCE`)."""
+    if not layout:
+        return None
+    w, h = size
+    if abs(w / h - layout["aspect"]) > LAYOUT_ASPECT_TOLERANCE * layout["aspect"]:
+        return None
+    box, marks = _layout_on_photo(np.asarray(layout["box"], float), np.asarray(layout["landmarks"], float), size)
+    return box[None], marks[None]
+
+
+def _layout_on_photo(box: np.ndarray, marks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return a layout's box (4,) and landmarks (5, 2), fractions of width and height, in pixels of ``size``."""
+    w, h = size
+    return box * np.array([w, h, w, h]), marks * np.array([w, h])
+
+
 def whole_photo_faces(table: pd.DataFrame, faces_dir: str | os.PathLike, size: int = 160, margin: int = 14,
                       names: Sequence[str] | None = None) -> pd.DataFrame:
     """Return the crops table with a face for every ``no_face`` photo of a face-only set, its crops written.
@@ -511,8 +552,7 @@ def whole_photo_faces(table: pd.DataFrame, faces_dir: str | os.PathLike, size: i
             img = data.load_image(data.abs_path(table.at[i, "path"]))
         except data.ImageError:   # read before; changed since: leave the row as it is
             continue
-        w, h = img.size
-        b, lm = box * np.array([w, h, w, h]), marks * np.array([w, h])
+        b, lm = _layout_on_photo(box, marks, img.size)
         paths = crop_paths(faces_dir, table.at[i, "person"], names[position[i]])
         _write_crops(img, (b[None], np.array([math.nan]), lm[None]), 0, paths, size, margin)
         table.loc[i, ["face_status", "face_reason", "box", "landmarks", "crop_plain", "crop_aligned"]] = [

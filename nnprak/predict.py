@@ -18,6 +18,10 @@ CAPTION_PT = 8.0
 """Type size of a contact sheet's file names and problem lines (Beamer's \\scriptsize, the smallest on a slide)."""
 
 
+LAYOUT_NOTE = "no face found; the gallery's photos are face crops: its face layout used"
+"""What a prediction or an enrolled photo says when its face is the gallery's face layout (:func:`detect_faces`)."""
+
+
 class NoFaceFound(ValueError):
     """The photo holds no face MTCNN can find."""
 
@@ -29,6 +33,7 @@ class FacePrediction:
     ``closest`` is the gallery person the classifier named (the name itself unless the confidence was not above
     ``threshold``, the open-set threshold of the model). The confidence measures the face against that person's
     gallery faces only, so another candidate of ``--top-k`` can score higher than the classifier's guess.
+    ``detection_prob`` is NaN for a face that MTCNN did not find: the face layout of a gallery of face crops.
     """
 
     box: tuple
@@ -47,24 +52,34 @@ class FacePrediction:
                     f"threshold {self.threshold:.2f}) box=({box})")
         else:
             text = f"{self.name} (confidence {self.confidence:.2f}) box=({box})"
+        if np.isnan(self.detection_prob):
+            text += f" [{LAYOUT_NOTE}]"
         if self.candidates and len(self.candidates) > 1:
             text += " | guess, then others by confidence: " + ", ".join(f"{n} {c:.2f}" for n, c in self.candidates)
         return text
 
 
-def detect_faces(image: Image.Image, min_prob: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def detect_faces(image: Image.Image, min_prob: float = 0.9,
+                 layout: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (boxes, probabilities, landmarks) of the faces in ``image`` with probability >= ``min_prob``, left
-    to right (raises :class:`NoFaceFound` with the reason when there is none)."""
+    to right (raises :class:`NoFaceFound` with the reason when there is none).
+
+    ``layout``: the face layout of a gallery whose photos are face crops (``model.info["face_layout"]``,
+    :func:`nnprak.faces.face_layout_info`). A photo of the gallery's shape in which MTCNN finds no face gets it, as
+    notebook 02 gives one to such photos of the set (:func:`nnprak.faces.whole_photo_faces`), with probability NaN.
+    """
     settings = faces.detector_settings(config.active())   # the detection of notebook 02's crops
     (boxes, probs, landmarks), _, problem = faces.detect_with_retry([image], settings, min_prob=min_prob)[0]
-    if problem:
-        raise NoFaceFound(problem.split(": ", 1)[1])
-    keep = probs >= min_prob
-    boxes, probs, landmarks = boxes[keep], probs[keep], landmarks[keep]
-    if len(boxes) == 0:
-        raise NoFaceFound("no face found")
-    order = np.argsort(boxes[:, 0])
-    return boxes[order], probs[order], landmarks[order]
+    if not problem:
+        keep = probs >= min_prob
+        boxes, probs, landmarks = boxes[keep], probs[keep], landmarks[keep]
+        if len(boxes):
+            order = np.argsort(boxes[:, 0])
+            return boxes[order], probs[order], landmarks[order]
+    whole = faces.layout_face(image.size, layout)
+    if whole is not None:
+        return whole[0], np.array([np.nan]), whole[1]
+    raise NoFaceFound(problem.split(": ", 1)[1] if problem else "no face found")
 
 
 def load_embedder(model: classify.FaceClassifier, embedder: embed.Embedder | None = None) -> embed.Embedder:
@@ -85,7 +100,7 @@ def predict_image(image: Image.Image, model: classify.FaceClassifier, embedder: 
                   min_prob: float = 0.9, top_k: int = 1) -> list[FacePrediction]:
     """Return a prediction for every face in ``image`` with detection probability >= ``min_prob``, left to right
     (with ``top_k`` > 1, each also lists its best ``top_k`` candidates and their scores)."""
-    boxes, probs, landmarks = detect_faces(image, min_prob)
+    boxes, probs, landmarks = detect_faces(image, min_prob, model.info.get("face_layout"))
     X = load_embedder(model, embedder).embed_faces(image, boxes, landmarks)
     names, conf, closest = model.predict_with_closest(X)
     cands = model.top_k(X, top_k) if top_k > 1 else [None] * len(X)
@@ -280,18 +295,23 @@ class EnrolError(ValueError):
 
 def embed_photos(photos, model, embedder=None, min_prob: float = 0.9) -> tuple[np.ndarray, list[str], list[str]]:
     """Return (one embedding per photo that has a face: its largest, lines about the photos used, one-line
-    problems of the photos skipped), embedded as ``predict`` embeds faces (by ``embedder``, else ``model``'s)."""
-    embedder = embedder or load_embedder(_load_model(model))   # the model is loaded only when no embedder is given
+    problems of the photos skipped), embedded as ``predict`` embeds faces (by ``embedder``, else ``model``'s; a
+    loaded ``model`` of a face-only gallery lends its face layout to photos without a face, :func:`detect_faces`)."""
+    if embedder is None:   # the model is loaded only when no embedder is given
+        model = _load_model(model)
+        embedder = load_embedder(model)
+    layout = model.info.get("face_layout") if isinstance(model, classify.FaceClassifier) else None
     X, used, problems = [], [], []
     for photo in map(Path, photos):
         try:
             if not photo.exists():
                 raise FileNotFoundError(f"{photo} does not exist")
             image = data.load_image(photo)
-            boxes, probs, landmarks = detect_faces(image, min_prob)
+            boxes, probs, landmarks = detect_faces(image, min_prob, layout)
             i = faces.select_face(boxes, probs, image.size, "largest")
             X.append(embedder.embed_faces(image, boxes[i:i + 1], landmarks[i:i + 1])[0])
             note = f" (largest of {len(boxes)} faces)" if len(boxes) > 1 else ""
+            note = f" ({LAYOUT_NOTE})" if np.isnan(probs[i]) else note
             used.append(f"{photo}: face used{note}")
         except (OSError, ValueError) as err:
             problems.append(problem_line(photo, err))

@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from . import config
-from .utils import atomic_path, write_json
+from .utils import atomic_path, display_path, write_json
 
 NOTEBOOK_OF = {"scratch_resnet": "03_scratch_resnet", "resnet50_transfer": "04_transfer_resnet50",
                "crop_variants": "04_transfer_resnet50", "embed_svm": "05_embeddings_svm_knn",
@@ -405,14 +405,31 @@ def bench_verification_numbers(folder: str | os.PathLike | None = None) -> dict:
     return out
 
 
+def other_data_set(folder: str | os.PathLike | None = None) -> str:
+    """Return the data set of a results folder (:func:`data_label`) when it is not LFW's, else "" (also for a folder
+    without data-set records): the README's table is LFW's benchmark, which a run on own photos leaves as it is."""
+    label = data_label(load_results(_folder(folder)))
+    return "" if not label or label.startswith("LFW-") else label
+
+
 def update_readme(readme: str | os.PathLike, folder: str | os.PathLike | None = None) -> bool:
-    """Replace the README's results section (between the markers) with :func:`readme_table`; return True if changed."""
+    """Replace the README's results section (between the markers) with :func:`readme_table`; return True if changed.
+
+    Raises:
+        ValueError: the README has no markers, or the folder holds the results of another data set than LFW
+            (:func:`other_data_set`; the message says how to get LFW's back).
+    """
     from .utils import atomic_write_text
 
     readme = Path(readme)
     text = readme.read_text(encoding="utf-8")
     if README_START not in text or README_END not in text:
         raise ValueError(f"{readme} has no {README_START} ... {README_END} markers")
+    other = other_data_set(folder)
+    if other:
+        raise ValueError(f"{display_path(_folder(folder))} holds the results of {other}, and {readme.name}'s table is "
+                         f"LFW's benchmark: it stays as it is (`make run` without PHOTOS, or `git checkout results/`, "
+                         f"brings LFW's results back)")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     new = f"{head}{README_START}\n{readme_table(folder)}\n{README_END}{tail}"

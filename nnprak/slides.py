@@ -199,7 +199,7 @@ def misclassified_figure(predictions: pd.DataFrame, n: int = 10):
 def comparison_rows(comparison: pd.DataFrame) -> pd.DataFrame:
     """Return the model comparison with the columns a slide can hold: model, accuracy, macro-F1, training time."""
     return pd.DataFrame({"Model": comparison["model"].map(_short), "Accuracy": comparison["accuracy"],
-                         "Macro-F1": comparison["macro_f1"], "Training (min)": comparison["train_min"].round(1)})
+                         "Macro-F1": comparison["macro_f1"], "Training (min)": comparison["train_min"]})
 
 
 def open_set_rows(records: list[dict]) -> pd.DataFrame:
@@ -244,8 +244,8 @@ def save_slide_outputs(records: list[dict], verifications: list[dict], predictio
             plots.save_fig(stem, fig, folder=figures_dir)
             plt.close(fig)
             written.append(stem)
-    report.save_table("06_slide_comparison", comparison_rows(comparison), percent=["Accuracy", "Macro-F1"],
-                      folder=tables_dir)
+    report.save_table("06_slide_comparison", comparison_rows(comparison), float_format="{:.1f}",   # minutes to a tenth
+                      percent=["Accuracy", "Macro-F1"], folder=tables_dir)
     report.save_table("06_slide_open_set", open_set_rows(records), percent=["DIR", "FAR"], folder=tables_dir)
     return written + list(TABLES)
 

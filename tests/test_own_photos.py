@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnprak import ablation, classify, config, data, embed, faces, results
+from nnprak import ablation, classify, config, data, embed, faces, predict, results
 
 sys.path.insert(0, str(config.ROOT / "bench"))
 import make_photo_sets  # noqa: E402
@@ -183,6 +183,42 @@ def test_cropped40_faces_found_inside_a_border_and_named(cropped40):
     acc, _ = fit_and_test(cropped40, "svm_linear", cropped40["cfg"])
     assert acc >= 0.8, acc
     assert tree_digest(cropped40["photos"]) == cropped40["before"], "the photo folder must not change"
+
+
+@pytest.mark.slow
+def test_predict_and_enroll_give_a_gallery_of_face_crops_its_face_layout(cropped40, web5, tmp_path):
+    t, X = cropped40["table"], cropped40["X"]
+    info = faces.face_layout_info(t)
+    assert faces.face_layout_info(web5["table"]) == {}          # ordinary photos: no layout to lend
+    assert faces.face_layout_info(t, dataclasses.replace(cropped40["cfg"], face_only_layout=False)) == {}
+    layout = info["face_layout"]
+    assert layout["aspect"] == pytest.approx(92 / 112, rel=1e-3)
+    k = int(np.flatnonzero((t["face_reason"] == faces.WHOLE_PHOTO_REASON).to_numpy())[0])
+    photo = data.abs_path(t["path"].iloc[k])
+    image = data.load_image(photo)
+    with pytest.raises(predict.NoFaceFound):                    # MTCNN finds no face in this photo
+        predict.detect_faces(image)
+    boxes, probs, _ = predict.detect_faces(image, layout=layout)
+    assert boxes.shape == (1, 4) and np.isnan(probs).all()
+    np.testing.assert_allclose(boxes[0], faces.parse_box(t["box"].iloc[k]), atol=0.01)   # notebook 02's face
+    with pytest.raises(predict.NoFaceFound):                    # a photo of another shape is not one of the set's
+        predict.detect_faces(image.resize((200, 112)), layout=layout)
+
+    y, split = t["person"].to_numpy(dtype=object), t["split"].to_numpy()
+    tr = (split == "train") & ~np.isnan(X).any(axis=1)
+    _, search = fit_and_test(cropped40, "svm_linear", cropped40["cfg"])
+    embedder = embed.get_embedder("dlib")
+    saved = classify.FaceClassifier(search, -1.0, "dlib", "svm_linear", info={**embedder.describe(), **info},
+                                    gallery_X=X[tr], gallery_y=y[tr], score="nearest").save(tmp_path / "m.joblib")
+    [face] = predict.predict_file(photo, saved)                 # the saved model keeps the layout
+    assert predict.LAYOUT_NOTE in face.line() and face.name == search.predict(X[k:k + 1])[0]
+    E, used, problems = predict.embed_photos([photo], classify.FaceClassifier.load(saved))   # enroll's path
+    assert not problems and predict.LAYOUT_NOTE in used[0]
+    assert float(E[0] @ X[k]) / float(np.linalg.norm(E[0]) * np.linalg.norm(X[k])) > 0.999   # as notebook 05's
+    plain = classify.FaceClassifier(search, -1.0, "dlib", "svm_linear", info=embedder.describe(),
+                                    gallery_X=X[tr], gallery_y=y[tr], score="nearest")
+    with pytest.raises(predict.NoFaceFound):                    # a model without the layout: no face, as before
+        predict.predict_file(photo, plain)
 
 
 @pytest.mark.slow

@@ -81,6 +81,8 @@ def test_slides_with_the_slide_figures_have_no_small_type_and_nothing_overflows(
     records, verifications, preds, comparison = _records(lfw_images)
     written = slides.save_slide_outputs(records, verifications, preds, comparison, paths.figures, paths.tables)
     assert set(written) == set(slides.FIGURES) | set(slides.TABLES)
+    minutes = (paths.tables / "06_slide_comparison.tex").read_text()   # tenths of a minute, not 0.00 for 0.01
+    assert "& 0.0 \\" in minutes and "& 2.7 \\" in minutes and "0.00" not in minutes and "2.70" not in minutes
     for stem in slides.FIGURES:
         (paths.figures / f"{stem}.png").unlink()          # the placeholder PNGs would win over nothing: use the PDFs
     photos = [p for ps in lfw_images.values() for p in ps[:2]][:8]
