@@ -66,9 +66,10 @@ were chosen is compared by their number and images (``background_people`` / ``ba
 ``aligned_fill`` is measured on the data (the crop it picks is compared as ``crop_column``)."""
 
 
-RUN_LISTS = ("history", "test_correct")
-"""Per-run lists of the results file besides the metrics: the learning curve and, per test face in the split's order,
-1 if the network named the face right (``ablation.paired_test`` compares two networks face by face), else 0."""
+RUN_LISTS = ("history", "test_correct", "machine")
+"""Per-run entries of the results file besides the metrics: the learning curve; per test face in the split's order,
+1 if the network named the face right (``ablation.paired_test`` compares two networks face by face), else 0; and the
+machine it trained on (``utils.machine_info``: a seed's result can differ between CPUs; None in older runs)."""
 
 
 def _recipe(settings: dict | None) -> dict:
@@ -118,10 +119,11 @@ def main(argv=None) -> dict:
 
     args = parse(argv)
     from nnprak import ablation, background, config, data, faces
-    from nnprak.utils import write_json
+    from nnprak.utils import machine_info, write_json
 
     cfg = config.load(args.profile)
     threads = args.threads or cfg.threads
+    machine = machine_info()
     config.set_threads(threads)
     settings = dict(cfg.scratch)
     for item in args.set:
@@ -195,7 +197,8 @@ def main(argv=None) -> dict:
                 rows.append(run["row"])
                 lists.append({"history": {k: [float(v) for v in run["history"][k]]
                                           for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")},
-                              "test_correct": [int(t == p) for t, p in zip(run["y_true"], run["y_pred"])]})
+                              "test_correct": [int(t == p) for t, p in zip(run["y_true"], run["y_pred"])],
+                              "machine": machine})
                 r = run["row"]
                 print(f"{r['network']:>16} seed {seed}: test accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
                       f"best val {r['best val accuracy']:.4f}, {r['epochs']} epochs / {r['steps']} steps, "

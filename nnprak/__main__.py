@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .utils import PROGRESS_ENV, atomic_path, count, write_json
+from .utils import PROGRESS_ENV, atomic_path, count, machine_info, write_json
 
 NOTEBOOK_DIR = config.ROOT / "notebooks"
 KERNELSPEC = {"name": "nnprak", "display_name": "Python (nnprak)", "language": "python"}
@@ -169,7 +169,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
 
         write_json(cfg.paths.results / "run_times.json", {"profile": profile, "seconds": times, "threads": cfg.threads,
                                                           "device": str(cfg.torch_device),
-                                                          "data": cfg.describe_source()})
+                                                          "data": cfg.describe_source(), "machine": machine_info()})
         report.write_numbers({"RunMinutes": report.num(times["total"] / 60)}, folder=cfg.paths.tables)
         from . import results
 

@@ -328,10 +328,7 @@ def seed_numbers(bench: dict | None, run_rows: Sequence[dict] = ()) -> dict[str,
              "DeepPlain": f"plain {deep}"}
 
     def paired(blocks: str) -> str:
-        test = paired_test(bench, f"ResNet {blocks}", f"plain {blocks}")
-        if test is None:
-            return missing
-        return f"{test['first_only']} against {test['second_only']} faces, $p {p_text(test['p_value'])}$"
+        return pair_text(paired_test(bench, f"ResNet {blocks}", f"plain {blocks}"), missing)
 
     return {"DeepBlocks": deep, "SeedCount": str(seeds),
             **{f"{macro}Acc": stat(name) for macro, name in pairs.items()},
@@ -476,5 +473,33 @@ def mid_data_numbers(path, original_path=None) -> dict[str, str]:
             "MidAcc": mean_std(entry["accuracy"], "\\%", " $\\pm$ "),
             "MidOriginalAcc": mean_std(other["accuracy"], "\\%", " $\\pm$ ") if other is not None else "--",
             "MidEigenAcc": f"{100 * eigen:.1f}\\%",
-            "MidPairTest": (f"{test['first_only']} against {test['second_only']} faces, $p {p_text(test['p_value'])}$"
-                            if test is not None else "--")}
+            "MidPairTest": pair_text(test)}
+
+
+def other_crop_numbers(other: dict | None, first: dict | None = None) -> dict[str, str]:
+    """Return the report's macros of the one-block pair's seed bench with one background crop changed
+    (``config.OTHER_CROP_BENCH``).
+
+    ``other``: that results file when it was measured on this data (:func:`load_seed_bench`), else None (every macro
+    then says "not measured on this data"); ``first``: the seed bench the report's other numbers come from.
+    ``OtherCropResNetAcc`` / ``OtherCropPlainAcc``: test accuracy mean ± std; ``OtherCropPairTest``: the pair face by
+    face; ``OtherCropMoved``: the ResNet's runs of the same seeds on the two sets of crops face by face (faces only
+    the changed crops' runs named right first).
+    """
+    missing = "not measured on this data"
+    summary = (other or {}).get("summary") or {}
+    resnet, plain = summary.get("ResNet 1-1-1-1"), summary.get("plain 1-1-1-1")
+    if resnet is None or plain is None:
+        return dict.fromkeys(("OtherCropResNetAcc", "OtherCropPlainAcc", "OtherCropPairTest", "OtherCropMoved"), missing)
+    moved = paired_test(other, "ResNet 1-1-1-1", "ResNet 1-1-1-1", second_bench=first) if first is not None else None
+    return {"OtherCropResNetAcc": mean_std(resnet["accuracy"], "\\%", " $\\pm$ "),
+            "OtherCropPlainAcc": mean_std(plain["accuracy"], "\\%", " $\\pm$ "),
+            "OtherCropPairTest": pair_text(paired_test(other, "ResNet 1-1-1-1", "plain 1-1-1-1"), missing),
+            "OtherCropMoved": pair_text(moved, missing)}
+
+
+def pair_text(test: dict | None, missing: str = "--") -> str:
+    """Return a :func:`paired_test` as the report writes it, "25 against 15 faces, $p = 0.15$", or ``missing``."""
+    if test is None:
+        return missing
+    return f"{test['first_only']} against {test['second_only']} faces, $p {p_text(test['p_value'])}$"

@@ -54,6 +54,11 @@ MANIFEST_FILE, CROPS_FILE = "manifest.csv", "crops.csv"
 """File names of notebook 01's manifest and notebook 02's crops table in a profile's ``data/processed``."""
 SEED_BENCH = "bench_scratch_seeds"
 """Results file (stem) of ``bench/bench_scratch_seeds.py`` on a profile's data (notebook 03, the README table)."""
+OTHER_CROP_BENCH = "bench_scratch_seeds_other_crop"
+"""Results file (stem) of the same seed bench of LFW-62's pair (``--out``) on the crops of an earlier run, in which one
+background photo (Pierce_Brosnan_0011) was cropped differently (MTCNN's boxes depend slightly on which images share
+its batch; a fresh ``make run`` detects in a fixed order): how far one changed crop moves single runs and the pair's
+comparison."""
 SMALL_DATA_BENCHES = ("bench_small_data", "bench_small_data_alone")
 """Results files (stems) of ``bench/bench_small_data.py``: with background people, and the set alone."""
 MID_DATA_BENCHES = ("bench_mid_data", "bench_mid_data_original")
@@ -139,6 +144,11 @@ class Paths:
     def seed_bench(self) -> Path:
         """Return the scratch CNN's seed bench on this profile's data (``bench/bench_scratch_seeds.py``)."""
         return self.bench(SEED_BENCH)
+
+    @property
+    def other_crop_bench(self) -> Path:
+        """Return the seed bench of the same pair on crops with one background crop changed (``OTHER_CROP_BENCH``)."""
+        return self.bench(OTHER_CROP_BENCH)
 
     @property
     def small_data_benches(self) -> tuple[Path, Path]:
@@ -400,7 +410,7 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # images, 2.3 min a run; 91.25 % +- 3.3 % with 80 px inputs and the last epoch, see keep below). background_per_person 40 against 20 there (2,007 images): 88.3 % against 84.2 % +- 2.6 %
 # (85.0/81.3/86.3 %). Also people with 5-9 photos (383 background people, 3,668 images, at most 20 each, seeds 42/43):
 # 82.5 / 90.0 % against 85.0 / 81.3 % (noisy: 80 test photos). On LFW-62 the cap does not bind (at most 19 photos).
-# epochs: 30 (the default run's 1,590 steps: 4.6 min, 6.1 min and 3.9 min on three days' 2-core machines). Fewer, to
+# epochs: 30 (the default run's 1,590 steps: 4.6, 6.1, 5.3 and 3.9 min on four days' 2-core machines). Fewer, to
 # train within 5 minutes on the slowest of them, cost accuracy: 24 epochs
 # (bench_scratch_seeds.py --depths 1,1,1,1 --verify --set epochs=24, seeds 42/43/44) ResNet 91.8/94.2/94.2 % test
 # accuracy (93.4 % +- 1.4 %), its plain twin 92.9/92.7/94.7 % (93.4 % +- 1.1 %), features 88.2 % both, 4.4-4.9 min a

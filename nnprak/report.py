@@ -75,7 +75,7 @@ REPORT_NUMBERS = (
     "SmallPeople", "SmallTrain", "SmallSeeds", "SmallAcc", "SmallEigenAcc", "SmallErrorCut",  # 03 (small data)
     "SmallBackground", "SmallAloneAcc", "SmallPhotoPoints", "BackgroundPeople", "BackgroundImages",  # 03 (background people)
     "MidPeople", "MidTrain", "MidPerPerson", "MidSeeds", "MidAcc", "MidOriginalAcc", "MidEigenAcc",  # 03 (40 x 25 set)
-    "MidPairTest",
+    "MidPairTest", "OtherCropResNetAcc", "OtherCropPlainAcc", "OtherCropPairTest", "OtherCropMoved",  # 03 (one crop)
     "TransferAcc", "TransferFone", "TransferWeights", "TransferMinutes", "TransferStage",  # 04
     "SvmAcc", "SvmFone", "KnnAcc", "EmbedBackend", "OpenSetDIR", "OpenSetFAR",  # 05
     "OpenSetModel", "OpenSetScore", "OpenSetDIRCI", "OpenSetFARCI", "OpenSetFARTarget",  # 05 (open set)

@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from . import config
-from .utils import atomic_path, display_path, write_json
+from .utils import atomic_path, display_path, machine_info, write_json
 
 NOTEBOOK_OF = {"scratch_resnet": "03_scratch_resnet", "resnet50_transfer": "04_transfer_resnet50",
                "crop_variants": "04_transfer_resnet50", "embed_svm": "05_embeddings_svm_knn",
@@ -117,7 +117,8 @@ def save_result(name: str, *, title: str, metrics: dict, weights: str, parameter
     record = {"name": name, "title": title, "profile": config.active().profile, "device": _device(),
               "metrics": metrics,
               "weights": weights, "parameters": parameters, "timings": timings or {}, "config": settings or {},
-              "extra": extra or {}, "dataset": current_dataset(), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "extra": extra or {}, "dataset": current_dataset(), "machine": machine_info(),
+              "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     if predictions is not None:
         missing = {"path", "true", "pred", "score"} - set(predictions.columns)
         if missing:
@@ -350,17 +351,21 @@ def data_label(records: list[dict]) -> str:
 
 def _seed_bench_lines(folder: Path, set_label: str = "LFW-62") -> list[str]:
     """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, named by the data set it
-    recorded, else by ``set_label``, the folder's; ``bench_small_data.json``, ``bench_small_data_alone.json``: the
-    40 x 10 grey LFW set with and without background people; ``bench_mid_data.json``: 40 x 25 grey photos)."""
+    recorded, else by ``set_label``, the folder's; the same with one crop changed, ``config.OTHER_CROP_BENCH``;
+    ``bench_small_data.json``, ``bench_small_data_alone.json``: the 40 x 10 grey LFW set with and without background
+    people; ``bench_mid_data.json``: 40 x 25 grey photos)."""
     rows = []
-    for name, label in zip((config.SEED_BENCH, *config.SMALL_DATA_BENCHES, config.MID_DATA_BENCHES[0]),
-                           (set_label or "this data set", "40 × 10 grey", "40 × 10 grey", "40 × 25 grey")):
+    own = set_label or "this data set"
+    changed = ", one background crop changed"
+    for name, label in zip((config.SEED_BENCH, config.OTHER_CROP_BENCH, *config.SMALL_DATA_BENCHES,
+                            config.MID_DATA_BENCHES[0]),
+                           (own, own + changed, "40 × 10 grey", "40 × 10 grey", "40 × 25 grey")):
         path = folder / f"{name}.json"
         if not path.exists():
             continue
         b = json.loads(path.read_text())
-        if name == config.SEED_BENCH and b.get("dataset"):   # the data set the bench recorded (benches since 12/2026)
-            label = data_label([{"dataset": b["dataset"]}])
+        if name in (config.SEED_BENCH, config.OTHER_CROP_BENCH) and b.get("dataset"):   # the data set it recorded
+            label = data_label([{"dataset": b["dataset"]}]) + (changed if name == config.OTHER_CROP_BENCH else "")
         extra = (f" + {b['background_people']} background people" if b.get("background_people")
                  else ", no background people")
         where = f"{label} ({b['people']} people, {b['train_images']:,} training images{extra})"

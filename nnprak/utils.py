@@ -37,6 +37,37 @@ def display_path(path: str | os.PathLike) -> str:
     return p.as_posix()
 
 
+MACHINE_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+"""CPU flags :func:`machine_info` records: instruction sets by which oneDNN picks its kernels (so the rounding of a
+network's training, which is why a seed's result can differ between machines)."""
+
+
+def machine_info() -> dict:
+    """Return the machine a result was measured on: CPU name, family and model numbers, :data:`MACHINE_FLAGS` it has,
+    cores and PyTorch's version (a trained network can differ between CPUs by a few test faces; this says which)."""
+    import platform
+
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace").split("\n\n", 1)[0]
+    except OSError:
+        text = ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if fields.get("model name"):
+        info["cpu"] = fields["model name"]
+        info["cpu_model"] = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+        flags = set(fields.get("flags", "").split())
+        info["flags"] = [f for f in MACHINE_FLAGS if f in flags]
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
 def show_progress(progress: bool = True) -> bool:
     """Return whether to draw a progress bar: ``progress``, unless ``$TQDM_DISABLE`` is set.
 

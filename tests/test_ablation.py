@@ -268,6 +268,26 @@ def test_mid_data_numbers_compare_the_block_forms_face_by_face(tmp_path):
     assert set(ablation.mid_data_numbers(tmp_path / "missing.json", original).values()) == {"--"}
 
 
+def test_other_crop_numbers_compare_the_pair_and_the_two_sets_of_crops_face_by_face():
+    import pandas as pd
+
+    def bench(correct: dict) -> dict:   # {(network, seed): faces right}
+        rows = [dict(network=n, residual=n.startswith("ResNet"), blocks="1-1-1-1", seed=s, accuracy=sum(c) / len(c),
+                     macro_f1=0.5, parameters=10, minutes=4.0) for (n, s), c in correct.items()]
+        return {"summary": ablation.summary_json(pd.DataFrame(rows)),
+                "runs": [dict(r, test_correct=c) for r, c in zip(rows, correct.values())]}
+
+    other = bench({("ResNet 1-1-1-1", 42): [1, 1, 1, 0], ("ResNet 1-1-1-1", 43): [1, 1, 1, 1],
+                   ("plain 1-1-1-1", 42): [1, 0, 0, 0], ("plain 1-1-1-1", 43): [1, 1, 1, 1]})
+    first = bench({("ResNet 1-1-1-1", 42): [0, 1, 1, 1], ("ResNet 1-1-1-1", 43): [1, 1, 1, 1]})
+    numbers = ablation.other_crop_numbers(other, first)
+    assert numbers == {"OtherCropResNetAcc": "87.5\\% $\\pm$ 17.7\\%", "OtherCropPlainAcc": "62.5\\% $\\pm$ 53.0\\%",
+                       "OtherCropPairTest": "2 against 0 faces, $p = 0.50$",     # seed 42: faces 2 and 3
+                       "OtherCropMoved": "1 against 1 faces, $p = 1.00$"}        # seed 42: face 1 against face 4
+    assert ablation.other_crop_numbers(other)["OtherCropMoved"] == "not measured on this data"
+    assert set(ablation.other_crop_numbers(None, first).values()) == {"not measured on this data"}
+
+
 def test_paired_test_counts_the_faces_one_network_alone_got_right():
     import pandas as pd
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -48,6 +49,7 @@ def test_seed_bench_writes_and_merges_runs(grey_crops, tmp_path):
     assert first["dataset"]["source"].startswith("<work>/") and "/tmp" not in json.dumps(first["dataset"])
     assert bench_scratch_seeds.data_label(config.ROOT / "data" / "processed" / "crops.csv") == "data/processed/crops.csv"
     assert first["summary"]["ResNet 1-1-1-1"]["seeds"] == [42] and len(first["runs"]) == 1
+    assert first["runs"][0]["machine"]["cores"] == os.cpu_count()   # each run names the machine it trained on
     table = faces.load_crops(grey_crops)
     assert (table.loc[table["person"] == "张伟", "face_status"] == "ok").sum() >= 3     # the Chinese folder took part
 

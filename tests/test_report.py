@@ -39,7 +39,8 @@ CONTRACT_NUMBERS = {
     "SmallEigenAcc", "SmallErrorCut",
     "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages", "FewestImages", "MostImages",
     "SmallPhotoPoints", "SamePhotoLeftOut", "TransferStage", "DataSetNote", "MidPeople", "MidTrain", "MidPerPerson",
-    "MidSeeds", "MidAcc", "MidOriginalAcc", "MidEigenAcc", "MidPairTest"}
+    "MidSeeds", "MidAcc", "MidOriginalAcc", "MidEigenAcc", "MidPairTest", "OtherCropResNetAcc", "OtherCropPlainAcc",
+    "OtherCropPairTest", "OtherCropMoved"}
 
 
 def require_latexmk():

@@ -1,10 +1,14 @@
 """The results registry that notebooks 03-05 write and notebook 06, the report and the README read."""
+import json
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from nnprak import config, results
+from nnprak.utils import MACHINE_FLAGS, machine_info
 
 
 def test_metrics_by_hand():
@@ -33,6 +37,10 @@ def test_save_and_load_round_trip(tmp_path):
     (tmp_path / "run_times.json").write_text('{"seconds": {}}')
     rec = results.load_result("m1", tmp_path)
     assert rec["profile"] == "smoke" and rec["metrics"]["accuracy"] == 0.5 and rec["weights"] == "random-init"
+    assert rec["machine"] == json.loads(json.dumps(machine_info()))       # which CPU trained it, PyTorch's version
+    assert rec["machine"]["cores"] == os.cpu_count() and rec["machine"]["torch"] == torch.__version__
+    if Path("/proc/cpuinfo").exists():                                    # Linux: the CPU's model and its flags
+        assert rec["machine"]["cpu_model"].startswith("family ") and set(rec["machine"]["flags"]) <= set(MACHINE_FLAGS)
     assert [r["name"] for r in results.load_results(tmp_path)] == ["m1"]
     pd.testing.assert_frame_equal(results.load_predictions("m1", tmp_path), preds)
     table = results.comparison_table(results.load_results(tmp_path))
