@@ -175,7 +175,10 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
 
         # the README's table is LFW-62's: judged by the manifest the notebooks used (notebook 01's SOURCE can differ)
         if profile == "default" and results.current_dataset(cfg)["source"] == "lfw":
-            results.update_readme(config.ROOT / "README.md", cfg.paths.results)
+            try:
+                results.update_readme(config.ROOT / "README.md", cfg.paths.results)
+            except ValueError as err:   # results/ still hold another data set's results: the run stands
+                print(f"[{profile}] README.md not changed: {err}")
     print(f"[{profile}] all notebooks done in {times['total'] / 60:.1f} min")
     for line in data_summary(cfg):
         print(f"[{profile}] {line}")
