@@ -175,10 +175,9 @@ def run_notebooks(profile: str, only: list[str] | None = None, log_output: bool 
 
         # the README's table is LFW-62's: judged by the manifest the notebooks used (notebook 01's SOURCE can differ)
         if profile == "default" and results.current_dataset(cfg)["source"] == "lfw":
-            try:
-                results.update_readme(config.ROOT / "README.md", cfg.paths.results)
-            except ValueError as err:   # results/ still hold another data set's results: the run stands
-                print(f"[{profile}] README.md not changed: {err}")
+            refused = results.refresh_readme(cfg.paths.results)   # results/ of another data set: the run stands
+            if refused:
+                print(f"[{profile}] {refused}")
     print(f"[{profile}] all notebooks done in {times['total'] / 60:.1f} min")
     for line in data_summary(cfg):
         print(f"[{profile}] {line}")
@@ -241,10 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(args.profile)
         print(results.readme_table(cfg.paths.results))
         if args.write:
-            try:
-                results.update_readme(config.ROOT / "README.md", cfg.paths.results)
-            except ValueError as err:   # results of own photos: the README keeps LFW's table
-                print(f"README.md not changed: {err}", file=sys.stderr)
+            refused = results.refresh_readme(cfg.paths.results)   # results of own photos: LFW's table stays
+            if refused:
+                print(refused, file=sys.stderr)
                 return 1
     elif args.command == "report":
         from . import report

@@ -72,6 +72,7 @@ def test_the_table_names_the_data_set_of_its_results(tmp_path):
     readme.write_text(f"{results.README_START}\nLFW's\n{results.README_END}\n")
     with pytest.raises(ValueError, match="LFW's benchmark: it stays"):
         results.update_readme(readme, folder)
+    assert results.refresh_readme(folder, readme).startswith("README.md not changed: ")   # nnprak run / bench --write
     assert "LFW's" in readme.read_text()
     write_json(folder / "embed_svm.json", dict(record, name="embed_svm", title="SVM",
                                                dataset={"source": "lfw", "description": "LFW: 62 people",
