@@ -481,7 +481,8 @@ def other_crop_numbers(other: dict | None, first: dict | None = None) -> dict[st
     (``config.OTHER_CROP_BENCH``).
 
     ``other``: that results file when it was measured on this data (:func:`load_seed_bench`), else None (every macro
-    then says "not measured on this data"); ``first``: the seed bench the report's other numbers come from.
+    then says "not measured on this data"); ``first``: the seed bench of the same schedule on the fresh crops
+    (``config.SEED_BENCH_30_EPOCHS``; one of another schedule is not compared: "not the same schedule").
     ``OtherCropResNetAcc`` / ``OtherCropPlainAcc``: test accuracy mean ± std; ``OtherCropPairTest``: the pair face by
     face; ``OtherCropMoved``: the ResNet's runs of the same seeds on the two sets of crops face by face (faces only
     the changed crops' runs named right first).
@@ -492,10 +493,15 @@ def other_crop_numbers(other: dict | None, first: dict | None = None) -> dict[st
     if resnet is None or plain is None:
         return dict.fromkeys(("OtherCropResNetAcc", "OtherCropPlainAcc", "OtherCropPairTest", "OtherCropMoved"), missing)
     moved = paired_test(other, "ResNet 1-1-1-1", "ResNet 1-1-1-1", second_bench=first) if first is not None else None
+    steps = [(b.get("settings") or {}).get("steps") for b in (other, first or {})]
+    if first is not None and steps[0] != steps[1]:   # runs of different lengths: not the crops' effect alone
+        moved, missing_moved = None, "not the same schedule"
+    else:
+        missing_moved = missing
     return {"OtherCropResNetAcc": mean_std(resnet["accuracy"], "\\%", " $\\pm$ "),
             "OtherCropPlainAcc": mean_std(plain["accuracy"], "\\%", " $\\pm$ "),
             "OtherCropPairTest": pair_text(paired_test(other, "ResNet 1-1-1-1", "plain 1-1-1-1"), missing),
-            "OtherCropMoved": pair_text(moved, missing)}
+            "OtherCropMoved": pair_text(moved, missing_moved)}
 
 
 def pair_text(test: dict | None, missing: str = "--") -> str:

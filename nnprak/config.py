@@ -54,11 +54,15 @@ MANIFEST_FILE, CROPS_FILE = "manifest.csv", "crops.csv"
 """File names of notebook 01's manifest and notebook 02's crops table in a profile's ``data/processed``."""
 SEED_BENCH = "bench_scratch_seeds"
 """Results file (stem) of ``bench/bench_scratch_seeds.py`` on a profile's data (notebook 03, the README table)."""
+SEED_BENCH_30_EPOCHS = "bench_scratch_seeds_30epochs"
+"""Results file (stem) of the seed bench of LFW-62 with all 30 epochs (1,590 steps), the default schedule before the
+:data:`MAX_STEPS` cap: the pairs at one and two blocks per stage, and the runs the changed crop's
+(:data:`OTHER_CROP_BENCH`) are compared with."""
 OTHER_CROP_BENCH = "bench_scratch_seeds_other_crop"
-"""Results file (stem) of the same seed bench of LFW-62's pair (``--out``) on the crops of an earlier run, in which one
-background photo (Pierce_Brosnan_0011) was cropped differently (MTCNN's boxes depend slightly on which images share
-its batch; a fresh ``make run`` detects in a fixed order): how far one changed crop moves single runs and the pair's
-comparison."""
+"""Results file (stem) of the same seed bench of LFW-62's pair (``--out``, 30 epochs) on the crops of an earlier run, in
+which one background photo (Pierce_Brosnan_0011) was cropped differently (MTCNN's boxes depend slightly on which
+images share its batch; a fresh ``make run`` detects in a fixed order): how far one changed crop moves single runs and
+the pair's comparison."""
 SMALL_DATA_BENCHES = ("bench_small_data", "bench_small_data_alone")
 """Results files (stems) of ``bench/bench_small_data.py``: with background people, and the set alone."""
 MID_DATA_BENCHES = ("bench_mid_data", "bench_mid_data_original")
@@ -144,6 +148,11 @@ class Paths:
     def seed_bench(self) -> Path:
         """Return the scratch CNN's seed bench on this profile's data (``bench/bench_scratch_seeds.py``)."""
         return self.bench(SEED_BENCH)
+
+    @property
+    def seed_bench_30_epochs(self) -> Path:
+        """Return the seed bench with all 30 epochs, before the step cap (``SEED_BENCH_30_EPOCHS``)."""
+        return self.bench(SEED_BENCH_30_EPOCHS)
 
     @property
     def other_crop_bench(self) -> Path:
@@ -285,10 +294,11 @@ two blocks (``--depths 2,2,2,2``) 73.8/72.5/73.8 % (73.3 %) in 5.8 min."""
 SMALL_DATA_PREACT = False
 """Block form below :data:`SMALL_DATA_IMAGES_PER_PERSON` photos per person: the original blocks (``BasicBlock``,
 ``preact=False``), where larger sets get the pre-activation blocks of the settings (``preact`` in ``_SCRATCH_DEFAULT``).
-40 people x 10 grey LFW photos with background people, 80 px, seeds 42/43/44 (``bench/bench_small_data.py``, the
-same crops, ``results/bench_small_data.json`` and ``bench_small_data_preact.json``): original blocks
+40 people x 10 grey LFW photos with background people, 80 px, seeds 42/43/44, 30 epochs (``bench/bench_small_data.py``,
+the same crops, ``results/bench_small_data_30epochs.json`` and ``bench_small_data_preact.json``): original blocks
 88.8/90.0/95.0 % (91.25 %) test accuracy, pre-activation 85.0/83.8/90.0 % (86.25 %); face by face 17 against 5
-(p = 0.017). Just above the line, 40 people x 25 grey photos (17 training photos a person, 118 background people, 64 px;
+(p = 0.017). With the :data:`MAX_STEPS` cap's 28 epochs the original blocks reach 90.0/91.25/92.5 % (91.25 %,
+``results/bench_small_data.json``, crops made anew). Just above the line, 40 people x 25 grey photos (17 training photos a person, 118 background people, 64 px;
 ``bench_small_data.py --people 40 --images 25``, ``results/bench_mid_data.json`` and ``bench_mid_data_original.json``):
 pre-activation 93.7/94.3/93.7 % (93.9 %), original blocks 91.2/92.5/91.8 % (91.8 %); face by face 17 against 7
 (p = 0.06)."""
@@ -298,6 +308,13 @@ the settings' head is kept). 40 people x 10 grey LFW photos,
 aligned crops, seeds 42/43/44 (``bench/bench_small_data.py``): linear 81.3/78.8/75.0 % (78.3 % mean), cosine
 78.8/80.0/71.3 % (76.7 %)."""
 
+
+MAX_STEPS = 1300
+"""Optimiser steps a schedule has at most unless the settings say otherwise (their ``max_steps``; None: no cap): the
+5-minute budget per model on two CPU cores, where a step of 64 images of 64 px takes 0.2-0.23 s (1,300 steps: 4.3-5.0
+min). LFW-62 with its background people (53 steps an epoch) trains 24 of the settings' 30 epochs; smaller sets keep
+their epochs, and the ``min_steps`` floors still apply. LFW-62, one block per stage, seeds 42/43/44
+(``bench/bench_scratch_seeds.py --depths 1,1,1,1 --verify --set epochs=24``, the same schedule): see ``epochs`` below."""
 
 ALIGNED_MAX_FILL = 0.25
 """Largest median share of an aligned crop that may lie outside the photo (:func:`nnprak.faces.aligned_fill`) before
@@ -316,13 +333,15 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
     ``n_background``: the background people's images the network also learns from (:mod:`nnprak.background`);
     they count for the batch size and the schedule, not for the photos per person.
 
-    Rules (the settings' ``epochs`` stay a lower bound; LFW-62, 2,121 images, keeps them unchanged):
+    Rules (LFW-62, 2,121 images and 1,301 of background people, gets 24 of the settings' 30 epochs by the cap below):
 
     * **batch size**: the settings' batch size, smaller for small sets (a power of two near an eighth of the
       images, at least 16), so an epoch still has about 8 optimiser steps;
     * **schedule in optimiser steps**: at least ``min_steps`` steps (``epochs`` grows to
       ``ceil(min_steps / steps per epoch)``); a few hundred images otherwise get a few dozen steps;
-      ``patience`` grows by the same factor (it counts epochs);
+      ``patience`` grows by the same factor (it counts epochs); and at most ``max_steps`` (default
+      :data:`MAX_STEPS`, the time budget; None: no cap) where ``epochs`` would take more: a large set gets fewer
+      epochs, never fewer steps than the floor;
     * **small data** (< :data:`SMALL_DATA_IMAGES_PER_PERSON` images per person): :data:`SMALL_DATA_BLOCKS` in the
       block form of the setting ``small_data_preact`` (default :data:`SMALL_DATA_PREACT`); with
       background people inputs of ``small_data_image_size`` pixels (at least the settings' size); the last epoch's
@@ -355,9 +374,12 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
     small = per_person < SMALL_DATA_IMAGES_PER_PERSON
     recipe = small and not n_background   # the small-data recipe stands in for the background people
     min_steps = int(s.get("small_data_min_steps", s.get("min_steps", 0)) if recipe else s.get("min_steps", 0))
-    epochs = max(int(s["epochs"]), math.ceil(min_steps / steps_per_epoch))
+    planned, cap = int(s["epochs"]), s.get("max_steps", MAX_STEPS)
+    if cap:   # the time budget in steps: a large set trains fewer epochs
+        planned = max(1, min(planned, int(cap) // steps_per_epoch))
+    epochs = max(planned, math.ceil(min_steps / steps_per_epoch))
     if s.get("patience") is not None:
-        s["patience"] = int(math.ceil(int(s["patience"]) * epochs / max(1, int(s["epochs"]))))
+        s["patience"] = int(math.ceil(int(s["patience"]) * epochs / max(1, planned)))
     if recipe:
         s["augment"] = dict(SMALL_DATA_AUGMENT, **s.get("augment", {}))
         s["balanced"] = 0.0
@@ -382,12 +404,16 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # shows the mean ± std over three seeds of bench/bench_scratch_seeds.py instead (results/bench_scratch_seeds.json, read only when it was
 # measured on the same data); smoke trains the 1-1-1-1 pair (its main model has one block per stage, for speed),
 # the full profile 1-1-1-1 and 2-2-2-2 (a profile without its own: the main model's pair).
-# blocks: residual blocks per stage of the main model. One, with the background people (below) and pre-activation
-# blocks (preact, below): bench/bench_scratch_seeds.py --depths 1,1,1,1 --eigenfaces --verify, seeds 42/43/44, 2
-# threads, both networks on one machine (12/2026, results/bench_scratch_seeds.json): ResNet 95.6 % +- 0.4 % test
-# accuracy, features 88.9 % +- 0.5 % verification on unseen people, 5.4-5.9 min a run on a slow day; its plain twin
-# 94.1 % +- 0.8 % and 88.2 % +- 0.4 %, 5.1-5.5 min; 1,290 against 1,271 of 3 x 450 test faces, face by face
-# (ablation.paired_test, exact McNemar, seeds pooled) 32 against 13, p = 0.007. Two blocks per stage (--depths
+# blocks: residual blocks per stage of the main model. One, with the background people (below), pre-activation
+# blocks (preact, below) and the MAX_STEPS cap's 24 epochs: bench/bench_scratch_seeds.py --depths 1,1,1,1 --verify
+# --set epochs=24, seeds 42/43/44, 2 threads, both networks on one machine (3 Dec 2026, results/
+# bench_scratch_seeds.json): ResNet 95.5 % +- 0.6 % test accuracy, features 88.9 % +- 0.2 % verification on unseen
+# people, 4.3-4.7 min a run; its plain twin 93.4 % +- 1.1 % and 88.2 % +- 0.4 %, 4.0-4.3 min; 1,289 against 1,261 of
+# 3 x 450 test faces, face by face (ablation.paired_test, exact McNemar, seeds pooled) 39 against 11, p = 0.0001.
+# With all 30 epochs (results/bench_scratch_seeds_30epochs.json, 5.1-5.9 min a run on a slow day): ResNet 95.6 % +-
+# 0.4 % against 94.1 % +- 0.8 %, 32 against 13, p = 0.007. Two blocks per stage with the cap (--depths 2,2,2,2
+# --verify --eigenfaces --merge, the same day, 7.1-8.5 min a run): ResNet 93.5 % +- 0.5 % against 89.8 % +- 2.0 %,
+# face by face 78 against 28 (p < 0.0001), features 87.8 % and 86.1 %; with all 30 epochs two blocks (--depths
 # 2,2,2,2 --residual-only --merge, then --plain-only --merge, the same slow machine): ResNet 93.0 % +- 0.8 % (its 30
 # epochs re-planned to 25-27 by the 10-minute budget, 9.4-9.8 min a run) against 90.3 % +- 0.6 % (26-28 epochs,
 # 7.8-8.8 min), face by face 64 against 28 (p = 0.0002), features 88.0 % and 86.8 %: the shortcuts matter at that
@@ -410,11 +436,17 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # images, 2.3 min a run; 91.25 % +- 3.3 % with 80 px inputs and the last epoch, see keep below). background_per_person 40 against 20 there (2,007 images): 88.3 % against 84.2 % +- 2.6 %
 # (85.0/81.3/86.3 %). Also people with 5-9 photos (383 background people, 3,668 images, at most 20 each, seeds 42/43):
 # 82.5 / 90.0 % against 85.0 / 81.3 % (noisy: 80 test photos). On LFW-62 the cap does not bind (at most 19 photos).
-# epochs: 30 (the default run's 1,590 steps: 4.6, 6.1, 5.3 and 3.9 min on four days' 2-core machines). Fewer, to
-# train within 5 minutes on the slowest of them, cost accuracy: 24 epochs
-# (bench_scratch_seeds.py --depths 1,1,1,1 --verify --set epochs=24, seeds 42/43/44) ResNet 91.8/94.2/94.2 % test
-# accuracy (93.4 % +- 1.4 %), its plain twin 92.9/92.7/94.7 % (93.4 % +- 1.1 %), features 88.2 % both, 4.4-4.9 min a
-# run (plain 4.1-4.2 min): seed 42, the default run's, under 93 %, so 30 stay.
+# epochs: 30, of which the MAX_STEPS cap (1,300 optimiser steps, the 5-minute budget) leaves LFW-62 with its
+# background people 24 (1,272 steps; smaller sets keep all 30 or get more by the min_steps floors). LFW-62, one block
+# per stage, seeds 42/43/44 (bench_scratch_seeds.py --depths 1,1,1,1 --verify --set epochs=24, 3 Dec 2026: the cap's
+# schedule, the same settings; results/bench_scratch_seeds.json): ResNet 95.1/95.1/96.2 % test accuracy (95.5 % +-
+# 0.6 %), features 88.9 % +- 0.2 %, 4.3-4.7 min a run; plain twin 92.9/92.7/94.7 % (93.4 % +- 1.1 %), features 88.2 %
+# +- 0.4 %, 4.0-4.3 min; face by face 39 against 11 (p = 0.0001). All 30 epochs (1,590 steps, the default before the
+# cap; results/bench_scratch_seeds_30epochs.json): ResNet 95.6 % +- 0.4 %, plain twin 94.1 % +- 0.8 %, features
+# 88.9 % and 88.2 %, but 4.6, 6.1, 5.3 and 3.9 min for the default run on four days' 2-core machines. With the
+# original blocks (preact=False, before pre-activation) 24 epochs had cost accuracy (--set epochs=24, seeds
+# 42/43/44): ResNet 91.8/94.2/94.2 % (93.4 % +- 1.4 %); its plain twin, the same network in both block forms, named
+# the same faces then as now (92.9/92.7/94.7 %).
 # Nor did cheaper steps (seed 42, bench_scratch_seeds.py --depths 1,1,1,1 --residual-only --verify, 12/2026, against
 # the default's 95.1 % test accuracy / 89.3 % features, whose epochs took 11.3 s that hour, 5.7 min for 30): 56 px
 # inputs (--set image_size=56) 94.7 % / 86.5 % in 4.2 min, a first stage of 24 channels (--set
@@ -429,8 +461,8 @@ def scratch_for_data(settings: dict, n_train: int, n_people: int, n_background: 
 # 42, under a 3-minute budget (a machine 2-3 times slower, in effect): the schedule shortened to 15 epochs 89.3 % (402
 # of 450 test faces; on a day with a slower first epoch 14 epochs, 87.6 %, 394, re-planned every epoch and kept at
 # 14), the 30-epoch schedule cut after 14 epochs (the behaviour before) 82.9 % (373), the full schedule 94.0 %.
-# min_steps: optimiser steps a schedule has at least (see scratch_for_data; LFW-62's 30 epochs are 1,590 steps
-# with its background people, 990 without);
+# min_steps: optimiser steps a schedule has at least (see scratch_for_data; LFW-62 alone: 30 epochs of 33 steps, 990;
+# with its background people the cap's 24 epochs of 53, 1,272);
 # small_data_min_steps: the same for sets under 15 training photos per person (40 x 10 photos: 6,000 steps, about 3 min).
 # shortcut / zero_init_residual / stem_stride / dropout: the ScratchResNet design (models.scratch.from_settings).
 # crop: notebook 02's crop variant the network learns from (faces.crop_column). "aligned" (eyes and mouth on fixed
@@ -537,7 +569,7 @@ PROFILE_SETTINGS: dict[str, dict] = {
                     transfer=dict(_TRANSFER_DEFAULT),
                     embed=dict(_EMBED_DEFAULT)),
     "full": dict(min_images_per_person=10,
-                 scratch=dict(_SCRATCH_DEFAULT, image_size=160, epochs=80, patience=15, max_minutes=None,
+                 scratch=dict(_SCRATCH_DEFAULT, image_size=160, epochs=80, patience=15, max_minutes=None, max_steps=None,
                               ablation_depths=((1, 1, 1, 1), (2, 2, 2, 2))),
                  transfer=dict(_TRANSFER_DEFAULT, finetune_epochs=15, max_minutes=None),
                  embed=dict(_EMBED_DEFAULT, dlib_align="both")),

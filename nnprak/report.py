@@ -68,7 +68,7 @@ REPORT_NUMBERS = (
     "NumPeople", "NumImages", "NumTrain", "NumVal", "NumTest", "FewestImages", "MostImages",  # 01
     "SamePhotoLeftOut", "DataSetNote",                                   # 01 (twins across splits; own photos)
     "DetectionRate",                                                     # 02
-    "ScratchAcc", "ScratchFone", "ScratchMinutes",                       # 03
+    "ScratchAcc", "ScratchFone", "ScratchMinutes", "ScratchEpochs", "ScratchSteps", "ScratchMaxSteps",  # 03
     "ResNetSeedAcc", "PlainSeedAcc", "DeepBlocks", "DeepResNetAcc", "DeepPlainAcc", "SeedCount",  # 03 (ablation)
     "ResNetSeedVer", "PlainSeedVer", "DeepResNetVer", "DeepPlainVer", "ScratchBlocks",  # 03 (features, depth)
     "SeedPairTest", "DeepPairTest",                                     # 03 (the pairs face by face)

@@ -351,14 +351,16 @@ def data_label(records: list[dict]) -> str:
 
 def _seed_bench_lines(folder: Path, set_label: str = "LFW-62") -> list[str]:
     """Return the README rows of the scratch-CNN seed benches (``bench_scratch_seeds.json``, named by the data set it
-    recorded, else by ``set_label``, the folder's; the same with one crop changed, ``config.OTHER_CROP_BENCH``;
+    recorded, else by ``set_label``, the folder's; the same with 30 epochs, ``config.SEED_BENCH_30_EPOCHS``, and with
+    one crop changed, ``config.OTHER_CROP_BENCH``;
     ``bench_small_data.json``, ``bench_small_data_alone.json``: the 40 x 10 grey LFW set with and without background
     people; ``bench_mid_data.json``: 40 x 25 grey photos)."""
     rows = []
     own = set_label or "this data set"
-    seed_benches = {config.SEED_BENCH: "", config.OTHER_CROP_BENCH: ", one background crop changed"}   # label suffix
+    seed_benches = {config.SEED_BENCH: "", config.SEED_BENCH_30_EPOCHS: ", 30 epochs",   # label suffix
+                    config.OTHER_CROP_BENCH: ", 30 epochs, one background crop changed"}
     for name, label in zip((*seed_benches, *config.SMALL_DATA_BENCHES, config.MID_DATA_BENCHES[0]),
-                           (own, own, "40 × 10 grey", "40 × 10 grey", "40 × 25 grey")):
+                           (own, own, own, "40 × 10 grey", "40 × 10 grey", "40 × 25 grey")):
         path = folder / f"{name}.json"
         if not path.exists():
             continue

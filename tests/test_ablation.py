@@ -29,7 +29,7 @@ def lfw5():
 # ----------------------------------------------------------------------------------------------------------
 def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     base = config.load("default").scratch
-    lfw = config.scratch_for_data(base, 2121, 62)                  # LFW-62: the recipe of the report, unchanged
+    lfw = config.scratch_for_data(base, 2121, 62)                  # LFW-62 alone (33 steps an epoch): unchanged
     assert (lfw["epochs"], lfw["batch_size"], lfw["patience"]) == (base["epochs"], base["batch_size"], base["patience"])
     assert not lfw["small_data"] and "augment" not in lfw and lfw["balanced"] == base["balanced"]
     assert lfw["steps"] == 30 * (2121 // 64)
@@ -67,6 +67,25 @@ def test_rule_keeps_lfw62_and_counts_steps_for_small_sets():
     assert tiny["batch_size"] == 16 and tiny["steps_per_epoch"] == 1 and tiny["steps"] >= need
     with pytest.raises(ValueError, match="too small"):
         config.scratch_for_data(base, 1, 1)
+
+
+def test_max_steps_caps_the_schedule_of_large_sets_to_the_time_budget():
+    base = config.load("default").scratch
+    assert "max_steps" not in base and config.MAX_STEPS                 # the default cap: config.MAX_STEPS
+    lfw = config.scratch_for_data(base, 2121, 62, 1301)                # LFW-62 with its background people
+    assert lfw["steps_per_epoch"] == 3422 // 64 and lfw["epochs"] == config.MAX_STEPS // 53 < base["epochs"]
+    assert lfw["steps"] <= config.MAX_STEPS and lfw["patience"] == base["patience"]   # patience is not cut
+    big = config.scratch_for_data(base, 6000, 100, 1301)               # a larger set: fewer epochs, the same budget
+    assert big["epochs"] < lfw["epochs"] and config.MAX_STEPS - big["steps_per_epoch"] < big["steps"] <= config.MAX_STEPS
+    alone = config.scratch_for_data(base, 2121, 62)                    # 33 steps an epoch: all 30 epochs fit
+    assert alone["epochs"] == base["epochs"] and alone["steps"] <= config.MAX_STEPS
+    assert config.scratch_for_data(dict(base, max_steps=None), 2121, 62, 1301)["epochs"] == base["epochs"]
+    full = config.load("full").scratch                                  # the GPU profile has no cap
+    assert config.scratch_for_data(full, 2121, 62, 1301)["epochs"] == full["epochs"]
+    # the floors win over the cap: small sets keep their schedule in steps
+    small = config.scratch_for_data(dict(base, max_steps=100), 265, 40)
+    assert small["steps"] >= base["small_data_min_steps"] and small["patience"] > base["patience"]
+    assert config.scratch_for_data(dict(base, max_steps=100), 80, 5)["steps"] >= base["min_steps"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -285,6 +304,11 @@ def test_other_crop_numbers_compare_the_pair_and_the_two_sets_of_crops_face_by_f
                        "OtherCropPairTest": "2 against 0 faces, $p = 0.50$",     # seed 42: faces 2 and 3
                        "OtherCropMoved": "1 against 1 faces, $p = 1.00$"}        # seed 42: face 1 against face 4
     assert ablation.other_crop_numbers(other)["OtherCropMoved"] == "not measured on this data"
+    shorter = dict(first, settings={"steps": 1272})                 # another schedule: not the crops' effect alone
+    other["settings"] = {"steps": 1590}
+    assert ablation.other_crop_numbers(other, shorter)["OtherCropMoved"] == "not the same schedule"
+    assert ablation.other_crop_numbers(other, dict(first, settings={"steps": 1590}))["OtherCropMoved"] == \
+        numbers["OtherCropMoved"]
     assert set(ablation.other_crop_numbers(None, first).values()) == {"not measured on this data"}
 
 

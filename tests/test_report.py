@@ -40,7 +40,7 @@ CONTRACT_NUMBERS = {
     "SmallBackground", "SmallAloneAcc", "BackgroundPeople", "BackgroundImages", "FewestImages", "MostImages",
     "SmallPhotoPoints", "SamePhotoLeftOut", "TransferStage", "DataSetNote", "MidPeople", "MidTrain", "MidPerPerson",
     "MidSeeds", "MidAcc", "MidOriginalAcc", "MidEigenAcc", "MidPairTest", "OtherCropResNetAcc", "OtherCropPlainAcc",
-    "OtherCropPairTest", "OtherCropMoved"}
+    "OtherCropPairTest", "OtherCropMoved", "ScratchEpochs", "ScratchSteps", "ScratchMaxSteps"}
 
 
 def require_latexmk():
